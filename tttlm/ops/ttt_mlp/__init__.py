@@ -1,0 +1,72 @@
+"""TTT-MLP: the hidden state is a two-layer MLP ``g(x) = gelu(x W1 + b1) W2 + b2`` per head.
+
+``ttt_mlp(..., form=...)`` has the forms of ``tttlm.ops.ttt_linear``: "naive", "dual" (default), "step".
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from tttlm.ops.checks import check_ttt_inputs
+from tttlm.ops.scan import ChunkFn, run_ttt
+from tttlm.ops.state import TTTState
+from tttlm.ops.ttt_mlp.dual import dual_chunk
+from tttlm.ops.ttt_mlp.naive import primal_chunk
+from tttlm.ops.ttt_mlp.step import step_chunk
+
+FORMS: dict[str, ChunkFn] = {"naive": primal_chunk, "dual": dual_chunk, "step": step_chunk}
+
+
+def ttt_mlp(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    weight1: Tensor,
+    bias1: Tensor,
+    weight2: Tensor,
+    bias2: Tensor,
+    ln_weight: Tensor | None,
+    ln_bias: Tensor | None,
+    token_offset: Tensor | None = None,
+    *,
+    mini_batch_size: int = 16,
+    initial_state: TTTState | None = None,
+    form: str = "dual",
+    eps: float = 1e-6,
+    check_finite: bool = False,
+) -> tuple[Tensor, TTTState]:
+    """Mini-batch TTT with a two-layer MLP inner model.
+
+    The update rule, the step sizes and every argument not listed here are those of
+    ``tttlm.ops.ttt_linear.ttt_linear``.
+
+    Args:
+        weight1: (heads, d, hidden) and bias1: (heads, hidden), the first inner layer's initial weights.
+        weight2: (heads, hidden, d) and bias2: (heads, d), the second's.
+
+    Returns:
+        z: (batch, seq, heads, d); the ``TTTState`` with weights (W1, b1, W2, b2) after the last token.
+    """
+    heads, d = q.shape[-2], q.shape[-1]
+    hidden = weight1.shape[-1] if isinstance(weight1, Tensor) and weight1.dim() == 3 else 4 * d
+    params = {
+        "weight1": (weight1, (heads, d, hidden)),
+        "bias1": (bias1, (heads, hidden)),
+        "weight2": (weight2, (heads, hidden, d)),
+        "bias2": (bias2, (heads, d)),
+    }
+    for name, (tensor, _) in params.items():
+        if tensor is None:
+            raise TypeError(f"{name} must be a torch.Tensor; got None (the TTT-MLP inner model needs all four)")
+    check_ttt_inputs(
+        q, k, v, lr, params, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, form, FORMS,
+        check_finite,
+    )
+    return run_ttt(
+        FORMS[form], q, k, v, lr, (weight1, bias1, weight2, bias2), ln_weight, ln_bias, token_offset,
+        mini_batch_size, initial_state, eps, max_chunk=1 if form == "step" else None,
+    )
+
+
+__all__ = ["FORMS", "TTTState", "ttt_mlp"]
