@@ -42,9 +42,7 @@ def layer_norm_l2_grad(x: Tensor, target: Tensor, weight: Tensor, bias: Tensor, 
     x_hat = (x - mean) * inv_std
     grad_x_hat = (weight * x_hat + bias - target) * weight
     return (
-        d * grad_x_hat
-        - grad_x_hat.sum(dim=-1, keepdim=True)
-        - x_hat * (grad_x_hat * x_hat).sum(dim=-1, keepdim=True)
+        d * grad_x_hat - grad_x_hat.sum(dim=-1, keepdim=True) - x_hat * (grad_x_hat * x_hat).sum(dim=-1, keepdim=True)
     ) * (inv_std / d)
 
 

@@ -63,12 +63,34 @@ def ttt_linear(
     heads, d = q.shape[-2], q.shape[-1]
     params = {"weight": (weight, (heads, d, d)), "bias": (bias, (heads, d))}
     check_ttt_inputs(
-        q, k, v, lr, params, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, form, FORMS,
+        q,
+        k,
+        v,
+        lr,
+        params,
+        ln_weight,
+        ln_bias,
+        token_offset,
+        mini_batch_size,
+        initial_state,
+        form,
+        FORMS,
         check_finite,
     )
     inner = (weight,) if bias is None else (weight, bias)
     return run_ttt(
-        FORMS[form], q, k, v, lr, inner, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, eps,
+        FORMS[form],
+        q,
+        k,
+        v,
+        lr,
+        inner,
+        ln_weight,
+        ln_bias,
+        token_offset,
+        mini_batch_size,
+        initial_state,
+        eps,
         max_chunk=1 if form == "step" else None,
     )
 

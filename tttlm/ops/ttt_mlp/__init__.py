@@ -60,12 +60,34 @@ def ttt_mlp(
         if tensor is None:
             raise TypeError(f"{name} must be a torch.Tensor; got None (the TTT-MLP inner model needs all four)")
     check_ttt_inputs(
-        q, k, v, lr, params, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, form, FORMS,
+        q,
+        k,
+        v,
+        lr,
+        params,
+        ln_weight,
+        ln_bias,
+        token_offset,
+        mini_batch_size,
+        initial_state,
+        form,
+        FORMS,
         check_finite,
     )
     return run_ttt(
-        FORMS[form], q, k, v, lr, (weight1, bias1, weight2, bias2), ln_weight, ln_bias, token_offset,
-        mini_batch_size, initial_state, eps, max_chunk=1 if form == "step" else None,
+        FORMS[form],
+        q,
+        k,
+        v,
+        lr,
+        (weight1, bias1, weight2, bias2),
+        ln_weight,
+        ln_bias,
+        token_offset,
+        mini_batch_size,
+        initial_state,
+        eps,
+        max_chunk=1 if form == "step" else None,
     )
 
 

@@ -15,9 +15,7 @@ from tttlm.ops.scan import Norm, Weights, close_or_pend, reconstruction_grad
 from tttlm.ops.ttt_linear.naive import affine, primal_linear_layer
 
 
-def key_side_grads(
-    k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: float
-) -> tuple[Tensor, Tensor, Tensor]:
+def key_side_grads(k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Forward the keys through the inner MLP at W_s and back-propagate the reconstruction loss.
 
     k, v: (B, H, n, d). Returns the hidden activations x2 = gelu(k W1 + b1) (B, H, n, h), ∂ℓ/∂(k W1 + b1)

@@ -25,9 +25,7 @@ def step_chunk(
     """Same contract as ``tttlm.ops.ttt_mlp.naive.primal_chunk`` for one token (B, H, 1, d)."""
     W1, b1, W2, b2 = weights
     x2, grad_z1, grad_z2 = key_side_grads(k, v, weights, norm, eps)
-    zq1, sums1, current1 = step_linear_layer(
-        q, k, grad_z1, lr, scale, W1, b1, None if pending is None else pending[:2]
-    )
+    zq1, sums1, current1 = step_linear_layer(q, k, grad_z1, lr, scale, W1, b1, None if pending is None else pending[:2])
     zq, sums2, current2 = step_linear_layer(
         gelu_tanh(zq1), x2, grad_z2, lr, scale, W2, b2, None if pending is None else pending[2:]
     )
