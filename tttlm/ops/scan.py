@@ -29,10 +29,10 @@ ChunkFn = Callable[
 ]
 
 
-def token_scales(token_offset: Tensor, start: int, n: int) -> Tensor:
-    """``max(1/i + δ_i, 0)`` for mini-batch positions i = start+1 … start+n. Returns (n,)."""
-    i = torch.arange(start + 1, start + n + 1, dtype=token_offset.dtype, device=token_offset.device)
-    return torch.clamp_min(1.0 / i + token_offset[start : start + n], 0.0)
+def token_scales(token_offset: Tensor) -> Tensor:
+    """``max(1/i + δ_i, 0)`` for the mini-batch positions i = 1 … b. token_offset: (b,) δ. Returns (b,)."""
+    i = torch.arange(1, token_offset.shape[0] + 1, dtype=token_offset.dtype, device=token_offset.device)
+    return torch.clamp_min(i.reciprocal() + token_offset, 0.0)
 
 
 def reconstruction_grad(zk: Tensor, k: Tensor, v: Tensor, norm: Norm, eps: float) -> Tensor:
@@ -76,15 +76,24 @@ def scan_minibatches(
     weights = state.weights
     pending = state.grad_sums if state.position else None
     position = state.position
+    scales = token_scales(token_offset)
     outputs = []
     start = 0
     while start < seq:
         n = min(seq - start, mini_batch_size - position, max_chunk or mini_batch_size)
         close = position + n == mini_batch_size
         chunk = slice(start, start + n)
-        scale = token_scales(token_offset, position, n)
         z, weights, pending = chunk_fn(
-            q[:, :, chunk], k[:, :, chunk], v[:, :, chunk], lr[:, :, chunk], scale, weights, pending, close, norm, eps
+            q[:, :, chunk],
+            k[:, :, chunk],
+            v[:, :, chunk],
+            lr[:, :, chunk],
+            scales[position : position + n],
+            weights,
+            pending,
+            close,
+            norm,
+            eps,
         )
         outputs.append(z)
         position = 0 if close else position + n

@@ -1,0 +1,51 @@
+"""The console entry point: every sub-command has --help, and ``bench forms`` writes its JSON records."""
+
+import json
+
+import pytest
+
+from tttlm.cli import main
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["bench", "forms", "--help"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert "usage: tttlm" in capsys.readouterr().out
+
+
+def test_bench_forms_writes_records(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "forms.json"
+    argv = ["bench", "forms", "--seqs", "24", "--mini-batch-sizes", "4,8", "--heads", "1", "--head-dim", "8"]
+    assert main([*argv, "--repeats", "1", "--warmup", "0", "--json", str(path)]) == 0
+    payload = json.loads(path.read_text())
+    records = payload["records"]
+    assert payload["benchmark"] == "forms"
+    assert "torch" in payload["machine"]
+    # 2 ops x 2 b x 2 passes x 2 forms
+    assert len(records) == 16
+    assert {r["form"] for r in records} == {"naive", "dual"}
+    assert {r["pass"] for r in records} == {"fwd", "fwd+bwd"}
+    assert all({"op", "form", "T", "b", "pass", "seconds"} <= r.keys() and r["seconds"] > 0 for r in records)
+    assert "dual speed-up" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "forms", "--seqs", "0"], "positive integers"),
+        (["bench", "forms", "--seqs", "a,b"], "comma-separated integers"),
+        (["bench", "forms", "--ops", "ttt_conv"], "choose from"),
+    ],
+)
+def test_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_size_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "forms", "--heads", "0"]) == 2
+    assert "--heads must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints a table and writes JSON records (speed claims are measured, never asserted)."""

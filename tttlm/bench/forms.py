@@ -1,0 +1,170 @@
+"""``tttlm bench forms``: primal (naive) vs dual form of the TTT ops, forward and forward+backward.
+
+The paper reports the dual form > 5x faster than the primal in training (JAX, TPU); this measures the same
+ratio for our PyTorch ops on the machine at hand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from torch import Tensor
+
+from tttlm.bench.timing import machine_info, time_call
+from tttlm.ops import ttt_linear, ttt_mlp
+
+OPS = ("ttt_linear", "ttt_mlp")
+FORMS = ("naive", "dual")
+PASSES = ("fwd", "fwd+bwd")
+
+
+@dataclass(frozen=True)
+class FormsSetting:
+    """Problem size shared by every measurement of one run."""
+
+    batch: int = 1
+    heads: int = 2
+    head_dim: int = 64
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass(frozen=True)
+class FormsRecord:
+    """One measurement; ``to_json`` gives ``{"op", "form", "T", "b", "pass", "seconds", ...}``."""
+
+    op: str
+    form: str
+    T: int
+    b: int
+    pass_: str
+    seconds: float
+    min_seconds: float
+    max_seconds: float
+    repeats: int
+    batch: int
+    heads: int
+    head_dim: int
+    dtype: str
+
+    def to_json(self) -> dict[str, object]:
+        record = asdict(self)
+        record["pass"] = record.pop("pass_")
+        return record
+
+
+def make_inputs(op: str, seq: int, mini_batch_size: int, setting: FormsSetting, seed: int = 0) -> list[Tensor]:
+    """Random inputs at the scale of a trained layer, as the op's positional arguments (all leaves)."""
+    g = torch.Generator().manual_seed(seed)
+    b, h, d, dt = setting.batch, setting.heads, setting.head_dim, setting.dtype
+
+    def randn(*shape: int, std: float = 1.0) -> Tensor:
+        return (torch.randn(*shape, generator=g, dtype=dt) * std).requires_grad_()
+
+    qkv = [randn(b, seq, h, d) for _ in range(3)]
+    lr = (torch.rand(b, seq, h, generator=g, dtype=dt) / d).requires_grad_()
+    if op == "ttt_linear":
+        inner = [randn(h, d, d, std=0.02), randn(h, d, std=0.02)]
+    else:
+        inner = [randn(h, d, 4 * d, std=0.02), randn(h, 4 * d, std=0.02), randn(h, 4 * d, d, std=0.02), randn(h, d)]
+    ln = [torch.ones(h, d, dtype=dt).requires_grad_(), torch.zeros(h, d, dtype=dt).requires_grad_()]
+    offset = torch.zeros(mini_batch_size, dtype=dt).requires_grad_()
+    return [*qkv, lr, *inner, *ln, offset]
+
+
+def make_call(op: str, form: str, pass_: str, inputs: list[Tensor], mini_batch_size: int) -> Callable[[], None]:
+    """A closure running one forward (no autograd graph) or one forward+backward of the op."""
+    fn = ttt_linear if op == "ttt_linear" else ttt_mlp
+
+    def forward() -> Tensor:
+        return fn(*inputs, mini_batch_size=mini_batch_size, form=form)[0]
+
+    if pass_ == "fwd":
+
+        def call() -> None:
+            with torch.no_grad():
+                forward()
+
+    else:
+        grad_out = torch.randn_like(inputs[0])
+
+        def call() -> None:
+            for t in inputs:
+                t.grad = None
+            forward().backward(grad_out)
+
+    return call
+
+
+def run_forms_bench(
+    seqs: Sequence[int] = (512, 2048, 8192),
+    mini_batch_sizes: Sequence[int] = (1, 4, 16, 64),
+    ops: Sequence[str] = OPS,
+    passes: Sequence[str] = PASSES,
+    setting: FormsSetting = FormsSetting(),
+    repeats: int = 3,
+    warmup: int = 1,
+) -> list[FormsRecord]:
+    """Time every (op, T, b, pass, form) case."""
+    records: list[FormsRecord] = []
+    cases = [(op, t, b, p, f) for op in ops for t in seqs for b in mini_batch_sizes for p in passes for f in FORMS]
+    with Progress(transient=True) as progress:
+        task = progress.add_task("bench forms", total=len(cases))
+        for op, seq, b, pass_, form in cases:
+            progress.update(task, description=f"{op} {form} T={seq} b={b} {pass_}")
+            inputs = make_inputs(op, seq, b, setting)
+            timing = time_call(make_call(op, form, pass_, inputs, b), repeats=repeats, warmup=warmup)
+            records.append(
+                FormsRecord(
+                    op,
+                    form,
+                    seq,
+                    b,
+                    pass_,
+                    timing.median,
+                    timing.minimum,
+                    timing.maximum,
+                    timing.repeats,
+                    setting.batch,
+                    setting.heads,
+                    setting.head_dim,
+                    str(setting.dtype).removeprefix("torch."),
+                )
+            )
+            progress.advance(task)
+    return records
+
+
+def speedups(records: Sequence[FormsRecord]) -> dict[tuple[str, int, int, str], tuple[float, float]]:
+    """(naive seconds, dual seconds) for every (op, T, b, pass) measured in both forms."""
+    seconds = {(r.op, r.T, r.b, r.pass_, r.form): r.seconds for r in records}
+    return {
+        (op, seq, b, pass_): (seconds[(op, seq, b, pass_, "naive")], seconds[(op, seq, b, pass_, "dual")])
+        for op, seq, b, pass_, form in seconds
+        if form == "dual" and (op, seq, b, pass_, "naive") in seconds
+    }
+
+
+def print_table(records: Sequence[FormsRecord], console: Console | None = None) -> None:
+    """One row per (op, T, b, pass) with both forms' median seconds and the dual speed-up."""
+    table = Table(title="TTT ops: primal (naive) vs dual form, median seconds per call")
+    for col in ("op", "T", "b", "pass", "naive s", "dual s", "dual speed-up"):
+        table.add_column(col, justify="left" if col in ("op", "pass") else "right")
+    for (op, seq, b, pass_), (naive, dual) in speedups(records).items():
+        table.add_row(op, str(seq), str(b), pass_, f"{naive:.4f}", f"{dual:.4f}", f"{naive / dual:.1f}x")
+    (console or Console()).print(table)
+
+
+def write_json(records: Sequence[FormsRecord], path: Path) -> None:
+    """Write ``{"benchmark": "forms", "machine": ..., "records": [...]}`` atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    payload = {"benchmark": "forms", "machine": machine_info(), "records": [r.to_json() for r in records]}
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)

@@ -1,0 +1,98 @@
+"""The ``tttlm`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import tttlm
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,2048; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers; got {text!r}")
+    return values
+
+
+def _choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [x.strip() for x in text.split(",") if x.strip()]
+        unknown = [x for x in values if x not in choices]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(choices)}; got {text!r}")
+        return values
+
+    return parse
+
+
+def _bench_forms(args: argparse.Namespace) -> int:
+    import torch
+
+    from tttlm.bench.forms import FormsSetting, print_table, run_forms_bench, write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setting = FormsSetting(batch=args.batch, heads=args.heads, head_dim=args.head_dim)
+    records = run_forms_bench(
+        seqs=args.seqs,
+        mini_batch_sizes=args.mini_batch_sizes,
+        ops=args.ops,
+        passes=args.passes,
+        setting=setting,
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
+    print_table(records)
+    write_json(records, args.json)
+    print(f"wrote {len(records)} records to {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tttlm.bench.forms import OPS, PASSES
+
+    parser = argparse.ArgumentParser(prog="tttlm", description="Test-Time-Training sequence models.")
+    parser.add_argument("--version", action="version", version=f"tttlm {tttlm.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bench = commands.add_parser("bench", help="speed benchmarks (print a table, write JSON)")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    forms = benches.add_parser(
+        "forms",
+        help="primal (naive) vs dual form of the TTT ops, forward and forward+backward",
+        description="Time the naive (primal) and dual forms of ttt_linear and ttt_mlp and report the speed-up.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    forms.add_argument("--json", type=Path, default=Path("bench-results/forms.json"), help="where to write records")
+    forms.add_argument("--seqs", type=_int_list, default=[512, 2048, 8192], help="sequence lengths T")
+    forms.add_argument("--mini-batch-sizes", type=_int_list, default=[1, 4, 16, 64], help="TTT mini-batch sizes b")
+    forms.add_argument("--ops", type=_choice_list(OPS), default=list(OPS), help="ops to time")
+    forms.add_argument("--passes", type=_choice_list(PASSES), default=list(PASSES), help="passes to time")
+    forms.add_argument("--batch", type=int, default=1, help="batch size")
+    forms.add_argument("--heads", type=int, default=2, help="number of heads")
+    forms.add_argument("--head-dim", type=int, default=64, help="head dimension d")
+    forms.add_argument("--repeats", type=int, default=3, help="timed calls per case (the median is reported)")
+    forms.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    forms.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    forms.set_defaults(func=_bench_forms)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tttlm`` console script."""
+    args = build_parser().parse_args(argv)
+    for name in ("batch", "heads", "head_dim", "repeats"):
+        if getattr(args, name, 1) < 1:
+            print(f"tttlm: error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
+            return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
