@@ -1,0 +1,174 @@
+"""TTT-Linear and TTT-MLP sequence-mixing layers: projections, learnable inner lr and initial state, RoPE
+modulo the mini-batch, output LayerNorm and gate around the functional ops of ``tttlm.ops``.
+
+Per head (d = head dim), from the normalised block input x:
+    q, k, v = x θQ, x θK, x θV  (Mamba backbone: one shared projection, then two causal convs give q and k)
+    q, k    ← RoPE with position (t mod b)
+    lr_t    = base_lr · sigmoid(x_t θ_lr + b_lr) / d
+    z       = TTT op (inner model learnt on (k, v), read at q; initial weights W0 and inner LN learnable)
+    y       = θO (gelu_tanh(x θG) ⊙ LN(z))        (the gate is optional)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from tttlm.layers.conv import CausalConv
+from tttlm.layers.rope import apply_rope, rope_angles
+from tttlm.ops import TTTState, ttt_linear, ttt_mlp
+from tttlm.ops.inner_norm import gelu_tanh
+from tttlm.ops.ttt_linear import FORMS
+
+INNER_MODELS = ("linear", "mlp")
+# the paper's inner learning rates: TTT-Linear 1.0, TTT-MLP 0.1
+DEFAULT_BASE_LR = {"linear": 1.0, "mlp": 0.1}
+
+
+class TTTLayerCache(NamedTuple):
+    """What one TTT layer carries between calls: the inner state and, with shared q/k, the conv states."""
+
+    state: TTTState
+    conv_q: Tensor | None = None
+    conv_k: Tensor | None = None
+
+
+class TTTLayer(nn.Module):
+    """A TTT sequence-mixing layer. Input and output (batch, seq, hidden_size).
+
+    Args:
+        hidden_size: model width; must be divisible by ``num_heads``.
+        num_heads: number of TTT heads; head dim = hidden_size / num_heads (even, for RoPE).
+        inner: "linear" (TTT-Linear) or "mlp" (TTT-MLP, hidden ``mlp_ratio`` × head dim).
+        mini_batch_size: TTT mini-batch size b.
+        base_lr: η_base; None takes the paper's value (1.0 linear, 0.1 MLP).
+        rope_theta: RoPE base.
+        use_gate: multiply the output by gelu_tanh(x θG).
+        share_qk: the Mamba-backbone variant: one projection for q and k followed by two causal depthwise
+            convs (kernel ``conv_kernel``) that give q and k.
+        form: op form for training and prefill ("dual" or "naive"); single-token decoding uses "step".
+        eps: epsilon of the inner and output LayerNorms.
+        initializer_range: std of the normal init of projections, W0 and θ_lr.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        inner: str = "linear",
+        *,
+        mini_batch_size: int = 16,
+        base_lr: float | None = None,
+        rope_theta: float = 10000.0,
+        use_gate: bool = True,
+        share_qk: bool = False,
+        conv_kernel: int = 4,
+        mlp_ratio: int = 4,
+        form: str = "dual",
+        eps: float = 1e-6,
+        initializer_range: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if inner not in INNER_MODELS:
+            raise ValueError(f"inner must be one of {INNER_MODELS}; got {inner!r}")
+        if num_heads < 1 or hidden_size % num_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be a positive multiple of num_heads ({num_heads})")
+        if (hidden_size // num_heads) % 2:
+            raise ValueError(f"head dim hidden_size / num_heads = {hidden_size // num_heads} must be even (RoPE)")
+        if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be an integer >= 1; got {mini_batch_size!r}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {list(FORMS)}; got {form!r}")
+        self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, hidden_size // num_heads
+        self.inner, self.mini_batch_size, self.form, self.eps = inner, mini_batch_size, form, eps
+        self.base_lr = DEFAULT_BASE_LR[inner] if base_lr is None else float(base_lr)
+        self.rope_theta, self.use_gate, self.share_qk = rope_theta, use_gate, share_qk
+        heads, d, std = num_heads, self.head_dim, initializer_range
+
+        def linear() -> nn.Linear:
+            layer = nn.Linear(hidden_size, hidden_size, bias=False)
+            nn.init.normal_(layer.weight, std=std)
+            return layer
+
+        if share_qk:
+            self.qk_proj = linear()
+            self.conv_q = CausalConv(hidden_size, conv_kernel)
+            self.conv_k = CausalConv(hidden_size, conv_kernel)
+        else:
+            self.q_proj, self.k_proj = linear(), linear()
+        self.v_proj, self.o_proj = linear(), linear()
+        if use_gate:
+            self.g_proj = linear()
+        self.lr_weight = nn.Parameter(torch.randn(heads, hidden_size) * std)
+        self.lr_bias = nn.Parameter(torch.zeros(heads))
+        self.token_offset = nn.Parameter(torch.zeros(mini_batch_size))
+        if inner == "linear":
+            self.W1 = nn.Parameter(torch.randn(heads, d, d) * std)
+            self.b1 = nn.Parameter(torch.zeros(heads, d))
+        else:
+            self.W1 = nn.Parameter(torch.randn(heads, d, mlp_ratio * d) * std)
+            self.b1 = nn.Parameter(torch.zeros(heads, mlp_ratio * d))
+            self.W2 = nn.Parameter(torch.randn(heads, mlp_ratio * d, d) * std)
+            self.b2 = nn.Parameter(torch.zeros(heads, d))
+        self.ttt_norm_weight = nn.Parameter(torch.ones(heads, d))
+        self.ttt_norm_bias = nn.Parameter(torch.zeros(heads, d))
+        self.post_norm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def inner_params(self) -> tuple[Tensor, ...]:
+        """The learnable initial inner weights W0: (W1, b1) or (W1, b1, W2, b2)."""
+        return (self.W1, self.b1) if self.inner == "linear" else (self.W1, self.b1, self.W2, self.b2)
+
+    def forward(self, x: Tensor, cache: TTTLayerCache | None = None) -> tuple[Tensor, TTTLayerCache]:
+        """x: (batch, seq, hidden) normalised block input; ``cache`` continues a stream. Returns (y, cache)."""
+        seq = x.shape[1]
+        start = 0 if cache is None else cache.state.position
+        conv_q = conv_k = None
+        if self.share_qk:
+            qk = self.qk_proj(x)
+            q, conv_q = self.conv_q(qk, None if cache is None else cache.conv_q)
+            k, conv_k = self.conv_k(qk, None if cache is None else cache.conv_k)
+        else:
+            q, k = self.q_proj(x), self.k_proj(x)
+        q, k, v = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k, self.v_proj(x)))
+        positions = (start + torch.arange(seq, device=x.device)) % self.mini_batch_size
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        lr = self.base_lr / self.head_dim * torch.sigmoid(x @ self.lr_weight.t().to(x.dtype) + self.lr_bias)
+
+        # The inner loop runs in the parameters' precision (float32 under bf16 autocast): its state is
+        # accumulated over the whole sequence and its gradients go through a LayerNorm backward.
+        dtype = self.W1.dtype
+        op = ttt_linear if self.inner == "linear" else ttt_mlp
+        form = "step" if seq == 1 and self.form == "dual" else self.form
+        with torch.autocast(x.device.type, enabled=False):
+            z, state = op(
+                *(t.to(dtype) for t in (q, k, v, lr)),
+                *self.inner_params(),
+                self.ttt_norm_weight,
+                self.ttt_norm_bias,
+                self.token_offset,
+                mini_batch_size=self.mini_batch_size,
+                initial_state=None if cache is None else cache.state,
+                form=form,
+                eps=self.eps,
+            )
+        z = self.post_norm(z.flatten(-2).to(x.dtype))
+        if self.use_gate:
+            z = gelu_tanh(self.g_proj(x)) * z
+        return self.o_proj(z), TTTLayerCache(state, conv_q, conv_k)
+
+
+class TTTLinear(TTTLayer):
+    """TTT layer whose hidden state is a linear model (``TTTLayer(inner="linear")``)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, **kwargs: object) -> None:
+        super().__init__(hidden_size, num_heads, "linear", **kwargs)  # type: ignore[arg-type]
+
+
+class TTTMLP(TTTLayer):
+    """TTT layer whose hidden state is a two-layer MLP (``TTTLayer(inner="mlp")``)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, **kwargs: object) -> None:
+        super().__init__(hidden_size, num_heads, "mlp", **kwargs)  # type: ignore[arg-type]
