@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ def check_ttt_inputs(
     k: Tensor,
     v: Tensor,
     lr: Tensor,
-    params: Mapping[str, tuple[Tensor | None, Sequence[int]]],
+    inner_params: Callable[[int, int], Mapping[str, tuple[Tensor | None, Sequence[int]]]],
     ln_weight: Tensor | None,
     ln_bias: Tensor | None,
     token_offset: Tensor | None,
@@ -45,7 +45,8 @@ def check_ttt_inputs(
 ) -> None:
     """Validate the arguments of a TTT op (see ``tttlm.ops.ttt_linear`` for their meaning).
 
-    ``params`` maps each inner-weight argument name to (tensor or None for an absent optional one, its shape).
+    ``inner_params(heads, d)`` maps each inner-weight argument name to (the tensor, or None for an absent
+    optional one; its required shape). It is called once q is known to be a valid (batch, seq, heads, d) tensor.
     """
     if form not in forms:
         raise ValueError(f"form must be one of {list(forms)}; got {form!r}")
@@ -64,6 +65,7 @@ def check_ttt_inputs(
     check_tensor("k", k, q.shape, q, check_finite)
     check_tensor("v", v, q.shape, q, check_finite)
     check_tensor("lr", lr, (batch, seq, heads), q, check_finite)
+    params = inner_params(heads, q.shape[-1])
     for name, (tensor, shape) in params.items():
         if tensor is not None:
             check_tensor(name, tensor, shape, q, check_finite)

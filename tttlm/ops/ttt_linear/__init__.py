@@ -60,14 +60,12 @@ def ttt_linear(
     Returns:
         z: (batch, seq, heads, d) outputs ``f(q_i; W_i)``; and the ``TTTState`` after the last token.
     """
-    heads, d = q.shape[-2], q.shape[-1]
-    params = {"weight": (weight, (heads, d, d)), "bias": (bias, (heads, d))}
     check_ttt_inputs(
         q,
         k,
         v,
         lr,
-        params,
+        lambda heads, d: {"weight": (weight, (heads, d, d)), "bias": (bias, (heads, d))},
         ln_weight,
         ln_bias,
         token_offset,

@@ -48,23 +48,22 @@ def ttt_mlp(
     Returns:
         z: (batch, seq, heads, d); the ``TTTState`` with weights (W1, b1, W2, b2) after the last token.
     """
-    heads, d = q.shape[-2], q.shape[-1]
-    hidden = weight1.shape[-1] if isinstance(weight1, Tensor) and weight1.dim() == 3 else 4 * d
-    params = {
-        "weight1": (weight1, (heads, d, hidden)),
-        "bias1": (bias1, (heads, hidden)),
-        "weight2": (weight2, (heads, hidden, d)),
-        "bias2": (bias2, (heads, d)),
-    }
-    for name, (tensor, _) in params.items():
+    required = {"weight1": weight1, "bias1": bias1, "weight2": weight2, "bias2": bias2}
+    for name, tensor in required.items():
         if tensor is None:
             raise TypeError(f"{name} must be a torch.Tensor; got None (the TTT-MLP inner model needs all four)")
+
+    def inner_params(heads: int, d: int) -> dict[str, tuple[Tensor, tuple[int, ...]]]:
+        hidden = weight1.shape[-1] if isinstance(weight1, Tensor) and weight1.dim() == 3 else 4 * d
+        shapes = ((heads, d, hidden), (heads, hidden), (heads, hidden, d), (heads, d))
+        return {name: (tensor, shape) for (name, tensor), shape in zip(required.items(), shapes, strict=True)}
+
     check_ttt_inputs(
         q,
         k,
         v,
         lr,
-        params,
+        inner_params,
         ln_weight,
         ln_bias,
         token_offset,
