@@ -49,3 +49,14 @@ def test_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixt
 def test_bad_size_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "forms", "--heads", "0"]) == 2
     assert "--heads must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_forms_skips_naive_backward_over_memory_budget(tmp_path) -> None:
+    path = tmp_path / "forms.json"
+    argv = ["bench", "forms", "--seqs", "16", "--mini-batch-sizes", "4", "--heads", "1", "--head-dim", "8"]
+    assert main([*argv, "--repeats", "1", "--warmup", "0", "--max-naive-gb", "1e-9", "--json", str(path)]) == 0
+    records = json.loads(path.read_text())["records"]
+    skipped = [r for r in records if r["skipped"]]
+    assert {(r["form"], r["pass"]) for r in skipped} == {("naive", "fwd+bwd")}
+    assert all(r["seconds"] is None and "GB" in r["skipped"] for r in skipped)
+    assert all(r["seconds"] > 0 for r in records if not r["skipped"])

@@ -47,6 +47,7 @@ def _bench_forms(args: argparse.Namespace) -> int:
         setting=setting,
         repeats=args.repeats,
         warmup=args.warmup,
+        max_naive_gb=args.max_naive_gb,
     )
     print_table(records)
     write_json(records, args.json)
@@ -55,7 +56,7 @@ def _bench_forms(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tttlm.bench.forms import OPS, PASSES
+    from tttlm.bench.forms import OPS, PASSES, FormsSetting
 
     parser = argparse.ArgumentParser(prog="tttlm", description="Test-Time-Training sequence models.")
     parser.add_argument("--version", action="version", version=f"tttlm {tttlm.__version__}")
@@ -75,10 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     forms.add_argument("--ops", type=_choice_list(OPS), default=list(OPS), help="ops to time")
     forms.add_argument("--passes", type=_choice_list(PASSES), default=list(PASSES), help="passes to time")
     forms.add_argument("--batch", type=int, default=1, help="batch size")
-    forms.add_argument("--heads", type=int, default=2, help="number of heads")
+    forms.add_argument("--heads", type=int, default=FormsSetting.heads, help="number of heads")
     forms.add_argument("--head-dim", type=int, default=64, help="head dimension d")
     forms.add_argument("--repeats", type=int, default=3, help="timed calls per case (the median is reported)")
     forms.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    forms.add_argument(
+        "--max-naive-gb", type=float, default=12.0, help="skip naive fwd+bwd cases estimated to need more memory"
+    )
     forms.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     forms.set_defaults(func=_bench_forms)
     return parser

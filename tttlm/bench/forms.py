@@ -30,7 +30,7 @@ class FormsSetting:
     """Problem size shared by every measurement of one run."""
 
     batch: int = 1
-    heads: int = 2
+    heads: int = 4
     head_dim: int = 64
     dtype: torch.dtype = torch.float32
 
@@ -44,19 +44,33 @@ class FormsRecord:
     T: int
     b: int
     pass_: str
-    seconds: float
-    min_seconds: float
-    max_seconds: float
+    seconds: float | None  # None when skipped
+    min_seconds: float | None
+    max_seconds: float | None
     repeats: int
     batch: int
     heads: int
     head_dim: int
     dtype: str
+    skipped: str | None = None
 
     def to_json(self) -> dict[str, object]:
         record = asdict(self)
         record["pass"] = record.pop("pass_")
         return record
+
+
+def naive_backward_bytes(op: str, seq: int, setting: FormsSetting) -> int:
+    """Estimated autograd memory of the primal form's forward+backward.
+
+    The primal form materialises one inner model per token and autograd keeps about four tensors of that size
+    (the running gradient sums and the per-token weights, for each inner layer) — measured: 4.5 GB for
+    ttt_mlp at T = 2048, 4 heads, d = 64, float32.
+    """
+    d = setting.head_dim
+    per_head = d * d if op == "ttt_linear" else 2 * d * 4 * d
+    itemsize = torch.empty((), dtype=setting.dtype).element_size()
+    return 4 * setting.batch * seq * setting.heads * per_head * itemsize
 
 
 def make_inputs(op: str, seq: int, mini_batch_size: int, setting: FormsSetting, seed: int = 0) -> list[Tensor]:
@@ -110,54 +124,50 @@ def run_forms_bench(
     setting: FormsSetting = FormsSetting(),
     repeats: int = 3,
     warmup: int = 1,
+    max_naive_gb: float = 12.0,
 ) -> list[FormsRecord]:
-    """Time every (op, T, b, pass, form) case."""
+    """Time every (op, T, b, pass, form) case; naive forward+backward cases estimated to need more than
+    ``max_naive_gb`` of memory are recorded as skipped instead of run."""
     records: list[FormsRecord] = []
     cases = [(op, t, b, p, f) for op in ops for t in seqs for b in mini_batch_sizes for p in passes for f in FORMS]
     with Progress(transient=True) as progress:
         task = progress.add_task("bench forms", total=len(cases))
         for op, seq, b, pass_, form in cases:
             progress.update(task, description=f"{op} {form} T={seq} b={b} {pass_}")
-            inputs = make_inputs(op, seq, b, setting)
-            timing = time_call(make_call(op, form, pass_, inputs, b), repeats=repeats, warmup=warmup)
-            records.append(
-                FormsRecord(
-                    op,
-                    form,
-                    seq,
-                    b,
-                    pass_,
-                    timing.median,
-                    timing.minimum,
-                    timing.maximum,
-                    timing.repeats,
-                    setting.batch,
-                    setting.heads,
-                    setting.head_dim,
-                    str(setting.dtype).removeprefix("torch."),
-                )
-            )
+            meta = (repeats, setting.batch, setting.heads, setting.head_dim, str(setting.dtype).removeprefix("torch."))
+            need_gb = naive_backward_bytes(op, seq, setting) / 1e9
+            if form == "naive" and pass_ == "fwd+bwd" and need_gb > max_naive_gb:
+                reason = f"~{need_gb:.1f} GB > {max_naive_gb:g} GB"
+                records.append(FormsRecord(op, form, seq, b, pass_, None, None, None, *meta, skipped=reason))
+            else:
+                inputs = make_inputs(op, seq, b, setting)
+                t = time_call(make_call(op, form, pass_, inputs, b), repeats=repeats, warmup=warmup)
+                records.append(FormsRecord(op, form, seq, b, pass_, t.median, t.minimum, t.maximum, *meta))
             progress.advance(task)
     return records
 
 
-def speedups(records: Sequence[FormsRecord]) -> dict[tuple[str, int, int, str], tuple[float, float]]:
-    """(naive seconds, dual seconds) for every (op, T, b, pass) measured in both forms."""
-    seconds = {(r.op, r.T, r.b, r.pass_, r.form): r.seconds for r in records}
-    return {
-        (op, seq, b, pass_): (seconds[(op, seq, b, pass_, "naive")], seconds[(op, seq, b, pass_, "dual")])
-        for op, seq, b, pass_, form in seconds
-        if form == "dual" and (op, seq, b, pass_, "naive") in seconds
-    }
+def _cell(record: FormsRecord | None) -> str:
+    if record is None:
+        return "-"
+    return f"{record.seconds:.4f}" if record.seconds is not None else f"skipped: {record.skipped}"
 
 
 def print_table(records: Sequence[FormsRecord], console: Console | None = None) -> None:
-    """One row per (op, T, b, pass) with both forms' median seconds and the dual speed-up."""
+    """One row per (op, T, b, pass) with both forms' median seconds and the dual speed-up (naive / dual)."""
+    by_case: dict[tuple[str, int, int, str], dict[str, FormsRecord]] = {}
+    for r in records:
+        by_case.setdefault((r.op, r.T, r.b, r.pass_), {})[r.form] = r
     table = Table(title="TTT ops: primal (naive) vs dual form, median seconds per call")
     for col in ("op", "T", "b", "pass", "naive s", "dual s", "dual speed-up"):
         table.add_column(col, justify="left" if col in ("op", "pass") else "right")
-    for (op, seq, b, pass_), (naive, dual) in speedups(records).items():
-        table.add_row(op, str(seq), str(b), pass_, f"{naive:.4f}", f"{dual:.4f}", f"{naive / dual:.1f}x")
+    for (op, seq, b, pass_), forms in by_case.items():
+        naive, dual = forms.get("naive"), forms.get("dual")
+        cells = [_cell(naive), _cell(dual)]
+        ratio = "-"
+        if naive and dual and naive.seconds is not None and dual.seconds is not None:
+            ratio = f"{naive.seconds / dual.seconds:.1f}x"
+        table.add_row(op, str(seq), str(b), pass_, *cells, ratio)
     (console or Console()).print(table)
 
 
