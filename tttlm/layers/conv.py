@@ -32,8 +32,13 @@ class CausalConv(nn.Module):
         if kernel_size < 1:
             raise ValueError(f"conv kernel_size must be >= 1; got {kernel_size}")
         self.weight = nn.Parameter(torch.empty(channels, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        bound = kernel_size**-0.5  # PyTorch's Conv1d default fan-in bound for a depthwise kernel
+        self.bias = nn.Parameter(torch.empty(channels))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Uniform in ±1/√K, PyTorch's Conv1d default fan-in bound for a depthwise kernel."""
+        bound = self.weight.shape[1] ** -0.5
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 

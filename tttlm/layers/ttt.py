@@ -101,20 +101,32 @@ class TTTLayer(nn.Module):
         self.v_proj, self.o_proj = linear(), linear()
         if use_gate:
             self.g_proj = linear()
-        self.lr_weight = nn.Parameter(torch.randn(heads, hidden_size) * std)
-        self.lr_bias = nn.Parameter(torch.zeros(heads))
-        self.token_offset = nn.Parameter(torch.zeros(mini_batch_size))
-        if inner == "linear":
-            self.W1 = nn.Parameter(torch.randn(heads, d, d) * std)
-            self.b1 = nn.Parameter(torch.zeros(heads, d))
-        else:
-            self.W1 = nn.Parameter(torch.randn(heads, d, mlp_ratio * d) * std)
-            self.b1 = nn.Parameter(torch.zeros(heads, mlp_ratio * d))
-            self.W2 = nn.Parameter(torch.randn(heads, mlp_ratio * d, d) * std)
-            self.b2 = nn.Parameter(torch.zeros(heads, d))
-        self.ttt_norm_weight = nn.Parameter(torch.ones(heads, d))
-        self.ttt_norm_bias = nn.Parameter(torch.zeros(heads, d))
+        self.initializer_range = initializer_range
+        self.lr_weight = nn.Parameter(torch.empty(heads, hidden_size))
+        self.lr_bias = nn.Parameter(torch.empty(heads))
+        self.token_offset = nn.Parameter(torch.empty(mini_batch_size))
+        inner_hidden = d if inner == "linear" else mlp_ratio * d
+        self.W1 = nn.Parameter(torch.empty(heads, d, inner_hidden))
+        self.b1 = nn.Parameter(torch.empty(heads, inner_hidden))
+        if inner == "mlp":
+            self.W2 = nn.Parameter(torch.empty(heads, inner_hidden, d))
+            self.b2 = nn.Parameter(torch.empty(heads, d))
+        self.ttt_norm_weight = nn.Parameter(torch.empty(heads, d))
+        self.ttt_norm_bias = nn.Parameter(torch.empty(heads, d))
+        self.reset_parameters()
         self.post_norm = nn.LayerNorm(hidden_size, eps=eps)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise this layer's own parameters (not its submodules): W0, θ_lr ~ N(0, initializer_range);
+        inner biases, b_lr and δ zero; inner LayerNorm identity."""
+        for weight in (self.W1, getattr(self, "W2", None), self.lr_weight):
+            if weight is not None:
+                nn.init.normal_(weight, std=self.initializer_range)
+        for zero in (self.b1, getattr(self, "b2", None), self.lr_bias, self.token_offset, self.ttt_norm_bias):
+            if zero is not None:
+                nn.init.zeros_(zero)
+        nn.init.ones_(self.ttt_norm_weight)
 
     def inner_params(self) -> tuple[Tensor, ...]:
         """The learnable initial inner weights W0: (W1, b1) or (W1, b1, W2, b2)."""
@@ -137,18 +149,16 @@ class TTTLayer(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         lr = self.base_lr / self.head_dim * torch.sigmoid(x @ self.lr_weight.t().to(x.dtype) + self.lr_bias)
 
-        # The inner loop runs in the parameters' precision (float32 under bf16 autocast): its state is
+        # The inner loop runs in at least float32 (also under bf16 autocast or in a bf16 model): its state is
         # accumulated over the whole sequence and its gradients go through a LayerNorm backward.
-        dtype = self.W1.dtype
+        dtype = torch.promote_types(self.W1.dtype, torch.float32)
         op = ttt_linear if self.inner == "linear" else ttt_mlp
         form = "step" if seq == 1 and self.form == "dual" else self.form
         with torch.autocast(x.device.type, enabled=False):
             z, state = op(
                 *(t.to(dtype) for t in (q, k, v, lr)),
-                *self.inner_params(),
-                self.ttt_norm_weight,
-                self.ttt_norm_bias,
-                self.token_offset,
+                *(p.to(dtype) for p in (*self.inner_params(), self.ttt_norm_weight, self.ttt_norm_bias)),
+                self.token_offset.to(dtype),
                 mini_batch_size=self.mini_batch_size,
                 initial_state=None if cache is None else cache.state,
                 form=form,

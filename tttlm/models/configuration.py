@@ -1,0 +1,189 @@
+"""``TTTConfig``: the transformers configuration of TTT language models, and the paper's size presets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+LAYER_TYPES = ("linear", "mlp")
+BACKBONES = ("transformer", "mamba")
+# "step" is not listed: it is the single-token decode path, chosen automatically for seq == 1
+TTT_FORMS = ("dual", "naive")
+
+# Sizes only; everything else (layer_type, backbone, ...) keeps the config defaults unless overridden.
+# The paper presets (hidden / MLP / layers / heads) use vocab 32000, mini-batch 16 and head dim 64 (96 for 760M,
+# whose 1536 / 16 heads are the paper's).
+PRESETS: dict[str, dict[str, Any]] = {
+    # CI-sized: a few thousand parameters per block, runs in milliseconds on a CPU
+    "tiny": {
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 172,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "mini_batch_size": 16,
+    },
+    "125m": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "350m": {"hidden_size": 1024, "intermediate_size": 2736, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "760m": {"hidden_size": 1536, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "1.3b": {"hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 24, "num_attention_heads": 32},
+}
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"TTTConfig: {name} must be a positive integer; got {value!r}. Pass e.g. {name}=16.")
+
+
+def _positive_float(name: str, value: object, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"TTTConfig: {name} must be a positive number; got {value!r}. Pass e.g. {name}={example}.")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        options = " or ".join(repr(c) for c in choices)
+        raise ValueError(f"TTTConfig: {name} must be {options}; got {value!r}.")
+
+
+class TTTConfig(PretrainedConfig):
+    """Configuration of a TTT language model (``TTTModel`` / ``TTTForCausalLM``).
+
+    Defaults give the paper's 125M model with a Transformer backbone and TTT-Linear; ``TTTConfig.from_preset``
+    gives the other sizes. Every value is validated here, so a bad config fails before a model is built.
+
+    Args:
+        vocab_size: number of token ids; ``input_ids`` must lie in ``[0, vocab_size)``.
+        hidden_size: model width (the residual stream).
+        intermediate_size: inner width of the SwiGLU feed-forward network.
+        num_hidden_layers: number of blocks.
+        num_attention_heads: number of TTT heads; head dim = hidden_size / heads, which must be even (RoPE).
+        layer_type: "linear" (TTT-Linear) or "mlp" (TTT-MLP, inner MLP of width 4 × head dim).
+        backbone: "transformer" (separate q/k projections) or "mamba" (one shared q/k projection followed by two
+            causal depthwise convs, and optionally a conv sub-block before the TTT sub-block, see ``pre_conv``).
+        mini_batch_size: TTT mini-batch size b (gradients inside a mini-batch are taken at its start state).
+        ttt_base_lr: η_base of the inner learning rate; None means the paper's value (1.0 linear, 0.1 mlp).
+        rope_theta: RoPE base (positions are taken modulo ``mini_batch_size``).
+        use_gate: multiply the TTT output by ``gelu_tanh(x θG)``.
+        pre_conv: add the sub-block ``x + CausalConv(RMSNorm(x))`` before the TTT sub-block. None means True for
+            the mamba backbone and False for the transformer backbone; the resolved bool is stored.
+        conv_kernel: kernel size of all causal convs (shared-q/k convs and the pre-conv).
+        ttt_form: op form for training and prefill, "dual" (matmul-only, default) or "naive" (primal, the slow
+            reference); single-token decoding always uses the O(1) step path of the dual form.
+        rms_norm_eps: epsilon of the block RMSNorms.
+        initializer_range: std of the normal init of linear layers, embeddings and the TTT inner weights.
+        tie_word_embeddings: share the LM head with the input embedding.
+        max_position_embeddings: informational only; TTT has no position limit (RoPE restarts every mini-batch).
+        use_cache: whether forward returns a ``TTTCache`` by default (not while training).
+        pad_token_id, bos_token_id, eos_token_id: special token ids (used by ``generate``).
+        **kwargs: passed on to ``transformers.PretrainedConfig``.
+    """
+
+    model_type = "tttlm"
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        hidden_size: int = 768,
+        intermediate_size: int = 2048,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        layer_type: str = "linear",
+        backbone: str = "transformer",
+        mini_batch_size: int = 16,
+        ttt_base_lr: float | None = None,
+        rope_theta: float = 10000.0,
+        use_gate: bool = True,
+        pre_conv: bool | None = None,
+        conv_kernel: int = 4,
+        ttt_form: str = "dual",
+        rms_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = True,
+        max_position_embeddings: int = 2048,
+        use_cache: bool = True,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | None = 2,
+        **kwargs: Any,
+    ) -> None:
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("hidden_size", hidden_size),
+            ("intermediate_size", intermediate_size),
+            ("num_hidden_layers", num_hidden_layers),
+            ("num_attention_heads", num_attention_heads),
+            ("mini_batch_size", mini_batch_size),
+            ("conv_kernel", conv_kernel),
+            ("max_position_embeddings", max_position_embeddings),
+        ):
+            _positive_int(name, value)
+        _choice("layer_type", layer_type, LAYER_TYPES)
+        _choice("backbone", backbone, BACKBONES)
+        _choice("ttt_form", ttt_form, TTT_FORMS)
+        if hidden_size % num_attention_heads:
+            raise ValueError(
+                f"TTTConfig: hidden_size ({hidden_size}) must be divisible by num_attention_heads "
+                f"({num_attention_heads}); pick heads so that hidden_size / heads is an even integer (e.g. 64)."
+            )
+        head_dim = hidden_size // num_attention_heads
+        if head_dim % 2:
+            raise ValueError(
+                f"TTTConfig: head dim hidden_size / num_attention_heads = {hidden_size} / {num_attention_heads} = "
+                f"{head_dim} must be even (RoPE rotates pairs of channels); change hidden_size or num_attention_heads."
+            )
+        if ttt_base_lr is not None:
+            _positive_float("ttt_base_lr", ttt_base_lr, "1.0 (or None for the paper's value)")
+        _positive_float("rope_theta", rope_theta, "10000.0")
+        _positive_float("rms_norm_eps", rms_norm_eps, "1e-6")
+        if (
+            isinstance(initializer_range, bool)
+            or not isinstance(initializer_range, (int, float))
+            or initializer_range < 0
+        ):
+            raise ValueError(
+                f"TTTConfig: initializer_range must be a number >= 0; got {initializer_range!r}. Pass e.g. 0.02."
+            )
+        if pre_conv is not None and not isinstance(pre_conv, bool):
+            raise ValueError(f"TTTConfig: pre_conv must be True, False or None (backbone default); got {pre_conv!r}.")
+        if not isinstance(use_gate, bool):
+            raise ValueError(f"TTTConfig: use_gate must be True or False; got {use_gate!r}.")
+
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.layer_type = layer_type
+        self.backbone = backbone
+        self.mini_batch_size = mini_batch_size
+        self.ttt_base_lr = None if ttt_base_lr is None else float(ttt_base_lr)
+        self.rope_theta = float(rope_theta)
+        self.use_gate = use_gate
+        # stored resolved, so a saved config.json states what the model has
+        self.pre_conv = backbone == "mamba" if pre_conv is None else pre_conv
+        self.conv_kernel = conv_kernel
+        self.ttt_form = ttt_form
+        self.rms_norm_eps = float(rms_norm_eps)
+        self.initializer_range = float(initializer_range)
+        self.max_position_embeddings = max_position_embeddings
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> TTTConfig:
+        """The config of a named size ("tiny", "125m", "350m", "760m", "1.3b"), with ``overrides`` applied.
+
+        Example: ``TTTConfig.from_preset("125m", layer_type="mlp", backbone="mamba")``.
+        """
+        key = name.lower() if isinstance(name, str) else name
+        if key not in PRESETS:
+            raise ValueError(f"unknown TTT preset {name!r}; choose one of {', '.join(repr(p) for p in PRESETS)}")
+        return cls(**{**PRESETS[key], **overrides})

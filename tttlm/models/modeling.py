@@ -1,0 +1,362 @@
+"""TTT language models as transformers ``PreTrainedModel``s: ``TTTModel`` (the backbone) and ``TTTForCausalLM``.
+
+Block (``TTTBlock``), with RMSNorm before every sub-block:
+
+    x ← x + CausalConv(RMSNorm(x))       only with ``config.pre_conv`` (mamba backbone by default)
+    x ← x + TTT(RMSNorm(x))              TTT-Linear or TTT-MLP; mamba backbone: shared q/k projection + two convs
+    x ← x + SwiGLU(RMSNorm(x))
+
+then a final RMSNorm and the LM head (tied to the embedding by default). The model carries its recurrent state in
+a ``TTTCache``; a forward call of one token per sequence takes the O(1) decode step of the TTT layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from tttlm.layers.conv import CausalConv
+from tttlm.layers.mlp import SwiGLU
+from tttlm.layers.ttt import TTTLayer
+from tttlm.models.cache import TTTBlockCache, TTTCache
+from tttlm.models.configuration import TTTConfig
+
+# transformers 5 describes tied weights as {target: source}; 4.x as a list of the tied (target) names
+_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+_TIED_LM_HEAD: dict[str, str] | list[str] = (
+    {"lm_head.weight": "model.embed_tokens.weight"} if _TRANSFORMERS_MAJOR >= 5 else ["lm_head.weight"]
+)
+
+
+def check_input_ids(input_ids: object, vocab_size: int) -> None:
+    """Raise TypeError/ValueError unless ``input_ids`` is an integer tensor (batch, seq) of ids in [0, vocab_size)."""
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids; got {type(input_ids).__name__}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(
+            f"input_ids must be an integer tensor (torch.long) of token ids; got dtype {input_ids.dtype}. "
+            "Pass embeddings as inputs_embeds instead, or cast ids with .long()"
+        )
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, seq); got shape {tuple(input_ids.shape)}. "
+            "A single sequence needs a batch dim: input_ids.unsqueeze(0)"
+        )
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}); pass at least one token per sequence")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"input_ids contains token id {bad}, outside [0, vocab_size={vocab_size}); "
+            "check that the tokenizer matches the model's vocabulary"
+        )
+
+
+def _check_inputs_embeds(inputs_embeds: object, hidden_size: int) -> None:
+    if not isinstance(inputs_embeds, Tensor) or not inputs_embeds.is_floating_point():
+        raise TypeError(f"inputs_embeds must be a floating-point torch.Tensor; got {type(inputs_embeds).__name__}")
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden_size or 0 in inputs_embeds.shape[:2]:
+        raise ValueError(
+            f"inputs_embeds must have shape (batch, seq, hidden_size={hidden_size}) with seq >= 1; "
+            f"got {tuple(inputs_embeds.shape)}"
+        )
+
+
+def _check_attention_mask(attention_mask: Tensor | None, batch: int) -> None:
+    # A recurrent state cannot skip tokens: a padding token would be learnt by every TTT layer and shift the
+    # mini-batch alignment, so padded batches are refused instead of being silently wrong.
+    if attention_mask is None:
+        return
+    if not isinstance(attention_mask, Tensor) or attention_mask.dim() != 2 or attention_mask.shape[0] != batch:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"attention_mask must be None or a (batch={batch}, seq) tensor; got {shape}")
+    if not bool((attention_mask != 0).all()):
+        raise ValueError(
+            "attention_mask contains padding (zeros), which TTT models do not support: the recurrent TTT state would "
+            "absorb the padding tokens. Run sequences of different lengths separately (or in equal-length groups)"
+        )
+
+
+def causal_lm_loss(
+    logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None = None, ignore_index: int = -100
+) -> Tensor:
+    """Next-token cross-entropy: position t is scored against ``labels[:, t + 1]``; ``ignore_index`` is skipped.
+
+    logits: (batch, seq, vocab); labels: (batch, seq). The mean over counted tokens, or the sum divided by
+    ``num_items_in_batch`` (the transformers convention under gradient accumulation). Half-precision logits are
+    upcast to float32; float64 stays float64 (transformers' own loss would round it to float32).
+    """
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    targets = F.pad(labels, (0, 1), value=ignore_index)[:, 1:].to(logits.device)
+    reduction = "mean" if num_items_in_batch is None else "sum"
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction=reduction)
+    return loss if num_items_in_batch is None else loss / num_items_in_batch
+
+
+class TTTBlock(nn.Module):
+    """One block: [pre-conv sub-block,] TTT sub-block, SwiGLU sub-block, each ``x + f(RMSNorm(x))``.
+
+    ``forward(x, cache) -> (x, cache)``; x: (batch, seq, hidden). The block is a pure function of its inputs (the
+    returned cache is new, nothing is modified in place), so gradient checkpointing may recompute it.
+    """
+
+    def __init__(self, config: TTTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.pre_conv = config.pre_conv
+        if self.pre_conv:
+            self.conv_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+            self.conv = CausalConv(config.hidden_size, config.conv_kernel)
+        self.seq_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.ttt = TTTLayer(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.layer_type,
+            mini_batch_size=config.mini_batch_size,
+            base_lr=config.ttt_base_lr,
+            rope_theta=config.rope_theta,
+            use_gate=config.use_gate,
+            share_qk=config.backbone == "mamba",
+            conv_kernel=config.conv_kernel,
+            form=config.ttt_form,
+            initializer_range=config.initializer_range,
+        )
+        self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x: Tensor, cache: TTTBlockCache | None = None) -> tuple[Tensor, TTTBlockCache]:
+        """x: (batch, seq, hidden); ``cache`` continues a stream. Returns (batch, seq, hidden) and the new cache."""
+        pre_conv_state = None
+        if self.pre_conv:
+            h, pre_conv_state = self.conv(self.conv_norm(x), None if cache is None else cache.pre_conv)
+            x = x + h
+        h, ttt_cache = self.ttt(self.seq_norm(x), None if cache is None else cache.ttt)
+        x = x + h
+        x = x + self.mlp(self.ffn_norm(x))
+        return x, TTTBlockCache(ttt_cache, pre_conv_state)
+
+
+class TTTPreTrainedModel(PreTrainedModel):
+    """Weight init, checkpointing support and the config class shared by the TTT models."""
+
+    config_class = TTTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["TTTBlock"]
+    # generate: no assisted decoding (a recurrent state cannot be rolled back)
+    _is_stateful = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise one module's own parameters (transformers calls this for every module).
+
+        The TTT layer and the conv initialise their own parameters (``reset_parameters``), so a fresh model, a
+        model whose checkpoint lacks some weights, and one built on the meta device then materialised all get
+        the same distributions. Every init goes through ``nn.init``, so transformers 5 can skip parameters
+        already loaded from a checkpoint.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (CausalConv, TTTLayer)):
+            module.reset_parameters()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate must not hand us a transformers DynamicCache: forward creates its own TTTCache
+        return False
+
+
+class TTTModel(TTTPreTrainedModel):
+    """Embedding, ``num_hidden_layers`` × ``TTTBlock`` and the final RMSNorm. Returns hidden states."""
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([TTTBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        past_key_values: TTTCache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast | tuple:
+        """Run the backbone.
+
+        Args:
+            input_ids: (batch, seq) token ids in [0, vocab_size); or give ``inputs_embeds`` (batch, seq, hidden).
+            attention_mask: accepted for API compatibility; must be all ones (padding is not supported).
+            past_key_values: a ``TTTCache`` to continue from; it is updated in place and returned.
+            use_cache: return a cache (a new one when none is given). Default: ``config.use_cache`` when not training.
+            output_hidden_states: also return the embeddings and every block's output (num_layers + 1 tensors).
+            return_dict: return a ``BaseModelOutputWithPast`` (default) or a tuple.
+
+        Returns:
+            ``last_hidden_state`` (batch, seq, hidden) after the final norm, ``past_key_values`` (the cache or
+            None) and optionally ``hidden_states``.
+        """
+        config = self.config
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids (batch, seq) and inputs_embeds (batch, seq, hidden)")
+        if input_ids is not None:
+            check_input_ids(input_ids, config.vocab_size)
+            inputs_embeds = self.embed_tokens(input_ids)
+        else:
+            _check_inputs_embeds(inputs_embeds, config.hidden_size)
+        batch, seq = inputs_embeds.shape[:2]
+        _check_attention_mask(attention_mask, batch)
+
+        if past_key_values is not None and not isinstance(past_key_values, TTTCache):
+            raise TypeError(
+                f"past_key_values must be a TTTCache (returned by an earlier call with use_cache=True); "
+                f"got {type(past_key_values).__name__}"
+            )
+        if use_cache is None:
+            use_cache = past_key_values is not None or (config.use_cache and not self.training)
+        if use_cache and past_key_values is None:
+            past_key_values = TTTCache(config.num_hidden_layers)
+        if past_key_values is not None:
+            if len(past_key_values) != len(self.layers):
+                raise ValueError(
+                    f"past_key_values has {len(past_key_values)} layers but the model has {len(self.layers)}; "
+                    "was it made for another model?"
+                )
+            if past_key_values.batch_size not in (None, batch):
+                raise ValueError(
+                    f"past_key_values holds a batch of {past_key_values.batch_size} sequences but the input has "
+                    f"{batch}; continue each cache with inputs of the same batch size"
+                )
+
+        hidden = inputs_embeds
+        all_hidden = [hidden] if output_hidden_states else None
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.layers):
+            block_cache = None if past_key_values is None else past_key_values.blocks[i]
+            if checkpointing:
+                hidden, new_cache = self._gradient_checkpointing_func(block.__call__, hidden, block_cache)
+            else:
+                hidden, new_cache = block(hidden, block_cache)
+            if past_key_values is not None:
+                past_key_values.blocks[i] = new_cache
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+        if past_key_values is not None:
+            past_key_values.seen_tokens += seq
+        hidden = self.norm(hidden)
+
+        cache_out = past_key_values if use_cache else None
+        hidden_states = tuple(all_hidden) if all_hidden is not None else None
+        if not return_dict:
+            return tuple(v for v in (hidden, cache_out, hidden_states) if v is not None)
+        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache_out, hidden_states=hidden_states)
+
+
+class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
+    """``TTTModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
+
+    _tied_weights_keys = _TIED_LM_HEAD
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__(config)
+        self.model = TTTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        past_key_values: TTTCache | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits for every position (or the last ``logits_to_keep``), and the loss when ``labels`` are given.
+
+        Args:
+            input_ids, attention_mask, inputs_embeds, past_key_values, use_cache, output_hidden_states,
+                return_dict: as in ``TTTModel.forward``.
+            labels: (batch, seq) target ids, shifted inside (position t predicts labels[t + 1]) like every
+                transformers causal LM; -100 marks ignored positions.
+            logits_to_keep: 0 for all positions; k > 0 for the last k; or a 1-D tensor of positions to keep.
+            **kwargs: ``num_items_in_batch`` (gradient accumulation: the loss is then sum / num_items_in_batch);
+                other keys that ``generate`` or the Trainer pass along are ignored.
+
+        Returns:
+            ``logits`` (batch, kept positions, vocab), ``loss`` (scalar or None), ``past_key_values``,
+            ``hidden_states``.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep])
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(
+                    f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
+                    f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
+                )
+            loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            out = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
+            return (loss, *out) if loss is not None else out
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
