@@ -34,7 +34,8 @@ def _choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
 def _bench_forms(args: argparse.Namespace) -> int:
     import torch
 
-    from tttlm.bench.forms import FormsSetting, print_table, run_forms_bench, write_json
+    from tttlm.bench.forms import FormsSetting, print_table, run_forms_bench
+    from tttlm.bench.records import write_records
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,13 +51,39 @@ def _bench_forms(args: argparse.Namespace) -> int:
         max_naive_gb=args.max_naive_gb,
     )
     print_table(records)
-    write_json(records, args.json)
+    write_records("forms", [r.to_json() for r in records], args.json)
+    print(f"wrote {len(records)} records to {args.json}")
+    return 0
+
+
+def _bench_decode(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    import torch
+
+    from tttlm.bench.decode import print_table, run_decode_bench
+    from tttlm.bench.records import write_records
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records = run_decode_bench(
+        sizes=args.sizes,
+        layer_types=args.layer_types,
+        contexts=args.contexts,
+        tokens=args.tokens,
+        warmup=args.warmup,
+        prefill_chunk=args.prefill_chunk,
+        backbone=args.backbone,
+    )
+    print_table(records)
+    write_records("decode", [asdict(r) for r in records], args.json)
     print(f"wrote {len(records)} records to {args.json}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tttlm.bench.forms import OPS, PASSES, FormsSetting
+    from tttlm.models.configuration import BACKBONES, LAYER_TYPES, PRESETS
 
     parser = argparse.ArgumentParser(prog="tttlm", description="Test-Time-Training sequence models.")
     parser.add_argument("--version", action="version", version=f"tttlm {tttlm.__version__}")
@@ -85,13 +112,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     forms.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     forms.set_defaults(func=_bench_forms)
+
+    decode = benches.add_parser(
+        "decode",
+        help="TTT LM decode latency per token after contexts of growing length",
+        description="Prefill random contexts into TTT language models and time single-token decoding after each.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    decode.add_argument("--json", type=Path, default=Path("bench-results/decode.json"), help="where to write records")
+    decode.add_argument("--sizes", type=_choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="model presets")
+    decode.add_argument("--layer-types", type=_choice_list(LAYER_TYPES), default=list(LAYER_TYPES), help="TTT layers")
+    decode.add_argument("--backbone", choices=BACKBONES, default="transformer", help="model backbone")
+    decode.add_argument("--contexts", type=_int_list, default=[1024, 4096, 16384, 32768], help="context lengths")
+    decode.add_argument("--tokens", type=int, default=32, help="timed decode steps per context (median reported)")
+    decode.add_argument("--warmup", type=int, default=4, help="untimed decode steps before timing")
+    decode.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill call")
+    decode.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    decode.set_defaults(func=_bench_decode)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tttlm`` console script."""
     args = build_parser().parse_args(argv)
-    for name in ("batch", "heads", "head_dim", "repeats"):
+    for name in ("batch", "heads", "head_dim", "repeats", "tokens", "prefill_chunk"):
         if getattr(args, name, 1) < 1:
             print(f"tttlm: error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
             return 2

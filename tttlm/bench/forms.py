@@ -6,10 +6,8 @@ ratio for our PyTorch ops on the machine at hand.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -17,7 +15,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import Tensor
 
-from tttlm.bench.timing import machine_info, time_call
+from tttlm.bench.timing import time_call
 from tttlm.ops import ttt_linear, ttt_mlp
 
 OPS = ("ttt_linear", "ttt_mlp")
@@ -169,12 +167,3 @@ def print_table(records: Sequence[FormsRecord], console: Console | None = None) 
             ratio = f"{naive.seconds / dual.seconds:.1f}x"
         table.add_row(op, str(seq), str(b), pass_, *cells, ratio)
     (console or Console()).print(table)
-
-
-def write_json(records: Sequence[FormsRecord], path: Path) -> None:
-    """Write ``{"benchmark": "forms", "machine": ..., "records": [...]}`` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    payload = {"benchmark": "forms", "machine": machine_info(), "records": [r.to_json() for r in records]}
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
