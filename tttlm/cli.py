@@ -81,6 +81,23 @@ def _bench_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from tttlm.models.convert import load_reference
+
+    try:
+        model = load_reference(args.source)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"tttlm convert: error: {error}", file=sys.stderr)
+        return 2
+    model.save_pretrained(args.output)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(
+        f"converted {args.source} -> {args.output} ({parameters:,} parameters, {model.config.layer_type}, "
+        f"{model.config.backbone} backbone)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tttlm.bench.forms import OPS, PASSES, FormsSetting
     from tttlm.models.configuration import BACKBONES, LAYER_TYPES, PRESETS
@@ -129,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill call")
     decode.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     decode.set_defaults(func=_bench_decode)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a reference (ttt-lm-pytorch) checkpoint into a tttlm model directory",
+        description="Read config.json + *.safetensors saved by the reference TTTForCausalLM and write a tttlm "
+        "model directory (save_pretrained, safetensors) that gives the same logits.",
+    )
+    convert.add_argument("source", type=Path, help="reference checkpoint directory")
+    convert.add_argument("output", type=Path, help="where to write the tttlm model")
+    convert.set_defaults(func=_convert)
     return parser
 
 
