@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", type=Path, help="reference checkpoint directory")
     convert.add_argument("output", type=Path, help="where to write the tttlm model")
     convert.set_defaults(func=_convert)
+
+    from tttlm.models.cli import add_models_command
+
+    add_models_command(commands)
     return parser
 
 

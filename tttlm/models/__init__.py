@@ -1,7 +1,9 @@
-"""Transformers-compatible TTT language models (Transformer or Mamba backbone, TTT-Linear or TTT-MLP layers).
+"""Transformers-compatible language models: the TTT LMs and the baselines they are compared with.
 
-Importing this package registers the "tttlm" model type with ``AutoConfig``, ``AutoModel`` and
-``AutoModelForCausalLM``, so ``AutoModelForCausalLM.from_pretrained(dir)`` loads a saved ``TTTForCausalLM``.
+Importing this package registers our model types ("tttlm", "tttlm_stack", "tttlm_mamba", "tttlm_mamba2") with
+``AutoConfig``, ``AutoModel`` and ``AutoModelForCausalLM``, so ``AutoModelForCausalLM.from_pretrained(dir)``
+(or ``load(dir)``) rebuilds any saved model. ``build(arch, size, **overrides)`` is the one entry point for every
+architecture (``ARCHS``); see ``registry.py``.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -9,14 +11,38 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from tttlm.models.cache import TTTBlockCache, TTTCache
 from tttlm.models.configuration import PRESETS, TTTConfig
 from tttlm.models.modeling import TTTBlock, TTTForCausalLM, TTTModel, TTTPreTrainedModel
+from tttlm.models.registry import ARCHS, SIZES, arch_of, build, load, make_config, param_count
+from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig, SelectiveScanForCausalLM, SSDForCausalLM
+from tttlm.models.stack import StackForCausalLM, StackModel
+from tttlm.models.stack_cache import StackCache
+from tttlm.models.stack_config import StackConfig
+from tttlm.models.streaming import Prefill, prefill, supports_chunked_prefill
 
 # exist_ok: re-registering our own classes (e.g. after importlib.reload) is harmless
 AutoConfig.register(TTTConfig.model_type, TTTConfig, exist_ok=True)
 AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
 AutoModelForCausalLM.register(TTTConfig, TTTForCausalLM, exist_ok=True)
+AutoConfig.register(StackConfig.model_type, StackConfig, exist_ok=True)
+AutoModel.register(StackConfig, StackModel, exist_ok=True)
+AutoModelForCausalLM.register(StackConfig, StackForCausalLM, exist_ok=True)
+AutoConfig.register(MambaLMConfig.model_type, MambaLMConfig, exist_ok=True)
+AutoModelForCausalLM.register(MambaLMConfig, SelectiveScanForCausalLM, exist_ok=True)
+AutoConfig.register(Mamba2LMConfig.model_type, Mamba2LMConfig, exist_ok=True)
+AutoModelForCausalLM.register(Mamba2LMConfig, SSDForCausalLM, exist_ok=True)
 
 __all__ = [
+    "ARCHS",
     "PRESETS",
+    "SIZES",
+    "Mamba2LMConfig",
+    "MambaLMConfig",
+    "Prefill",
+    "SSDForCausalLM",
+    "SelectiveScanForCausalLM",
+    "StackCache",
+    "StackConfig",
+    "StackForCausalLM",
+    "StackModel",
     "TTTBlock",
     "TTTBlockCache",
     "TTTCache",
@@ -24,4 +50,11 @@ __all__ = [
     "TTTForCausalLM",
     "TTTModel",
     "TTTPreTrainedModel",
+    "arch_of",
+    "build",
+    "load",
+    "make_config",
+    "param_count",
+    "prefill",
+    "supports_chunked_prefill",
 ]

@@ -1,0 +1,161 @@
+"""The model registry: names, sizes, parameter matching at every preset, overrides and their errors, the CLI."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from transformers import PreTrainedModel
+
+from tttlm.cli import main
+from tttlm.models import ARCHS, SIZES, TTTConfig, TTTForCausalLM, arch_of, build, make_config, param_count
+from tttlm.models.cli import table_rows
+from tttlm.models.registry import reference_config
+
+EXPECTED_ARCHS = [
+    "ttt-linear",
+    "ttt-mlp",
+    "transformer",
+    "swa",
+    "hybrid",
+    "mamba",
+    "mamba2",
+    "gated-deltanet",
+    "ttt-kvb",
+]
+
+
+def test_the_registry_has_every_arch_of_the_issue() -> None:
+    assert list(ARCHS) == EXPECTED_ARCHS
+    assert SIZES == ("tiny", "125m", "350m", "760m", "1.3b")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_every_arch_matches_the_ttt_linear_parameter_count_within_5_percent(size: str) -> None:
+    reference = TTTForCausalLM(TTTConfig.from_preset(size)) if size == "tiny" else None
+    rows = table_rows(size)  # every arch, the TTT archs with both backbones; built on the meta device
+    assert len(rows) == len(ARCHS) + 2
+    for row in rows:
+        assert abs(row["ratio"] - 1) <= 0.05, f"{size} {row['arch']}: {row['params']:,} ({row['ratio']:.3f})"
+    assert rows[0]["arch"] == "ttt-linear (transformer)"
+    assert rows[0]["ratio"] == 1.0
+    if reference is not None:  # the counting itself, checked once against a real model
+        assert rows[0]["params"] == sum(p.numel() for p in reference.parameters())
+
+
+def test_meta_build_is_shapes_only() -> None:
+    with torch.device("meta"):
+        model = build("gated-deltanet", "1.3b")
+    assert all(p.is_meta for p in model.parameters())
+    assert abs(sum(p.numel() for p in model.parameters()) / param_count("ttt-linear", "1.3b") - 1) < 0.05
+
+
+def test_reference_is_the_preset_and_is_not_resized() -> None:
+    config = make_config("ttt-linear", "125m")
+    assert config.to_diff_dict() | {"tttlm_arch": "ttt-linear"} == TTTConfig.from_preset("125m").to_diff_dict() | {
+        "tttlm_arch": "ttt-linear"
+    }
+    assert reference_config("125m").intermediate_size == 2048
+
+
+def test_widths_are_solved_unless_given_or_disabled() -> None:
+    solved = make_config("transformer", "125m")
+    assert solved.intermediate_size != 2048  # Llama has no TTT gate projection: a wider MLP makes up for it
+    assert solved.intermediate_size % 8 == 0
+    assert make_config("transformer", "125m", match_params=False).intermediate_size == 2048
+    # unmatched, the paper-sized Llama is 7 % smaller than TTT-Linear: the 5 % test above would fail
+    assert param_count("transformer", "125m", match_params=False) / param_count("ttt-linear", "125m") < 0.95
+    assert make_config("transformer", "125m", intermediate_size=1000).intermediate_size == 1000
+    assert make_config("mamba", "125m", match_params=False).intermediate_size == 2 * 768  # expand 2
+    assert make_config("mamba2", "125m", match_params=False).num_hidden_layers == 24  # 2 per TTT block
+
+
+def test_shared_dims_change_the_reference_too() -> None:
+    bigger = make_config("swa", "tiny", hidden_size=128, num_attention_heads=2)
+    assert (bigger.hidden_size, bigger.num_attention_heads) == (128, 2)
+    ratio = param_count("swa", "tiny", hidden_size=128, num_attention_heads=2) / param_count(
+        "ttt-linear", "tiny", hidden_size=128, num_attention_heads=2
+    )
+    assert abs(ratio - 1) < 0.05
+
+
+def test_size_defaults_of_the_baseline_knobs() -> None:
+    tiny_kvb = make_config("ttt-kvb", "tiny")
+    assert (tiny_kvb.sliding_window, tiny_kvb.ttt_mini_batch_size, tiny_kvb.ttt_layer_type) == (64, 64, "linear")
+    assert tiny_kvb.layer_mixers == [["sliding_attention", "ttt"]] * 2
+    big = make_config("hybrid", "125m")
+    assert big.sliding_window == 2048
+    assert [m[0] for m in big.layer_mixers].count("full_attention") == 3  # every 4th of 12
+    assert make_config("swa", "tiny", sliding_window=16).sliding_window == 16
+    assert make_config("mamba2", "125m").head_dim == 64
+    assert make_config("ttt-linear", "tiny", backbone="mamba").backbone == "mamba"
+
+
+@pytest.mark.parametrize("arch", EXPECTED_ARCHS)
+def test_build_records_the_arch(arch: str) -> None:
+    model = build(arch)
+    assert isinstance(model, PreTrainedModel)
+    assert arch_of(model) == arch
+    assert arch_of(model.config) == arch
+
+
+@pytest.mark.parametrize(
+    ("call", "needles"),
+    [
+        (lambda: build("gpt"), ["'gpt'", "ttt-linear", "gated-deltanet"]),
+        (lambda: build("swa", "7b"), ["'7b'", "tiny", "1.3b"]),
+        (lambda: build("swa", windo=3), ["swa", "'windo'", "sliding_window"]),
+        (lambda: build("mamba", num_attention_heads=4), ["mamba", "'num_attention_heads'", "state_size"]),
+        (lambda: build("transformer", full_attention_every=2), ["'full_attention_every'"]),
+        (lambda: build("swa", sliding_window=0), ["sliding_window", "0"]),
+        (lambda: build("hybrid", full_attention_every=-1), ["full_attention_every", "-1"]),
+        (lambda: build("ttt-linear", backbone="rwkv"), ["backbone", "'rwkv'"]),
+        (lambda: build("gated-deltanet", gdn_form="fast"), ["gdn_form", "'fast'"]),
+        (lambda: build("swa", layer_mixers=[["conv"], ["swa"]]), ["layer_mixers[0]", "'conv'"]),
+    ],
+    ids=[
+        "arch",
+        "size",
+        "typo",
+        "not-a-field",
+        "knob-of-another-arch",
+        "bad-window",
+        "bad-every",
+        "bad-backbone",
+        "bad-form",
+        "bad-mixer",
+    ],
+)
+def test_bad_names_and_values_raise_clear_errors(call: object, needles: list[str]) -> None:
+    with pytest.raises(ValueError, match=re.escape(needles[0])) as info:
+        call()
+    assert all(needle in str(info.value) for needle in needles), str(info.value)
+
+
+def test_unmatchable_width_is_reported() -> None:
+    # width 512 with the tiny preset's MLP of 172: the SWA sub-block TTT-KVB adds (4 × 512² per block) costs more
+    # than its whole MLP, so no MLP width matches
+    with pytest.raises(ValueError, match=r"cannot match .* match_params=False"):
+        make_config("ttt-kvb", "tiny", hidden_size=512, num_attention_heads=8)
+    assert make_config("ttt-kvb", "tiny", match_params=False, hidden_size=512, num_attention_heads=8)
+
+
+def test_cli_models_prints_every_arch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--size", "tiny"]) == 0
+    out = capsys.readouterr().out
+    for arch in EXPECTED_ARCHS:
+        assert arch in out
+    assert "ttt-linear (mamba)" in out
+    assert "1.000" in out
+
+
+def test_cli_models_help_and_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["models", "--help"])
+    assert info.value.code == 0
+    assert "--size" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["models", "--size", "7b"])
+    assert info.value.code == 2
+    assert "choose one of" in capsys.readouterr().err

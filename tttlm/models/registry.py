@@ -1,0 +1,441 @@
+"""One registry of every architecture the project compares, all built at the same size presets.
+
+``build(arch, size, **overrides)`` returns a transformers ``PreTrainedModel`` causal LM with one call contract:
+``model(input_ids, labels=None, past_key_values=None, use_cache=...)`` returns ``.loss``, ``.logits`` and
+``.past_key_values``; ``generate`` works with a cache; ``save_pretrained`` writes safetensors and ``load(dir)``
+(``AutoModelForCausalLM.from_pretrained``) rebuilds any arch without being told which. Trainers and evaluators use
+only that contract, plus ``streaming.prefill`` for long inputs, so they need no per-arch branches.
+
+=================  ==========================================================  ================
+arch               implementation                                              chunked prefill
+=================  ==========================================================  ================
+ttt-linear         ours, ``TTTForCausalLM`` (``backbone="transformer"|"mamba"``)  yes
+ttt-mlp            ours, ``TTTForCausalLM`` with the TTT-MLP layer               yes
+transformer        transformers ``LlamaForCausalLM`` with SDPA attention         yes
+swa                ours, ``StackForCausalLM``: blocked sliding-window attention  yes
+hybrid             ours, ``StackForCausalLM``: SWA, full attention every N-th    yes
+mamba              transformers ``MambaForCausalLM`` (adapted call contract)     no (one call)
+mamba2             transformers ``Mamba2ForCausalLM`` (adapted call contract)    yes
+gated-deltanet     ours, ``StackForCausalLM`` with ``layers.gated_deltanet``     yes
+ttt-kvb            ours, ``StackForCausalLM``: SWA + TTT-Linear, large b         yes
+=================  ==========================================================  ================
+
+Why ours for SWA/hybrid: transformers' Mistral/Ministral sliding-window attention builds a dense (T × T) mask for
+SDPA (+1.4 GB measured at 16K tokens on "tiny", quadratic: ≈ 5 GB at 32K); ``layers.attention`` works block by
+block and keeps a rolling KV window.
+Why ours for Gated DeltaNet: flash-linear-attention needs Triton and a GPU; ``layers.gated_deltanet`` is plain
+PyTorch and calls the flash-linear-attention kernel itself on CUDA when the package is installed.
+Why mamba has no chunked prefill: transformers' pure-PyTorch Mamba-1 scan ignores the cached state for a
+multi-token call (only single-token steps continue it), so ``prefill`` feeds it the input in one call.
+
+Parameter matching: the reference is TTT-Linear with the Transformer backbone at the preset. Every other arch has its
+width solved so that its parameter count matches the reference (the papers' practice: the TTT-E2E paper shrinks
+the MLP to keep the count): the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP.
+Mamba and Mamba-2 have no MLP; they get 2 layers per Transformer block (the Mamba papers' depth at these sizes),
+then Mamba-1 has its inner width d_inner (``intermediate_size``, normally 2 × hidden) solved and Mamba-2, whose
+width must be ``expand × hidden`` (an integer expand), its number of layers. ``match_params=False`` keeps the
+preset widths; an explicit width override is kept as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
+
+from tttlm.models.configuration import PRESETS, TTTConfig
+from tttlm.models.modeling import TTTForCausalLM
+from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig, SelectiveScanForCausalLM, SSDForCausalLM
+from tttlm.models.stack import StackForCausalLM
+from tttlm.models.stack_config import StackConfig
+
+SIZES = tuple(PRESETS)
+# config attribute that records the registry name (saved in config.json, read back by ``arch_of``)
+ARCH_ATTR = "tttlm_arch"
+# dims every arch takes from the TTT preset; overriding one of them changes the reference model too
+SHARED_DIMS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+MLP_WIDTH_MULTIPLE = 8
+
+# Per-size defaults of the baselines' own knobs. The TTT-E2E paper uses window k = 8K and TTT-KVB mini-batch
+# b = 1K at 3B parameters and 8K-128K context; scaled down here to the 2K pre-training context of paper 1 (k = 2K,
+# b = k / 8). "tiny" is for CI: short windows so that tests cross them.
+SLIDING_WINDOW = {"tiny": 64, "default": 2048}
+FULL_ATTENTION_EVERY = {"tiny": 2, "default": 4}
+KVB_MINI_BATCH = {"tiny": 64, "default": 256}
+# Mamba-2: head dim 64, one group, state 128, chunk 256 (the Mamba-2 paper's settings); tiny: smaller
+MAMBA2 = {
+    "tiny": {"head_dim": 16, "state_size": 16, "chunk_size": 64},
+    "default": {"head_dim": 64, "state_size": 128, "chunk_size": 256},
+}
+
+
+def _per_size(table: dict[str, Any], size: str) -> Any:
+    return table.get(size, table["default"])
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to build one arch.
+
+    Attributes:
+        name: registry name.
+        summary: one line for tables.
+        model_class: the ``PreTrainedModel`` class built.
+        config_class: its config class (overrides must be its fields, or ``extra_knobs``).
+        make_config: ``(size, dims, overrides) -> config``; dims are the preset's shared dims (a ``TTTConfig``).
+        width_field: the config field solved to match parameter counts (None: never solved).
+        width_multiple: granularity of that field.
+        extra_knobs: registry-level overrides that are not config fields.
+    """
+
+    name: str
+    summary: str
+    model_class: type[PreTrainedModel]
+    config_class: type[PretrainedConfig]
+    make_config: Callable[[str, TTTConfig, dict[str, Any]], PretrainedConfig]
+    width_field: str | None
+    width_multiple: int = 1
+    extra_knobs: tuple[str, ...] = ()
+
+
+def _common(dims: TTTConfig) -> dict[str, Any]:
+    """Fields every config shares with the TTT preset (special tokens, norms, init, tied head)."""
+    return {
+        "vocab_size": dims.vocab_size,
+        "tie_word_embeddings": dims.tie_word_embeddings,
+        "initializer_range": dims.initializer_range,
+        "pad_token_id": dims.pad_token_id,
+        "bos_token_id": dims.bos_token_id,
+        "eos_token_id": dims.eos_token_id,
+    }
+
+
+def _transformer_dims(dims: TTTConfig) -> dict[str, Any]:
+    return {
+        **_common(dims),
+        "hidden_size": dims.hidden_size,
+        "intermediate_size": dims.intermediate_size,
+        "num_hidden_layers": dims.num_hidden_layers,
+        "num_attention_heads": dims.num_attention_heads,
+        "rms_norm_eps": dims.rms_norm_eps,
+        "rope_theta": dims.rope_theta,
+    }
+
+
+def _ttt_config(layer_type: str) -> Callable[[str, TTTConfig, dict[str, Any]], PretrainedConfig]:
+    def make(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+        return TTTConfig.from_preset(size, **{"layer_type": layer_type, **overrides})
+
+    return make
+
+
+def _llama_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    values = {
+        **_transformer_dims(dims),
+        "num_key_value_heads": dims.num_attention_heads,
+        "attn_implementation": "sdpa",
+        # informational for Llama's default RoPE; long-context evaluation goes beyond the 2K training context
+        "max_position_embeddings": 131072,
+    }
+    return LlamaConfig(**{**values, **overrides})
+
+
+def _stack_config(mixers: Callable[[str, int, dict[str, Any]], list[list[str]]], **defaults: Any) -> Callable:
+    def make(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+        overrides = dict(overrides)
+        layers = overrides.get("num_hidden_layers", dims.num_hidden_layers)
+        sized = {k: _per_size(v, size) if isinstance(v, dict) else v for k, v in defaults.items()}
+        values = {**_transformer_dims(dims), **sized, "layer_mixers": mixers(size, layers, overrides)}
+        return StackConfig(**{**values, **overrides})
+
+    return make
+
+
+def _every_layer(*names: str) -> Callable[[str, int, dict[str, Any]], list[list[str]]]:
+    return lambda size, layers, overrides: [list(names) for _ in range(layers)]
+
+
+def _hybrid_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[list[str]]:
+    every = overrides.pop("full_attention_every", _per_size(FULL_ATTENTION_EVERY, size))
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(
+            f"hybrid: full_attention_every must be a positive integer N (every N-th layer uses full attention); "
+            f"got {every!r}"
+        )
+    return [["full_attention" if (i + 1) % every == 0 else "sliding_attention"] for i in range(layers)]
+
+
+def _mamba_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    # initializer_range 0.02 like every other arch (and the original mamba_ssm embedding init), not the library's
+    # default 0.1; the library still initialises A, dt, D and the conv its own way
+    values = {
+        **_common(dims),
+        "hidden_size": dims.hidden_size,
+        "num_hidden_layers": 2 * dims.num_hidden_layers,
+        "state_size": 16,
+        "expand": 2,
+        "conv_kernel": 4,
+        "layer_norm_epsilon": dims.rms_norm_eps,
+    }
+    return MambaLMConfig(**{**values, **overrides})
+
+
+def _mamba2_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    settings = _per_size(MAMBA2, size)
+    hidden = dims.hidden_size
+    expand = overrides.get("expand", 2)
+    head_dim = overrides.get("head_dim", settings["head_dim"])
+    values = {
+        **_common(dims),
+        "hidden_size": dims.hidden_size,
+        "num_hidden_layers": 2 * dims.num_hidden_layers,
+        "expand": expand,
+        "num_heads": expand * hidden // head_dim,
+        "n_groups": 1,
+        "conv_kernel": 4,
+        "layer_norm_epsilon": dims.rms_norm_eps,
+        **settings,
+    }
+    return Mamba2LMConfig(**{**values, **overrides})
+
+
+ARCHS: dict[str, ArchSpec] = {
+    spec.name: spec
+    for spec in (
+        ArchSpec(
+            "ttt-linear",
+            "TTT-Linear (ours; backbone transformer|mamba)",
+            TTTForCausalLM,
+            TTTConfig,
+            _ttt_config("linear"),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "ttt-mlp",
+            "TTT-MLP (ours; backbone transformer|mamba)",
+            TTTForCausalLM,
+            TTTConfig,
+            _ttt_config("mlp"),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "transformer",
+            "full causal attention (transformers Llama, SDPA)",
+            LlamaForCausalLM,
+            LlamaConfig,
+            _llama_config,
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+            ("rope_theta", "attn_implementation"),
+        ),
+        ArchSpec(
+            "swa",
+            "sliding-window attention (ours, blocked)",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(_every_layer("sliding_attention"), sliding_window=SLIDING_WINDOW),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "hybrid",
+            "SWA with full attention every N-th layer (ours)",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(_hybrid_layers, sliding_window=SLIDING_WINDOW),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+            ("full_attention_every",),
+        ),
+        ArchSpec(
+            "mamba",
+            "Mamba (transformers MambaForCausalLM)",
+            SelectiveScanForCausalLM,
+            MambaLMConfig,
+            _mamba_config,
+            # d_inner: the layer count alone is too coarse at "tiny" (one layer is ±20 % of the model)
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+            ("intermediate_size",),
+        ),
+        ArchSpec(
+            "mamba2",
+            "Mamba-2 (transformers Mamba2ForCausalLM)",
+            SSDForCausalLM,
+            Mamba2LMConfig,
+            _mamba2_config,
+            "num_hidden_layers",
+        ),
+        ArchSpec(
+            "gated-deltanet",
+            "Gated DeltaNet (ours, plain PyTorch; fla on CUDA)",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(_every_layer("gated_deltanet")),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "ttt-kvb",
+            "SWA + TTT-Linear (key-value binding), large mini-batch (ours)",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(
+                _every_layer("sliding_attention", "ttt"),
+                sliding_window=SLIDING_WINDOW,
+                ttt_mini_batch_size=KVB_MINI_BATCH,
+                ttt_layer_type="linear",
+            ),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+    )
+}
+
+
+def _spec(arch: object) -> ArchSpec:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)} (tttlm models lists them)")
+    return ARCHS[arch]  # type: ignore[index]
+
+
+def _size(size: object) -> str:
+    key = size.lower() if isinstance(size, str) else size
+    if key not in PRESETS:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(PRESETS)}")
+    return key  # type: ignore[return-value]
+
+
+def _fields(config_class: type[PretrainedConfig]) -> set[str]:
+    # transformers 5 configs are dataclasses; ours (and 4.x ones) take their fields in __init__
+    names = set(inspect.signature(config_class.__init__).parameters) - {"self", "kwargs"}
+    if dataclasses.is_dataclass(config_class):
+        names |= {field.name for field in dataclasses.fields(config_class)}
+    return names
+
+
+def _check_overrides(spec: ArchSpec, overrides: dict[str, Any]) -> None:
+    allowed = _fields(spec.config_class) | set(spec.extra_knobs)
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{spec.name}: unknown override(s) {', '.join(map(repr, unknown))}; overrides must be fields of "
+            f"{spec.config_class.__name__} or {list(spec.extra_knobs) or 'no other knobs'}. "
+            f"Valid names: {', '.join(sorted(allowed))}"
+        )
+
+
+def count_parameters(config: PretrainedConfig, model_class: type[PreTrainedModel] | None = None) -> int:
+    """Number of parameters of the model a config describes (tied weights once), built on the meta device."""
+    model_class = model_class or _class_for_config(config)
+    # memoised on the config's JSON: tables and width solving count the same reference model many times
+    key = (model_class, config.to_json_string(use_diff=False))
+    if key not in _COUNTS:
+        with torch.device("meta"):
+            model = model_class(config)
+        _COUNTS[key] = sum(p.numel() for p in model.parameters())
+    return _COUNTS[key]
+
+
+_COUNTS: dict[tuple[type, str], int] = {}
+
+
+def _class_for_config(config: PretrainedConfig) -> type[PreTrainedModel]:
+    for spec in ARCHS.values():
+        if type(config) is spec.config_class:
+            return spec.model_class
+    raise TypeError(f"no registry arch uses {type(config).__name__}")
+
+
+def _is_reference(spec: ArchSpec, overrides: dict[str, Any]) -> bool:
+    return spec.name == "ttt-linear" and overrides.get("backbone", "transformer") == "transformer"
+
+
+def reference_config(size: str, **overrides: Any) -> TTTConfig:
+    """The model every arch of ``size`` is matched to: TTT-Linear, Transformer backbone, with the shared overrides."""
+    return TTTConfig.from_preset(_size(size), **{k: v for k, v in overrides.items() if k in SHARED_DIMS})
+
+
+def _solve_width(spec: ArchSpec, config_at: Callable[[int], PretrainedConfig], start: int, target: int) -> int:
+    """The width whose parameter count is closest to ``target`` (counts are affine in the width)."""
+    step = 8 * spec.width_multiple
+    low, high = (
+        count_parameters(config_at(start), spec.model_class),
+        count_parameters(config_at(start + step), spec.model_class),
+    )
+    slope = (high - low) / step
+    width = round((start + (target - low) / slope) / spec.width_multiple) * spec.width_multiple
+    if width < spec.width_multiple:
+        raise ValueError(
+            f"{spec.name}: cannot match the reference's {target:,} parameters by changing {spec.width_field} (it would "
+            f"need {width}); pass match_params=False or set {spec.width_field} yourself"
+        )
+    return width
+
+
+def make_config(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> PretrainedConfig:
+    """The config ``build`` would use (see ``build``); cheap, nothing is allocated except for parameter counting
+    on the meta device."""
+    spec, size = _spec(arch), _size(size)
+    _check_overrides(spec, overrides)
+    dims = reference_config(size, **overrides)
+
+    def config_at(width: int | None) -> PretrainedConfig:
+        values = dict(overrides) if width is None else {**overrides, spec.width_field: width}
+        config = spec.make_config(size, dims, values)
+        setattr(config, ARCH_ATTR, spec.name)
+        return config
+
+    solve = match_params and spec.width_field is not None and spec.width_field not in overrides
+    if not solve or _is_reference(spec, overrides):
+        return config_at(None)
+    start = getattr(config_at(None), spec.width_field)
+    target = count_parameters(dims, TTTForCausalLM)
+    return config_at(_solve_width(spec, config_at, start, target))
+
+
+def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> PreTrainedModel:
+    """A freshly initialised causal LM of architecture ``arch`` at size preset ``size``.
+
+    Args:
+        arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "mamba", "mamba2",
+            "gated-deltanet", "ttt-kvb").
+        size: a preset of ``TTTConfig`` ("tiny", "125m", "350m", "760m", "1.3b").
+        match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
+        **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
+            ``sliding_window=512`` for swa/hybrid/ttt-kvb, ``ttt_mini_batch_size=128`` for ttt-kvb,
+            ``state_size=...`` for mamba) and ``full_attention_every=N`` for hybrid. Overriding a shared dim
+            (``hidden_size``, ``num_hidden_layers``, ...) changes the reference model as well.
+
+    Build under ``torch.device("meta")`` to get shapes only (instant at any size).
+    """
+    config = make_config(arch, size, match_params=match_params, **overrides)
+    return _spec(arch).model_class(config)
+
+
+def param_count(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> int:
+    """Number of parameters of ``build(arch, size, **overrides)`` (tied weights once), counted on the meta device."""
+    return count_parameters(make_config(arch, size, match_params=match_params, **overrides), _spec(arch).model_class)
+
+
+def arch_of(model_or_config: PreTrainedModel | PretrainedConfig) -> str | None:
+    """The registry name a model was built as (stored in its config, so it survives save/load), or None."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, ARCH_ATTR, None)
+
+
+def load(path: str | Path, **kwargs: Any) -> PreTrainedModel:
+    """Reload any registry model from a ``save_pretrained`` directory (safetensors), whatever its arch.
+
+    ``kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (e.g. ``dtype="auto"``); our own classes are
+    registered with the Auto classes when ``tttlm`` is imported.
+    """
+    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)

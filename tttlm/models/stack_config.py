@@ -1,0 +1,199 @@
+"""``StackConfig``: a language model whose blocks each hold a chosen list of sequence mixers, then a SwiGLU MLP.
+
+One configuration (and one model, ``stack.py``) covers the baselines that transformers has no CPU-friendly
+class for: sliding-window attention, SWA/full hybrids, Gated DeltaNet, and SWA blocks with an added TTT layer
+(TTT-KVB). ``layer_mixers[i]`` lists the mixers of block i in order, e.g. ``[["sliding_attention", "ttt"], ...]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+MIXERS = ("full_attention", "sliding_attention", "gated_deltanet", "ttt")
+GDN_FORMS = ("chunk", "recurrent")
+TTT_LAYER_TYPES = ("linear", "mlp")
+TTT_FORMS = ("dual", "naive")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"StackConfig: {name} must be a positive integer; got {value!r}. Pass e.g. {name}=64.")
+
+
+def _positive_number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"StackConfig: {name} must be a positive number; got {value!r}.")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"StackConfig: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+
+
+def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]]:
+    example = '[["sliding_attention"], ["full_attention"]]'
+    if not isinstance(layer_mixers, (list, tuple)) or len(layer_mixers) != num_layers:
+        raise ValueError(
+            f"StackConfig: layer_mixers must be a list of num_hidden_layers={num_layers} lists of mixer names "
+            f"(e.g. {example}); got {layer_mixers!r}"
+        )
+    resolved = []
+    for i, mixers in enumerate(layer_mixers):
+        if not isinstance(mixers, (list, tuple)) or not mixers or len(set(mixers)) != len(mixers):
+            raise ValueError(
+                f"StackConfig: layer_mixers[{i}] must be a non-empty list of distinct mixer names; got {mixers!r}"
+            )
+        for name in mixers:
+            _choice(f"layer_mixers[{i}] entry", name, MIXERS)
+        if {"full_attention", "sliding_attention"} <= set(mixers):
+            raise ValueError(f"StackConfig: layer_mixers[{i}] has both full and sliding attention; keep one")
+        resolved.append(list(mixers))
+    return resolved
+
+
+class StackConfig(PretrainedConfig):
+    """Configuration of a ``StackForCausalLM``.
+
+    Block i: for each mixer m in ``layer_mixers[i]``: ``x ← x + m(RMSNorm(x))``; then ``x ← x + SwiGLU(RMSNorm(x))``.
+    Final RMSNorm, LM head (tied by default).
+
+    Args:
+        vocab_size, hidden_size, intermediate_size, num_hidden_layers: as in ``TTTConfig`` (MLP width
+            ``intermediate_size``).
+        num_attention_heads: attention heads (head dim = hidden_size / heads, even).
+        layer_mixers: per block, the list of mixers among "full_attention", "sliding_attention", "gated_deltanet",
+            "ttt". None: full attention in every block.
+        sliding_window: window w of "sliding_attention" (query i sees keys i − w < j ≤ i).
+        attention_block_size: query rows per block of the blocked attention (None: max(window, 256)).
+        gdn_num_heads, gdn_head_dim: Gated DeltaNet heads and key head dim (None: head dim of the attention heads,
+            and as many heads as make 0.75 × hidden_size, the flash-linear-attention default ratio).
+        gdn_expand_v: value head dim / key head dim of Gated DeltaNet.
+        gdn_chunk_size, gdn_form: chunk length and form ("chunk" or "recurrent") of the gated delta rule.
+        conv_kernel: short causal conv kernel of Gated DeltaNet.
+        ttt_layer_type: inner model of the "ttt" mixer, "linear" (TTT-KVB of paper 1) or "mlp".
+        ttt_num_heads: TTT heads (None: num_attention_heads).
+        ttt_mini_batch_size: TTT mini-batch size (large for TTT-KVB, as in the TTT-E2E paper's comparison).
+        ttt_base_lr, ttt_use_gate, ttt_form: as ``ttt_base_lr``, ``use_gate``, ``ttt_form`` of ``TTTConfig``.
+        rope_theta, rms_norm_eps, initializer_range, tie_word_embeddings, max_position_embeddings, use_cache,
+            pad_token_id, bos_token_id, eos_token_id: as in ``TTTConfig``.
+    """
+
+    model_type = "tttlm_stack"
+
+    def __init__(
+        self,
+        vocab_size: int = 32000,
+        hidden_size: int = 768,
+        intermediate_size: int = 2048,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        layer_mixers: list[list[str]] | None = None,
+        sliding_window: int = 2048,
+        attention_block_size: int | None = None,
+        gdn_num_heads: int | None = None,
+        gdn_head_dim: int | None = None,
+        gdn_expand_v: int = 2,
+        gdn_chunk_size: int = 64,
+        gdn_form: str = "chunk",
+        conv_kernel: int = 4,
+        ttt_layer_type: str = "linear",
+        ttt_num_heads: int | None = None,
+        ttt_mini_batch_size: int = 256,
+        ttt_base_lr: float | None = None,
+        ttt_use_gate: bool = True,
+        ttt_form: str = "dual",
+        rope_theta: float = 10000.0,
+        rms_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = True,
+        max_position_embeddings: int = 2048,
+        use_cache: bool = True,
+        pad_token_id: int | None = None,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | None = 2,
+        **kwargs: Any,
+    ) -> None:
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("hidden_size", hidden_size),
+            ("intermediate_size", intermediate_size),
+            ("num_hidden_layers", num_hidden_layers),
+            ("num_attention_heads", num_attention_heads),
+            ("sliding_window", sliding_window),
+            ("gdn_expand_v", gdn_expand_v),
+            ("gdn_chunk_size", gdn_chunk_size),
+            ("conv_kernel", conv_kernel),
+            ("ttt_mini_batch_size", ttt_mini_batch_size),
+            ("max_position_embeddings", max_position_embeddings),
+        ):
+            _positive_int(name, value)
+        for name, value in (
+            ("attention_block_size", attention_block_size),
+            ("gdn_num_heads", gdn_num_heads),
+            ("gdn_head_dim", gdn_head_dim),
+            ("ttt_num_heads", ttt_num_heads),
+        ):
+            if value is not None:
+                _positive_int(name, value)
+        _choice("gdn_form", gdn_form, GDN_FORMS)
+        _choice("ttt_layer_type", ttt_layer_type, TTT_LAYER_TYPES)
+        _choice("ttt_form", ttt_form, TTT_FORMS)
+        for name, value in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
+            _positive_number(name, value)
+        if ttt_base_lr is not None:
+            _positive_number("ttt_base_lr", ttt_base_lr)
+        if not isinstance(ttt_use_gate, bool):
+            raise ValueError(f"StackConfig: ttt_use_gate must be True or False; got {ttt_use_gate!r}.")
+        head_dim = hidden_size // num_attention_heads
+        if hidden_size % num_attention_heads or head_dim % 2:
+            raise ValueError(
+                f"StackConfig: hidden_size ({hidden_size}) must split into num_attention_heads "
+                f"({num_attention_heads}) heads of even size (RoPE); pick e.g. heads = hidden_size / 64"
+            )
+        ttt_num_heads = num_attention_heads if ttt_num_heads is None else ttt_num_heads
+        if hidden_size % ttt_num_heads or (hidden_size // ttt_num_heads) % 2:
+            raise ValueError(
+                f"StackConfig: hidden_size ({hidden_size}) must split into ttt_num_heads ({ttt_num_heads}) heads of "
+                "even size"
+            )
+        gdn_head_dim = head_dim if gdn_head_dim is None else gdn_head_dim
+        if gdn_num_heads is None:
+            gdn_num_heads = max(1, round(0.75 * hidden_size / gdn_head_dim))
+        if layer_mixers is None:
+            layer_mixers = [["full_attention"]] * num_hidden_layers
+
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        # stored resolved (defaults filled in), so a saved config.json states what the model has
+        self.layer_mixers = _check_layer_mixers(layer_mixers, num_hidden_layers)
+        self.sliding_window = sliding_window
+        self.attention_block_size = attention_block_size
+        self.gdn_num_heads = gdn_num_heads
+        self.gdn_head_dim = gdn_head_dim
+        self.gdn_expand_v = gdn_expand_v
+        self.gdn_chunk_size = gdn_chunk_size
+        self.gdn_form = gdn_form
+        self.conv_kernel = conv_kernel
+        self.ttt_layer_type = ttt_layer_type
+        self.ttt_num_heads = ttt_num_heads
+        self.ttt_mini_batch_size = ttt_mini_batch_size
+        self.ttt_base_lr = None if ttt_base_lr is None else float(ttt_base_lr)
+        self.ttt_use_gate = ttt_use_gate
+        self.ttt_form = ttt_form
+        self.rope_theta = float(rope_theta)
+        self.rms_norm_eps = float(rms_norm_eps)
+        self.initializer_range = float(initializer_range)
+        self.max_position_embeddings = max_position_embeddings
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
