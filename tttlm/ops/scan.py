@@ -75,29 +75,24 @@ def scan_minibatches(
     seq = q.shape[2]
     weights = state.weights
     pending = state.grad_sums if state.position else None
-    position = state.position
     scales = token_scales(token_offset)
+    # chunk lengths: first up to the end of the open mini-batch, then whole mini-batches
+    sizes, position, covered = [], state.position, 0
+    while covered < seq:
+        sizes.append(min(seq - covered, mini_batch_size - position, max_chunk or mini_batch_size))
+        position = (position + sizes[-1]) % mini_batch_size
+        covered += sizes[-1]
+    # torch.split, not slicing: the backward of a slice writes into a zero tensor of the whole sequence, which
+    # made the backward quadratic in the number of chunks
+    chunks = zip(*(torch.split(x, sizes, dim=2) for x in (q, k, v, lr)), strict=True)
     outputs = []
-    start = 0
-    while start < seq:
-        n = min(seq - start, mini_batch_size - position, max_chunk or mini_batch_size)
+    position = state.position
+    for (q_c, k_c, v_c, lr_c), n in zip(chunks, sizes, strict=True):
         close = position + n == mini_batch_size
-        chunk = slice(start, start + n)
-        z, weights, pending = chunk_fn(
-            q[:, :, chunk],
-            k[:, :, chunk],
-            v[:, :, chunk],
-            lr[:, :, chunk],
-            scales[position : position + n],
-            weights,
-            pending,
-            close,
-            norm,
-            eps,
-        )
+        scale = scales[position : position + n]
+        z, weights, pending = chunk_fn(q_c, k_c, v_c, lr_c, scale, weights, pending, close, norm, eps)
         outputs.append(z)
         position = 0 if close else position + n
-        start += n
     z = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
     if norm is not None:
         z = q + layer_norm(z, norm[0], norm[1], eps)
