@@ -157,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", type=Path, help="where to write the tttlm model")
     convert.set_defaults(func=_convert)
 
+    from tttlm.data.cli import add_data_command
     from tttlm.models.cli import add_models_command
+    from tttlm.train.cli import add_train_command
 
+    add_data_command(commands)
     add_models_command(commands)
+    add_train_command(commands)
     return parser
 
 

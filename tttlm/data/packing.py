@@ -1,0 +1,224 @@
+"""Packing token ids into memory-mapped arrays, and reading them back.
+
+``pack`` tokenizes every document of a prepared corpus, appends the end-of-text id after each, and writes per split::
+
+    tokens/{split}.bin       the ids back to back, uint16 when the vocabulary fits (<= 65536 ids), else uint32
+    tokens/{split}.idx.npy   int64 offsets, shape (documents + 1,): document i is bin[offsets[i]:offsets[i + 1]]
+    tokens/{split}.ids.json  the document ids, in order
+    tokens/meta.json         dtype, vocab size, end-of-text id, the tokenizer's fingerprint and path, sizes, sha256s
+
+``PackedDataset`` memory-maps one split and refuses a tokenizer or model whose vocabulary does not match.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from tttlm.data.corpus import CORPUS_DIR, iter_documents
+from tttlm.data.documents import SPLITS
+from tttlm.data.io import replace_dir, sha256_file, write_json_atomic
+from tttlm.data.tokenizer import end_of_text_id, load_tokenizer, tokenizer_fingerprint
+
+TOKENS_DIR = "tokens"
+META = "meta.json"
+FORMAT = 1
+
+
+class DataMismatchError(ValueError):
+    """Packed data and a tokenizer or model do not belong together."""
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits in 16 bits, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def _tokenizer_and_path(tokenizer: PreTrainedTokenizerBase | Path | str) -> tuple[PreTrainedTokenizerBase, str]:
+    if isinstance(tokenizer, (str, Path)):
+        path = Path(tokenizer).expanduser()
+        return load_tokenizer(path), str(path.resolve())
+    return tokenizer, str(getattr(tokenizer, "name_or_path", "") or "")
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    # verbose=False: long documents exceed a tokenizer's model_max_length by design; that is not a problem here
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+@dataclass
+class PackSummary:
+    """What ``pack`` wrote: tokens and documents per split."""
+
+    path: Path
+    tokens: dict[str, int]
+    documents: dict[str, int]
+    vocab_size: int
+
+
+def pack(
+    data_dir: Path | str,
+    tokenizer: PreTrainedTokenizerBase | Path | str,
+    *,
+    splits: Sequence[str] = SPLITS,
+    batch_documents: int = 8,
+    progress: bool = True,
+) -> PackSummary:
+    """Tokenize ``data_dir/corpus`` with ``tokenizer`` (an object or a directory) into ``data_dir/tokens``.
+
+    The arrays are written to a temporary directory and swapped in at the end. A progress bar (bytes of text)
+    goes to stderr when ``progress``.
+    """
+    data_dir = Path(data_dir).expanduser()
+    if not (data_dir / CORPUS_DIR).is_dir():
+        raise FileNotFoundError(f"{data_dir / CORPUS_DIR} does not exist; build the corpus first (tttlm data prepare)")
+    tok, tok_path = _tokenizer_and_path(tokenizer)
+    vocab_size = len(tok)
+    eos = end_of_text_id(tok)
+    dtype = token_dtype(vocab_size)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{TOKENS_DIR}.", dir=data_dir))
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "dtype": dtype.name,
+        "vocab_size": vocab_size,
+        "eos_token_id": eos,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+        "tokenizer": tok_path,
+        "splits": {},
+    }
+    summary = PackSummary(path=data_dir / TOKENS_DIR, tokens={}, documents={}, vocab_size=vocab_size)
+    try:
+        for split in splits:
+            documents = list(iter_documents(data_dir, split))
+            offsets = [0]
+            bar = tqdm(
+                total=sum(len(d.text.encode()) for d in documents),
+                desc=f"tokenizing {split}",
+                unit="B",
+                unit_scale=True,
+                disable=not progress,
+                file=sys.stderr,
+            )
+            with open(tmp / f"{split}.bin", "wb") as handle, bar:
+                for start in range(0, len(documents), batch_documents):
+                    batch = documents[start : start + batch_documents]
+                    for ids in _encode(tok, [d.text for d in batch]):
+                        array = np.asarray([*ids, eos], dtype=np.int64)
+                        if array.size and (array.min() < 0 or array.max() >= vocab_size):
+                            raise ValueError(f"tokenizer produced id {int(array.max())} outside [0, {vocab_size})")
+                        array.astype(dtype).tofile(handle)
+                        offsets.append(offsets[-1] + array.size)
+                    bar.update(sum(len(d.text.encode()) for d in batch))
+            np.save(tmp / f"{split}.idx.npy", np.asarray(offsets, dtype=np.int64), allow_pickle=False)
+            (tmp / f"{split}.ids.json").write_text(json.dumps([d.id for d in documents], ensure_ascii=False))
+            meta["splits"][split] = {
+                "tokens": offsets[-1],
+                "documents": len(documents),
+                "sha256": sha256_file(tmp / f"{split}.bin"),
+            }
+            summary.tokens[split] = offsets[-1]
+            summary.documents[split] = len(documents)
+        write_json_atomic(tmp / META, meta)
+        replace_dir(tmp, data_dir / TOKENS_DIR)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _tokens_dir(path: Path) -> Path:
+    # accept the prepared data directory or its tokens/ directory
+    return path if (path / META).exists() else path / TOKENS_DIR
+
+
+def read_meta(data_dir: Path | str) -> dict[str, Any]:
+    """``tokens/meta.json`` of a prepared data directory (or of the tokens directory itself)."""
+    path = _tokens_dir(Path(data_dir).expanduser()) / META
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no packed tokens at {path.parent}; prepare the data first: tttlm data prepare --out {data_dir}"
+        )
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} has format {meta.get('format')!r}; this tttlm reads format {FORMAT}: re-pack the data"
+        )
+    return meta
+
+
+class PackedDataset:
+    """One split of packed tokens, memory-mapped.
+
+    Attributes:
+        tokens: (num_tokens,) uint16/uint32 memmap, documents back to back, each followed by the end-of-text id.
+        offsets: (documents + 1,) int64; document i is ``tokens[offsets[i]:offsets[i + 1]]``.
+        vocab_size, eos_token_id, fingerprint: from the tokenizer the data was packed with.
+    """
+
+    def __init__(self, data_dir: Path | str, split: str = "train") -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        self.dir = _tokens_dir(Path(data_dir).expanduser())
+        self.meta = read_meta(self.dir)
+        if split not in self.meta["splits"]:
+            raise ValueError(f"{self.dir} has no {split!r} split (has {', '.join(self.meta['splits'])}); re-pack it")
+        info = self.meta["splits"][split]
+        self.split = split
+        self.vocab_size: int = self.meta["vocab_size"]
+        self.eos_token_id: int = self.meta["eos_token_id"]
+        self.fingerprint: str = self.meta["tokenizer_fingerprint"]
+        dtype = np.dtype(self.meta["dtype"])
+        path = self.dir / f"{split}.bin"
+        expected = info["tokens"] * dtype.itemsize
+        if not path.exists() or path.stat().st_size != expected:
+            size = path.stat().st_size if path.exists() else "missing"
+            raise ValueError(f"{path} should hold {expected} bytes ({info['tokens']} tokens) but is {size}; re-pack it")
+        # an empty split cannot be memory-mapped; keep an empty array instead
+        self.tokens = np.memmap(path, dtype=dtype, mode="r") if expected else np.zeros(0, dtype=dtype)
+        self.offsets = np.load(self.dir / f"{split}.idx.npy", allow_pickle=False)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    def document(self, index: int) -> np.ndarray:
+        """Token ids of document ``index`` (end-of-text id included), shape (length,)."""
+        return np.asarray(self.tokens[self.offsets[index] : self.offsets[index + 1]])
+
+    def document_ids(self) -> list[str]:
+        """The ids of the documents, in order."""
+        return json.loads((self.dir / f"{self.split}.ids.json").read_text())
+
+    def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Raise ``DataMismatchError`` unless ``tokenizer`` is the one the data was packed with."""
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        if fingerprint != self.fingerprint:
+            raise DataMismatchError(
+                f"the tokens in {self.dir} were made with another tokenizer (fingerprint {self.fingerprint[:12]}, "
+                f"vocab {self.vocab_size}, from {self.meta.get('tokenizer') or 'unknown'}) than "
+                f"{getattr(tokenizer, 'name_or_path', '') or 'the given one'} (fingerprint {fingerprint[:12]}, vocab "
+                f"{len(tokenizer)}). Use the tokenizer saved with the data, or re-pack the data with this one: "
+                "tttlm data prepare --tokenizer DIR"
+            )
+
+    def check_vocab(self, model_vocab_size: int) -> None:
+        """Raise ``DataMismatchError`` if a model with ``model_vocab_size`` embeddings cannot read these ids."""
+        if model_vocab_size < self.vocab_size:
+            raise DataMismatchError(
+                f"the model has vocab_size {model_vocab_size} but the data in {self.dir} uses ids up to "
+                f"{self.vocab_size - 1} (tokenizer vocab {self.vocab_size}); set the model's vocab_size to "
+                f"{self.vocab_size} (the trainer does this when model.overrides has no vocab_size)"
+            )

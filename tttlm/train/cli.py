@@ -1,0 +1,52 @@
+"""``tttlm train --config configs/<name>.yaml [--resume]`` (the same command under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tttlm.data.packing import DataMismatchError
+    from tttlm.train.checkpoint import CorruptCheckpointError
+    from tttlm.train.config import ConfigError
+    from tttlm.train.loop import TrainingInterrupted, train
+
+    try:
+        run_dir = train(
+            args.config, resume=args.resume, overrides=args.set, progress=False if args.no_progress else None
+        )
+    except TrainingInterrupted as stop:
+        print(f"tttlm train: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except (ConfigError, DataMismatchError, CorruptCheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"tttlm train: error: {error}", file=sys.stderr)
+        return 2
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    """Register ``tttlm train`` on the top-level sub-command parser."""
+    train = commands.add_parser(
+        "train",
+        help="train a model from a YAML config (single process, or DDP/FSDP2 under torchrun)",
+        description=(
+            "Train the model a YAML config describes (see configs/): AdamW, warm-up + cosine schedule, gradient "
+            "accumulation, periodic validation, JSONL + TensorBoard metrics, checkpoints every N steps and on "
+            "SIGINT/SIGTERM. --resume continues exactly from the newest valid checkpoint. Launched with torchrun, "
+            "every process runs this same command (DDP, or FSDP2 with distributed.fsdp: true)."
+        ),
+    )
+    train.add_argument("--config", type=Path, required=True, help="YAML config, e.g. configs/tiny.yaml")
+    train.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint of the run")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=50 --set optim.lr=1e-3 (repeatable)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    train.set_defaults(func=_train)
