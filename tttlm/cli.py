@@ -98,8 +98,17 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from tttlm.demo import run_demo
+
+    report = run_demo(args.out, args.archs, steps=args.steps, seq_len=args.seq_len, data_dir=args.data)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tttlm.bench.forms import OPS, PASSES, FormsSetting
+    from tttlm.models import ARCHS
     from tttlm.models.configuration import BACKBONES, LAYER_TYPES, PRESETS
 
     parser = argparse.ArgumentParser(prog="tttlm", description="Test-Time-Training sequence models.")
@@ -147,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     decode.set_defaults(func=_bench_decode)
 
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline on the default corpus: data, tokenizer, two tiny models, evaluation, report",
+        description="Prepare the default corpus (downloaded once), train a tiny TTT-Linear and a tiny Transformer "
+        "on it for the same budget, evaluate them and write report.md with a plot. Re-running continues an "
+        "interrupted demo.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the runs and the report go")
+    demo.add_argument("--archs", type=_choice_list(ARCHS), default=["ttt-linear", "transformer"], help="models")
+    demo.add_argument("--steps", type=int, default=250, help="optimizer steps per model (16 sequences each)")
+    demo.add_argument("--seq-len", type=int, default=256, help="training context length")
+    demo.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
+    demo.set_defaults(func=_demo)
+
     convert = commands.add_parser(
         "convert",
         help="convert a reference (ttt-lm-pytorch) checkpoint into a tttlm model directory",
@@ -170,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tttlm`` console script."""
     args = build_parser().parse_args(argv)
-    for name in ("batch", "heads", "head_dim", "repeats", "tokens", "prefill_chunk"):
+    for name in ("batch", "heads", "head_dim", "repeats", "tokens", "prefill_chunk", "steps", "seq_len"):
         if getattr(args, name, 1) < 1:
             print(f"tttlm: error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
             return 2
