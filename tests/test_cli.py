@@ -79,3 +79,13 @@ def test_bench_decode_writes_records(tmp_path, capsys: pytest.CaptureFixture[str
     ]
     assert all(r["ms_per_token"] > 0 and r["min_ms"] <= r["ms_per_token"] <= r["max_ms"] for r in records)
     assert "ttt-mlp-tiny" in capsys.readouterr().out
+
+
+def test_bench_train_writes_records(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "train.json"
+    argv = ["bench", "train", "--archs", "ttt-linear,transformer", "--sizes", "tiny", "--seq-len", "32"]
+    assert main([*argv, "--steps", "1", "--threads", "1", "--json", str(path)]) == 0
+    records = json.loads(path.read_text())["records"]
+    assert [r["arch"] for r in records] == ["ttt-linear", "transformer"]
+    assert all(r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 50 and r["parameters"] > 0 for r in records)
+    assert "tokens/s" in capsys.readouterr().out

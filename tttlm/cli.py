@@ -98,6 +98,19 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from tttlm.bench.records import write_records
+    from tttlm.bench.train import print_table, run_train_bench
+
+    records = run_train_bench(args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads)
+    print_table(records)
+    write_records("train", [asdict(r) for r in records], args.json)
+    print(f"wrote {len(records)} records to {args.json}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from tttlm.demo import run_demo
 
@@ -156,6 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     decode.set_defaults(func=_bench_decode)
 
+    train_bench = benches.add_parser(
+        "train",
+        help="training tokens/s and peak memory of registry models",
+        description="Time forward+backward+AdamW steps on random tokens, each model in a fresh process.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train_bench.add_argument("--json", type=Path, default=Path("bench-results/train.json"), help="records file")
+    train_bench.add_argument(
+        "--archs", type=_choice_list(ARCHS), default=["ttt-linear", "ttt-mlp", "transformer"], help="models"
+    )
+    train_bench.add_argument("--sizes", type=_choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="presets")
+    train_bench.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence")
+    train_bench.add_argument("--batch", type=int, default=1, help="sequences per step")
+    train_bench.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    train_bench.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    train_bench.set_defaults(func=_bench_train)
+
     demo = commands.add_parser(
         "demo",
         help="the whole pipeline on the default corpus: data, tokenizer, two tiny models, evaluation, report",
@@ -182,12 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(func=_convert)
 
     from tttlm.data.cli import add_data_command
+    from tttlm.eval.cli import add_eval_commands
     from tttlm.models.cli import add_models_command
     from tttlm.train.cli import add_train_command
 
     add_data_command(commands)
     add_models_command(commands)
     add_train_command(commands)
+    add_eval_commands(commands)
     return parser
 
 
