@@ -44,7 +44,7 @@ def _summary(run_dir: Path) -> dict[str, float]:
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": train_records[-1]["step"],
-        "tokens": sum(r["tokens"] for r in train_records),
+        "tokens": train_records[-1]["tokens"],  # cumulative in metrics.jsonl
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in train_records),
         "train_loss": statistics.fmean(r["loss"] for r in train_records[-10:]),
         "val_loss": evals[-1]["val_loss"],
@@ -62,16 +62,13 @@ def plot_training(runs: dict[str, Path], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for (name, run_dir), colour in zip(runs.items(), ("tab:red", "tab:blue", "tab:green", "tab:purple"), strict=False):
         records = read_metrics(run_dir)
-        tokens, seen, losses = [], 0, []
-        for r in records:
-            if r["kind"] == "train":
-                seen += r["tokens"]
-                tokens.append(seen)
-                losses.append(r["loss"])
+        train_records = [r for r in records if r["kind"] == "train"]
+        tokens = [r["tokens"] for r in train_records]  # cumulative
+        losses = [r["loss"] for r in train_records]
         window = max(1, len(losses) // 25)
         smooth = [statistics.fmean(losses[max(0, i - window + 1) : i + 1]) for i in range(len(losses))]
         ax.plot(tokens, smooth, color=colour, label=f"{name} train")
-        per_step = {r["step"]: t for r, t in zip((r for r in records if r["kind"] == "train"), tokens, strict=True)}
+        per_step = {r["step"]: r["tokens"] for r in train_records}
         evals = [(per_step[r["step"]], r["val_loss"]) for r in records if r["kind"] == "eval" and r["step"] in per_step]
         ax.plot(*zip(*evals, strict=True), "o--", color=colour, label=f"{name} val")
     ax.set_xlabel("training tokens")

@@ -16,6 +16,7 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path, data_dir, capsy
     report = (out / "report.md").read_text()
     assert "| ttt-linear |" in report
     assert "| transformer |" in report
+    assert "| 4 | 2,048 |" in report  # steps, tokens seen (4 steps x 16 sequences x 32 tokens)
     assert (out / "training.png").stat().st_size > 10_000
     for arch in ("ttt-linear", "transformer"):
         assert (out / arch / "model" / "model.safetensors").exists()
