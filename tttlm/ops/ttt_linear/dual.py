@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tttlm.ops.scan import Norm, Weights, close_or_pend, reconstruction_grad
-from tttlm.ops.ttt_linear.naive import affine
+from tttlm.ops.scan import Weights
+from tttlm.ops.ttt_linear.naive import affine, linear_chunk
 
 
 def dual_linear_layer(
@@ -42,20 +42,4 @@ def dual_linear_layer(
     return out, tuple(sums)
 
 
-def dual_chunk(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    lr: Tensor,
-    scale: Tensor,
-    weights: Weights,
-    pending: Weights | None,
-    close: bool,
-    norm: Norm,
-    eps: float,
-) -> tuple[Tensor, Weights, Weights | None]:
-    """Same contract as ``naive.primal_chunk``."""
-    weight, bias = weights[0], (weights[1] if len(weights) > 1 else None)
-    grad = reconstruction_grad(affine(k, weight, bias), k, v, norm, eps)
-    zq, sums = dual_linear_layer(q, k, grad, lr, scale, weight, bias, pending)
-    return zq, *close_or_pend(weights, sums, scale[-1], close)
+dual_chunk = linear_chunk(dual_linear_layer)

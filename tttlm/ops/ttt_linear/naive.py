@@ -8,10 +8,17 @@ paper states the update; vectorised inside the mini-batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from tttlm.ops.scan import Norm, Weights, close_or_pend, reconstruction_grad
+from tttlm.ops.scan import ChunkFn, Norm, Weights, close_or_pend, reconstruction_grad
+
+# (x_q, x_k, grad, lr, scale, weight, bias, pending) -> (outputs, gradient sums); see primal_linear_layer
+LinearLayerFn = Callable[
+    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Weights | None], tuple[Tensor, Weights]
+]
 
 
 def affine(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -53,25 +60,33 @@ def primal_linear_layer(
     return out, sums
 
 
-def primal_chunk(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    lr: Tensor,
-    scale: Tensor,
-    weights: Weights,
-    pending: Weights | None,
-    close: bool,
-    norm: Norm,
-    eps: float,
-) -> tuple[Tensor, Weights, Weights | None]:
-    """One run of n tokens inside a mini-batch. q, k, v: (B, H, n, d); lr: (B, H, n); scale: (n,).
+def linear_chunk(layer: LinearLayerFn) -> ChunkFn:
+    """The TTT-Linear chunk function whose one inner layer is read by ``layer`` (primal, dual or step).
 
-    weights: (W (B, H, d, d)[, b (B, H, 1, d)]) at the mini-batch start; pending: the lr-weighted gradient
-    sums of tokens read earlier in this mini-batch, or None. Returns g(q_i; W_i) (B, H, n, d), the weights
-    and the pending sums after the chunk (None once the mini-batch is closed).
+    The returned function computes one run of n tokens inside a mini-batch: q, k, v (B, H, n, d), lr (B, H, n),
+    scale (n,), weights (W (B, H, d, d)[, b (B, H, 1, d)]) at the mini-batch start, pending: the lr-weighted
+    gradient sums of tokens read earlier in this mini-batch, or None. It returns g(q_i; W_i) (B, H, n, d), the
+    weights and the pending sums after the chunk (None once the mini-batch is closed).
     """
-    weight, bias = weights[0], (weights[1] if len(weights) > 1 else None)
-    grad = reconstruction_grad(affine(k, weight, bias), k, v, norm, eps)
-    zq, sums = primal_linear_layer(q, k, grad, lr, scale, weight, bias, pending)
-    return zq, *close_or_pend(weights, sums, scale[-1], close)
+
+    def chunk(
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        lr: Tensor,
+        scale: Tensor,
+        weights: Weights,
+        pending: Weights | None,
+        close: bool,
+        norm: Norm,
+        eps: float,
+    ) -> tuple[Tensor, Weights, Weights | None]:
+        weight, bias = weights[0], (weights[1] if len(weights) > 1 else None)
+        grad = reconstruction_grad(affine(k, weight, bias), k, v, norm, eps)
+        zq, sums = layer(q, k, grad, lr, scale, weight, bias, pending)
+        return zq, *close_or_pend(weights, sums, scale[-1], close)
+
+    return chunk
+
+
+primal_chunk = linear_chunk(primal_linear_layer)

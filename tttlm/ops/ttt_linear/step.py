@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tttlm.ops.scan import Norm, Weights, reconstruction_grad
-from tttlm.ops.ttt_linear.naive import affine
+from tttlm.ops.scan import Weights
+from tttlm.ops.ttt_linear.naive import affine, linear_chunk
 
 
 def step_linear_layer(
@@ -21,29 +21,13 @@ def step_linear_layer(
     weight: Tensor,
     bias: Tensor | None,
     pending: Weights | None,
-) -> tuple[Tensor, Weights, Weights]:
-    """``naive.primal_linear_layer`` for one token (n = 1); also returns the layer's current weights W_i."""
+) -> tuple[Tensor, Weights]:
+    """``naive.primal_linear_layer`` for one token (n = 1): add its gradient to the sums, read ``W_s − scale S``."""
     lr_grad = lr.unsqueeze(-1) * grad  # (B, H, 1, d_out)
     grads = (x_k.transpose(-1, -2) @ lr_grad,) + (() if bias is None else (lr_grad,))
     sums = grads if pending is None else tuple(p + g for p, g in zip(pending, grads, strict=True))
     current = tuple(w - scale * s for w, s in zip((weight, bias), sums, strict=False))
-    return affine(x_q, *current), sums, current
+    return affine(x_q, *current), sums
 
 
-def step_chunk(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    lr: Tensor,
-    scale: Tensor,
-    weights: Weights,
-    pending: Weights | None,
-    close: bool,
-    norm: Norm,
-    eps: float,
-) -> tuple[Tensor, Weights, Weights | None]:
-    """Same contract as ``naive.primal_chunk`` for a single token: q, k, v (B, H, 1, d), lr (B, H, 1)."""
-    weight, bias = weights[0], (weights[1] if len(weights) > 1 else None)
-    grad = reconstruction_grad(affine(k, weight, bias), k, v, norm, eps)
-    zq, sums, current = step_linear_layer(q, k, grad, lr, scale, weight, bias, pending)
-    return (zq, current, None) if close else (zq, weights, sums)
+step_chunk = linear_chunk(step_linear_layer)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from tttlm.ops.inner_norm import gelu_tanh, gelu_tanh_grad
-from tttlm.ops.scan import Norm, Weights, close_or_pend, reconstruction_grad
-from tttlm.ops.ttt_linear.naive import affine, primal_linear_layer
+from tttlm.ops.scan import ChunkFn, Norm, Weights, close_or_pend, reconstruction_grad
+from tttlm.ops.ttt_linear.naive import LinearLayerFn, affine, primal_linear_layer
 
 
 def key_side_grads(k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -29,23 +29,31 @@ def key_side_grads(k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: floa
     return x2, grad_z1, grad_z2
 
 
-def primal_chunk(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    lr: Tensor,
-    scale: Tensor,
-    weights: Weights,
-    pending: Weights | None,
-    close: bool,
-    norm: Norm,
-    eps: float,
-) -> tuple[Tensor, Weights, Weights | None]:
-    """Same contract as ``tttlm.ops.ttt_linear.naive.primal_chunk``; weights = (W1, b1, W2, b2)."""
-    W1, b1, W2, b2 = weights
-    x2, grad_z1, grad_z2 = key_side_grads(k, v, weights, norm, eps)
-    zq1, sums1 = primal_linear_layer(q, k, grad_z1, lr, scale, W1, b1, None if pending is None else pending[:2])
-    zq, sums2 = primal_linear_layer(
-        gelu_tanh(zq1), x2, grad_z2, lr, scale, W2, b2, None if pending is None else pending[2:]
-    )
-    return zq, *close_or_pend(weights, sums1 + sums2, scale[-1], close)
+def mlp_chunk(layer: LinearLayerFn) -> ChunkFn:
+    """The TTT-MLP chunk function whose two inner layers are each read by ``layer`` (primal, dual or step).
+
+    Same contract as ``tttlm.ops.ttt_linear.naive.linear_chunk``; weights = (W1, b1, W2, b2).
+    """
+
+    def chunk(
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        lr: Tensor,
+        scale: Tensor,
+        weights: Weights,
+        pending: Weights | None,
+        close: bool,
+        norm: Norm,
+        eps: float,
+    ) -> tuple[Tensor, Weights, Weights | None]:
+        W1, b1, W2, b2 = weights
+        x2, grad_z1, grad_z2 = key_side_grads(k, v, weights, norm, eps)
+        zq1, sums1 = layer(q, k, grad_z1, lr, scale, W1, b1, None if pending is None else pending[:2])
+        zq, sums2 = layer(gelu_tanh(zq1), x2, grad_z2, lr, scale, W2, b2, None if pending is None else pending[2:])
+        return zq, *close_or_pend(weights, sums1 + sums2, scale[-1], close)
+
+    return chunk
+
+
+primal_chunk = mlp_chunk(primal_linear_layer)
