@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from tttlm.layers.conv import CausalConv
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
-from tttlm.models.cache import TTTBlockCache, TTTCache
+from tttlm.models.cache import BlockCache, TTTBlockCache, TTTCache
 from tttlm.models.configuration import TTTConfig
 
 # transformers 5 describes tied weights as {target: source}; 4.x as a list of the tied (target) names
@@ -144,54 +144,11 @@ class TTTBlock(nn.Module):
         return x, TTTBlockCache(ttt_cache, pre_conv_state)
 
 
-class TTTPreTrainedModel(PreTrainedModel):
-    """Weight init, checkpointing support and the config class shared by the TTT models."""
+class BlockStackBackbone:
+    """``forward`` of a backbone made of ``embed_tokens``, ``layers`` (blocks ``(x, block cache) -> (x, block
+    cache)``) and ``norm``, carrying its state in a ``cache_class`` cache. Mixed into ``PreTrainedModel``s."""
 
-    config_class = TTTConfig
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
-    _no_split_modules: ClassVar[list[str]] = ["TTTBlock"]
-    # generate: no assisted decoding (a recurrent state cannot be rolled back)
-    _is_stateful = True
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """Initialise one module's own parameters (transformers calls this for every module).
-
-        The TTT layer and the conv initialise their own parameters (``reset_parameters``), so a fresh model, a
-        model whose checkpoint lacks some weights, and one built on the meta device then materialised all get
-        the same distributions. Every init goes through ``nn.init``, so transformers 5 can skip parameters
-        already loaded from a checkpoint.
-        """
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (CausalConv, TTTLayer)):
-            module.reset_parameters()
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # generate must not hand us a transformers DynamicCache: forward creates its own TTTCache
-        return False
-
-
-class TTTModel(TTTPreTrainedModel):
-    """Embedding, ``num_hidden_layers`` × ``TTTBlock`` and the final RMSNorm. Returns hidden states."""
-
-    def __init__(self, config: TTTConfig) -> None:
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList([TTTBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.gradient_checkpointing = False
-        self.post_init()
+    cache_class: ClassVar[type[BlockCache]]
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
@@ -204,7 +161,7 @@ class TTTModel(TTTPreTrainedModel):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
-        past_key_values: TTTCache | None = None,
+        past_key_values: BlockCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -215,7 +172,7 @@ class TTTModel(TTTPreTrainedModel):
         Args:
             input_ids: (batch, seq) token ids in [0, vocab_size); or give ``inputs_embeds`` (batch, seq, hidden).
             attention_mask: accepted for API compatibility; must be all ones (padding is not supported).
-            past_key_values: a ``TTTCache`` to continue from; it is updated in place and returned.
+            past_key_values: a cache (``cache_class``) to continue from; it is updated in place and returned.
             use_cache: return a cache (a new one when none is given). Default: ``config.use_cache`` when not training.
             output_hidden_states: also return the embeddings and every block's output (num_layers + 1 tensors).
             return_dict: return a ``BaseModelOutputWithPast`` (default) or a tuple.
@@ -237,15 +194,15 @@ class TTTModel(TTTPreTrainedModel):
         batch, seq = inputs_embeds.shape[:2]
         _check_attention_mask(attention_mask, batch)
 
-        if past_key_values is not None and not isinstance(past_key_values, TTTCache):
+        if past_key_values is not None and not isinstance(past_key_values, self.cache_class):
             raise TypeError(
-                f"past_key_values must be a TTTCache (returned by an earlier call with use_cache=True); "
-                f"got {type(past_key_values).__name__}"
+                f"past_key_values must be a {self.cache_class.__name__} (returned by an earlier call with "
+                f"use_cache=True); got {type(past_key_values).__name__}"
             )
         if use_cache is None:
             use_cache = past_key_values is not None or (config.use_cache and not self.training)
         if use_cache and past_key_values is None:
-            past_key_values = TTTCache(config.num_hidden_layers)
+            past_key_values = self.cache_class(config.num_hidden_layers)
         if past_key_values is not None:
             if len(past_key_values) != len(self.layers):
                 raise ValueError(
@@ -282,16 +239,9 @@ class TTTModel(TTTPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache_out, hidden_states=hidden_states)
 
 
-class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
-    """``TTTModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
-
-    _tied_weights_keys = _TIED_LM_HEAD
-
-    def __init__(self, config: TTTConfig) -> None:
-        super().__init__(config)
-        self.model = TTTModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+class CausalLMHead:
+    """Embedding accessors and ``forward`` of an LM head on ``self.model`` (a ``BlockStackBackbone``), with the
+    loss. Mixed into ``PreTrainedModel``s that own ``model`` and ``lm_head``."""
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -310,7 +260,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
-        past_key_values: TTTCache | None = None,
+        past_key_values: BlockCache | None = None,
         labels: Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -360,3 +310,67 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
         )
+
+
+class TTTPreTrainedModel(PreTrainedModel):
+    """Weight init, checkpointing support and the config class shared by the TTT models."""
+
+    config_class = TTTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["TTTBlock"]
+    # generate: no assisted decoding (a recurrent state cannot be rolled back)
+    _is_stateful = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise one module's own parameters (transformers calls this for every module).
+
+        The TTT layer and the conv initialise their own parameters (``reset_parameters``), so a fresh model, a
+        model whose checkpoint lacks some weights, and one built on the meta device then materialised all get
+        the same distributions. Every init goes through ``nn.init``, so transformers 5 can skip parameters
+        already loaded from a checkpoint.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (CausalConv, TTTLayer)):
+            module.reset_parameters()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate must not hand us a transformers DynamicCache: forward creates its own TTTCache
+        return False
+
+
+class TTTModel(BlockStackBackbone, TTTPreTrainedModel):
+    """Embedding, ``num_hidden_layers`` × ``TTTBlock`` and the final RMSNorm. Returns hidden states."""
+
+    cache_class = TTTCache
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([TTTBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+
+class TTTForCausalLM(CausalLMHead, TTTPreTrainedModel, GenerationMixin):
+    """``TTTModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
+
+    _tied_weights_keys = _TIED_LM_HEAD
+
+    def __init__(self, config: TTTConfig) -> None:
+        super().__init__(config)
+        self.model = TTTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()

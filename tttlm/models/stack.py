@@ -11,25 +11,18 @@ mixers would absorb pad tokens), the loss shifted inside, ``generate`` creating 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from tttlm.layers.attention import Attention
 from tttlm.layers.conv import CausalConv
 from tttlm.layers.gated_deltanet import GatedDeltaNet
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
-from tttlm.models.modeling import (
-    _TIED_LM_HEAD,
-    _check_attention_mask,
-    _check_inputs_embeds,
-    causal_lm_loss,
-    check_input_ids,
-)
+from tttlm.models.modeling import _TIED_LM_HEAD, BlockStackBackbone, CausalLMHead
 from tttlm.models.stack_cache import StackCache
 from tttlm.models.stack_config import StackConfig
 
@@ -135,8 +128,10 @@ class StackPreTrainedModel(PreTrainedModel):
         return False
 
 
-class StackModel(StackPreTrainedModel):
+class StackModel(BlockStackBackbone, StackPreTrainedModel):
     """Embedding, ``num_hidden_layers`` × ``StackBlock`` and the final RMSNorm. Returns hidden states."""
+
+    cache_class = StackCache
 
     def __init__(self, config: StackConfig) -> None:
         super().__init__(config)
@@ -146,83 +141,8 @@ class StackModel(StackPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embed_tokens = value
-
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        past_key_values: StackCache | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPast | tuple:
-        """Run the backbone; the arguments and outputs are those of ``TTTModel.forward`` with a ``StackCache``."""
-        config = self.config
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
-        return_dict = return_dict if return_dict is not None else config.return_dict
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids (batch, seq) and inputs_embeds (batch, seq, hidden)")
-        if input_ids is not None:
-            check_input_ids(input_ids, config.vocab_size)
-            inputs_embeds = self.embed_tokens(input_ids)
-        else:
-            _check_inputs_embeds(inputs_embeds, config.hidden_size)
-        batch, seq = inputs_embeds.shape[:2]
-        _check_attention_mask(attention_mask, batch)
-
-        if past_key_values is not None and not isinstance(past_key_values, StackCache):
-            raise TypeError(
-                f"past_key_values must be a StackCache (returned by an earlier call with use_cache=True); "
-                f"got {type(past_key_values).__name__}"
-            )
-        if use_cache is None:
-            use_cache = past_key_values is not None or (config.use_cache and not self.training)
-        if use_cache and past_key_values is None:
-            past_key_values = StackCache(config.num_hidden_layers)
-        if past_key_values is not None:
-            if len(past_key_values) != len(self.layers):
-                raise ValueError(
-                    f"past_key_values has {len(past_key_values)} layers but the model has {len(self.layers)}; "
-                    "was it made for another model?"
-                )
-            if past_key_values.batch_size not in (None, batch):
-                raise ValueError(
-                    f"past_key_values holds a batch of {past_key_values.batch_size} sequences but the input has "
-                    f"{batch}; continue each cache with inputs of the same batch size"
-                )
-
-        hidden = inputs_embeds
-        all_hidden = [hidden] if output_hidden_states else None
-        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for i, block in enumerate(self.layers):
-            block_cache = None if past_key_values is None else past_key_values.blocks[i]
-            if checkpointing:
-                hidden, new_cache = self._gradient_checkpointing_func(block.__call__, hidden, block_cache)
-            else:
-                hidden, new_cache = block(hidden, block_cache)
-            if past_key_values is not None:
-                past_key_values.blocks[i] = new_cache
-            if all_hidden is not None:
-                all_hidden.append(hidden)
-        if past_key_values is not None:
-            past_key_values.seen_tokens += seq
-        hidden = self.norm(hidden)
-
-        cache_out = past_key_values if use_cache else None
-        hidden_states = tuple(all_hidden) if all_hidden is not None else None
-        if not return_dict:
-            return tuple(v for v in (hidden, cache_out, hidden_states) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache_out, hidden_states=hidden_states)
-
-
-class StackForCausalLM(StackPreTrainedModel, GenerationMixin):
+class StackForCausalLM(CausalLMHead, StackPreTrainedModel, GenerationMixin):
     """``StackModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
 
     _tied_weights_keys = _TIED_LM_HEAD
@@ -232,57 +152,3 @@ class StackForCausalLM(StackPreTrainedModel, GenerationMixin):
         self.model = StackModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        past_key_values: StackCache | None = None,
-        labels: Tensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | Tensor = 0,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """Logits (and the loss with ``labels``); the arguments are those of ``TTTForCausalLM.forward``."""
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        hidden = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep])
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(
-                    f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
-                    f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
-                )
-            loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if not return_dict:
-            out = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
-            return (loss, *out) if loss is not None else out
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
-        )
