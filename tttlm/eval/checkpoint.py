@@ -1,0 +1,92 @@
+"""Finding a checkpoint's model, tokenizer, data and output directories from one ``--ckpt`` path.
+
+``--ckpt`` may be a run directory (``runs/<name>/`` with ``model/``, ``config.yaml``, ``metrics.jsonl``) or a model
+directory (``save_pretrained`` output, e.g. ``runs/<name>/model``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+MODEL_DIR = "model"
+EVAL_DIR = "eval"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+class CheckpointError(ValueError):
+    """A ``--ckpt`` path that is not a run or model directory, or that does not match the data."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a checkpoint's pieces live.
+
+    Attributes:
+        name: a short label for tables and plots (the run directory's name).
+        model_dir: the ``save_pretrained`` directory.
+        run_dir: the run directory when the model is the final model of a training run, else None.
+    """
+
+    name: str
+    model_dir: Path
+    run_dir: Path | None
+
+    @property
+    def eval_dir(self) -> Path:
+        """Default output directory: ``<run>/eval`` (or ``<model dir>/eval`` for a bare model)."""
+        return (self.run_dir or self.model_dir) / EVAL_DIR
+
+    def data_dir(self, override: Path | str | None = None) -> Path:
+        """The prepared data: ``override``, else the run's ``data.dir``, else the default prepared corpus."""
+        if override is not None:
+            return Path(override).expanduser()
+        if self.run_dir is not None and (self.run_dir / "config.yaml").exists():
+            config = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
+            data = (config.get("data") or {}).get("dir")
+            if data:
+                return Path(data).expanduser()
+        from tttlm.data.prepare import default_data_dir
+
+        return default_data_dir()
+
+    def load_model(self, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+        """The model in eval mode, in ``dtype`` on ``device``."""
+        from tttlm.models import load
+
+        model = load(self.model_dir)
+        return model.to(device=device, dtype=DTYPES[dtype]).eval()
+
+    def load_tokenizer(self, data_dir: Path | None = None) -> PreTrainedTokenizerBase:
+        """The tokenizer saved with the model (the trainer copies it there), else the data's ``tokenizer/``."""
+        from tttlm.data.prepare import TOKENIZER_DIR
+        from tttlm.data.tokenizer import load_tokenizer
+
+        if (self.model_dir / "tokenizer.json").exists():
+            return load_tokenizer(self.model_dir)
+        if data_dir is not None and (data_dir / TOKENIZER_DIR).is_dir():
+            return load_tokenizer(data_dir / TOKENIZER_DIR)
+        raise CheckpointError(f"no tokenizer in {self.model_dir} (and no data directory with one was given)")
+
+
+def resolve_checkpoint(path: Path | str) -> Checkpoint:
+    """A ``Checkpoint`` for a run or model directory; ``CheckpointError`` names what is missing."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
+    if (path / MODEL_DIR / "config.json").exists():
+        return Checkpoint(name=path.resolve().name, model_dir=path / MODEL_DIR, run_dir=path)
+    if (path / "config.json").exists():
+        parent = path.resolve().parent
+        is_run = path.name == MODEL_DIR and (parent / "metrics.jsonl").exists()
+        return Checkpoint(
+            name=parent.name if is_run else path.resolve().name, model_dir=path, run_dir=parent if is_run else None
+        )
+    raise CheckpointError(
+        f"{path} is neither a run directory (with model/config.json; is training finished?) nor a model directory "
+        "(with config.json)"
+    )

@@ -1,0 +1,158 @@
+"""``tttlm compare RUN...``: one Markdown report putting runs side by side, from whatever results they hold.
+
+Per run it reads ``metrics.jsonl`` (training curves), ``eval/ppl.json``, ``eval/by_position.csv`` and
+``eval/niah.json`` (written by ``tttlm eval``); a missing piece is listed as missing, not an error.
+Training FLOPs are the usual estimate 6 · parameters · tokens (parameters counted from ``model/config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tttlm.eval.checkpoint import EVAL_DIR, MODEL_DIR
+from tttlm.eval.report import (
+    _pyplot,
+    markdown_table,
+    niah_markdown,
+    plot_by_position,
+    plot_ppl,
+    read_position_csv,
+)
+
+
+def _metrics(run: Path) -> tuple[list[dict], list[dict]]:
+    """(train records, eval records with ``tokens`` filled from the train record of the same step)."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return [], []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train = [r for r in records if r.get("kind") == "train" and "tokens" in r]
+    tokens_at = {r["step"]: r["tokens"] for r in train}
+    evals = [
+        {**r, "tokens": tokens_at[r["step"]]} for r in records if r.get("kind") == "eval" and r["step"] in tokens_at
+    ]
+    return train, evals
+
+
+def _parameters(run: Path) -> int | None:
+    try:
+        from transformers import AutoConfig
+
+        from tttlm.models.registry import count_parameters
+
+        return count_parameters(AutoConfig.from_pretrained(run / MODEL_DIR))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _plot_curves(path: Path, curves: dict[str, tuple[list[dict], list[dict]]], scale: dict[str, float], xlabel: str):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (train, evals) in curves.items():
+        if train:
+            line = ax.plot(
+                [r["tokens"] * scale[name] for r in train], [r["loss"] for r in train], label=f"{name} train"
+            )
+            color = line[0].get_color()
+            if evals:
+                x = [r["tokens"] * scale[name] for r in evals]
+                ax.plot(x, [r["val_loss"] for r in evals], "o--", color=color, label=f"{name} val")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(runs: Sequence[Path | str], out: Path | str) -> Path:
+    """Write ``out/report.md`` and its PNGs; return the report's path."""
+    runs = [Path(r).expanduser() for r in runs]
+    for run in runs:
+        if not run.is_dir():
+            raise FileNotFoundError(f"run directory {run} does not exist")
+    names = [r.resolve().name for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r) for r in runs]
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Run comparison", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
+    missing: list[str] = []
+
+    curves = {n: _metrics(r) for n, r in zip(names, runs, strict=True)}
+    missing += [f"{n}: metrics.jsonl" for n, (train, _) in curves.items() if not train]
+    curves = {n: c for n, c in curves.items() if c[0]}
+    if curves:
+        _plot_curves(out / "training_tokens.png", curves, dict.fromkeys(curves, 1.0), "training tokens")
+        lines += ["## Training curves", "", "![loss vs tokens](training_tokens.png)", ""]
+        params = {n: _parameters(r) for n, r in zip(names, runs, strict=True) if n in curves}
+        flops = {n: 6.0 * p for n, p in params.items() if p}
+        if flops:
+            _plot_curves(out / "training_flops.png", {n: curves[n] for n in flops}, flops, "training FLOPs (6·N·D)")
+            lines += ["![loss vs FLOPs](training_flops.png)", ""]
+        rows = []
+        for n, (train, evals) in curves.items():
+            final_val = evals[-1]["val_loss"] if evals else float("nan")
+            rows.append([n, params.get(n) or "?", train[-1]["step"], train[-1]["tokens"], train[-1]["loss"], final_val])
+        lines += [markdown_table(["run", "parameters", "steps", "tokens", "final train loss", "final val loss"], rows)]
+
+    ppl = {}
+    for n, r in zip(names, runs, strict=True):
+        path = r / EVAL_DIR / "ppl.json"
+        if path.exists():
+            ppl[n] = json.loads(path.read_text())["results"]
+        else:
+            missing.append(f"{n}: {EVAL_DIR}/ppl.json")
+    if ppl:
+        plot_ppl(out / "ppl.png", ppl)
+        contexts = sorted({x["context"] for res in ppl.values() for x in res})
+        rows = [
+            [n, *[next((x["ppl"] for x in res if x["context"] == c), float("nan")) for c in contexts]]
+            for n, res in ppl.items()
+        ]
+        lines += [
+            "## Perplexity vs context",
+            "",
+            "![ppl vs context](ppl.png)",
+            "",
+            markdown_table(["run", *map(str, contexts)], rows),
+        ]
+
+    position = {}
+    for n, r in zip(names, runs, strict=True):
+        path = r / EVAL_DIR / "by_position.csv"
+        if path.exists():
+            columns = read_position_csv(path)
+            first = next(k for k in columns if not k.startswith("delta_"))
+            position[n] = columns[first]  # the run's own (first) checkpoint
+        else:
+            missing.append(f"{n}: {EVAL_DIR}/by_position.csv")
+    if position:
+        length = min(len(v) for v in position.values())
+        plot_by_position(out / "by_position.png", {n: v[:length] for n, v in position.items()}, {})
+        lines += ["## Loss by token index", "", "![loss by position](by_position.png)", ""]
+        rows = [[n, float(np.mean(v[:length]))] for n, v in position.items()]
+        lines += [markdown_table(["run", f"mean loss over {length} positions"], rows)]
+
+    niah = {}
+    for n, r in zip(names, runs, strict=True):
+        path = r / EVAL_DIR / "niah.json"
+        if path.exists():
+            table = json.loads(path.read_text())["accuracy"]
+            niah[n] = {t: {int(k): v for k, v in by_len.items()} for t, by_len in table.items()}
+        else:
+            missing.append(f"{n}: {EVAL_DIR}/niah.json")
+    if niah:
+        lines += ["## S-NIAH", "", niah_markdown(niah)]
+
+    if missing:
+        lines += ["## Not found", "", *[f"- {m}" for m in missing], ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,118 @@
+"""Streaming a sequence through a model: per-token losses and token-by-token generation.
+
+Both feed the model chunks of the input and carry its cache, using only the registry's contract; a model whose cache
+cannot continue a multi-token call (``supports_chunked_prefill`` False) gets the input in one call instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tttlm.models.streaming import prefill, supports_chunked_prefill
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def token_losses(model: torch.nn.Module, ids: Sequence[int] | np.ndarray | Tensor, chunk_size: int) -> np.ndarray:
+    """Next-token losses of one sequence, streamed in chunks of ``chunk_size`` tokens.
+
+    Args:
+        ids: (T,) token ids.
+    Returns:
+        (T − 1,) float64: entry t is −log p(ids[t + 1] | ids[: t + 1]).
+
+    Unlike ``tttlm.models.streaming.prefill`` (float32 losses), the cross-entropy is taken in the logits' own dtype
+    when it is float64, so a float64 model gives losses that can be compared exactly between chunkings.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64)).to(_device(model)).view(1, -1)
+    seq = ids.shape[1]
+    if seq < 2:
+        raise ValueError(f"need at least 2 tokens to score; got {seq}")
+    step = chunk_size if supports_chunked_prefill(model) else seq
+    cache, out_losses = None, []
+    for start in range(0, seq - 1, step):  # the last token is only a target
+        end = min(start + step, seq - 1)
+        out = model(ids[:, start:end], past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        logits = out.logits[0]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        out_losses.append(F.cross_entropy(logits, ids[0, start + 1 : end + 1], reduction="none").double().cpu())
+        del out, logits
+    return torch.cat(out_losses).numpy()
+
+
+Sampler = Callable[[Tensor], int]
+
+
+def greedy(logits: Tensor) -> int:
+    """The most likely token of (vocab,) logits."""
+    return int(torch.argmax(logits))
+
+
+def make_sampler(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Sampler:
+    """Temperature / top-k / top-p (nucleus) sampling from (vocab,) logits; temperature 0 is greedy."""
+    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature >= 0, top_k >= 0, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
+    if temperature == 0:
+        return greedy
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+
+    def sample(logits: Tensor) -> int:
+        logits = logits.float().cpu() / temperature
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1:
+            order = torch.argsort(logits, descending=True)
+            probs = torch.softmax(logits[order], dim=-1)
+            # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+            drop = torch.cumsum(probs, dim=-1) - probs >= top_p
+            logits[order[drop]] = float("-inf")
+        return int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
+
+    return sample
+
+
+@torch.no_grad()
+def generate_tokens(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    *,
+    chunk_size: int = 2048,
+    sampler: Sampler = greedy,
+    stop_ids: Sequence[int] = (),
+    on_token: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Prefill ``prompt_ids`` in chunks (registry ``prefill``), then decode one token per call with the cache.
+
+    Returns the new token ids (a stop id ends generation and is not returned); ``on_token`` sees each as it comes.
+    """
+    if not prompt_ids:
+        raise ValueError("the prompt is empty; give at least one token")
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=_device(model))
+    state = prefill(model, ids, chunk_size, token_loss=False)
+    cache, logits, new = state.past_key_values, state.last_logits[0], []
+    for _ in range(max_new_tokens):
+        token = sampler(logits)
+        if token in stop_ids:
+            break
+        new.append(token)
+        if on_token is not None:
+            on_token(token)
+        if len(new) == max_new_tokens:
+            break  # no forward call for a token that nobody reads
+        out = model(torch.tensor([[token]], device=ids.device), past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[0, -1]
+    return new
