@@ -104,7 +104,9 @@ def _bench_train(args: argparse.Namespace) -> int:
     from tttlm.bench.records import write_records
     from tttlm.bench.train import print_table, run_train_bench
 
-    records = run_train_bench(args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads)
+    records = run_train_bench(
+        args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, fresh_process=not args.in_process
+    )
     print_table(records)
     write_records("train", [asdict(r) for r in records], args.json)
     print(f"wrote {len(records)} records to {args.json}")
@@ -184,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     train_bench.add_argument("--batch", type=int, default=1, help="sequences per step")
     train_bench.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
     train_bench.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    train_bench.add_argument(
+        "--in-process", action="store_true", help="measure in this process (faster start; peak memory is cumulative)"
+    )
     train_bench.set_defaults(func=_bench_train)
 
     demo = commands.add_parser(

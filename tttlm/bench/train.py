@@ -69,16 +69,15 @@ def run_train_bench(
     batch: int = 1,
     steps: int = 2,
     threads: int = 0,
+    fresh_process: bool = True,
 ) -> list[TrainRecord]:
-    """Measure every (size, arch) in its own spawned process."""
-    records = []
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1, maxtasksperchild=1) as pool:
-        for size in sizes:
-            for arch in archs:
-                result = pool.apply(_measure, (arch, size, seq_len, batch, steps, threads))
-                records.append(TrainRecord(**result))
-    return records
+    """Measure every (size, arch), each in its own spawned process unless ``fresh_process`` is False (then the
+    peak memory is the running process's so far)."""
+    cases = [(arch, size, seq_len, batch, steps, threads) for size in sizes for arch in archs]
+    if not fresh_process:
+        return [TrainRecord(**_measure(*case)) for case in cases]
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return [TrainRecord(**pool.apply(_measure, case)) for case in cases]
 
 
 def print_table(records: Sequence[TrainRecord], console: Console | None = None) -> None:
