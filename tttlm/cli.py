@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     decode.set_defaults(func=_bench_decode)
 
+    from tttlm.bench.e2e_cli import add_bench_e2e_command
+
+    add_bench_e2e_command(benches)
+
     train_bench = benches.add_parser(
         "train",
         help="training tokens/s and peak memory of registry models",

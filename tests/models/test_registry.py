@@ -23,6 +23,7 @@ EXPECTED_ARCHS = [
     "mamba2",
     "gated-deltanet",
     "ttt-kvb",
+    "ttt-e2e",
 ]
 
 

@@ -1,15 +1,18 @@
 """Transformers-compatible language models: the TTT LMs and the baselines they are compared with.
 
-Importing this package registers our model types ("tttlm", "tttlm_stack", "tttlm_mamba", "tttlm_mamba2") with
-``AutoConfig``, ``AutoModel`` and ``AutoModelForCausalLM``, so ``AutoModelForCausalLM.from_pretrained(dir)``
-(or ``load(dir)``) rebuilds any saved model. ``build(arch, size, **overrides)`` is the one entry point for every
-architecture (``ARCHS``); see ``registry.py``.
+Importing this package registers our model types ("tttlm", "tttlm_stack", "tttlm_mamba", "tttlm_mamba2",
+"tttlm_e2e") with ``AutoConfig``, ``AutoModel`` (not "tttlm_e2e") and ``AutoModelForCausalLM``, so
+``AutoModelForCausalLM.from_pretrained(dir)`` (or ``load(dir)``) rebuilds any saved model.
+``build(arch, size, **overrides)`` is the one entry point for every architecture (``ARCHS``); see ``registry.py``.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from tttlm.models.cache import TTTBlockCache, TTTCache
 from tttlm.models.configuration import PRESETS, TTTConfig
+from tttlm.models.e2e import E2EForCausalLM, E2EModel
+from tttlm.models.e2e_cache import E2ECache
+from tttlm.models.e2e_config import E2EConfig
 from tttlm.models.modeling import TTTBlock, TTTForCausalLM, TTTModel, TTTPreTrainedModel
 from tttlm.models.registry import ARCHS, SIZES, arch_of, build, load, make_config, param_count
 from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig, SelectiveScanForCausalLM, SSDForCausalLM
@@ -29,11 +32,18 @@ AutoConfig.register(MambaLMConfig.model_type, MambaLMConfig, exist_ok=True)
 AutoModelForCausalLM.register(MambaLMConfig, SelectiveScanForCausalLM, exist_ok=True)
 AutoConfig.register(Mamba2LMConfig.model_type, Mamba2LMConfig, exist_ok=True)
 AutoModelForCausalLM.register(Mamba2LMConfig, SSDForCausalLM, exist_ok=True)
+# TTT-E2E: no AutoModel (E2EModel's inner loop needs the LM head, see models/e2e.py)
+AutoConfig.register(E2EConfig.model_type, E2EConfig, exist_ok=True)
+AutoModelForCausalLM.register(E2EConfig, E2EForCausalLM, exist_ok=True)
 
 __all__ = [
     "ARCHS",
     "PRESETS",
     "SIZES",
+    "E2ECache",
+    "E2EConfig",
+    "E2EForCausalLM",
+    "E2EModel",
     "Mamba2LMConfig",
     "MambaLMConfig",
     "Prefill",

@@ -8,6 +8,7 @@ from typing import Any
 from transformers import LlamaConfig, PretrainedConfig
 
 from tttlm.models.configuration import TTTConfig
+from tttlm.models.e2e_config import E2EConfig
 from tttlm.models.modeling import TTTForCausalLM
 from tttlm.models.registry import (
     ARCHS,
@@ -97,6 +98,12 @@ def describe(arch: str, size: str = "tiny", **overrides: Any) -> dict[str, Any]:
 def _details(config: PretrainedConfig) -> str:
     if isinstance(config, TTTConfig):
         return f"{config.num_attention_heads} heads, b={config.mini_batch_size}, backbone={config.backbone}"
+    if isinstance(config, E2EConfig):
+        return (
+            f"{config.num_attention_heads} heads, window={config.sliding_window}, b={config.mini_batch_size}, "
+            f"{config.num_updated_layers} updated blocks (prime {config.prime_intermediate_size}, static "
+            f"{config.updated_intermediate_size})"
+        )
     if isinstance(config, LlamaConfig):
         return f"{config.num_attention_heads} heads"
     if isinstance(config, StackConfig):
@@ -120,7 +127,7 @@ def table_rows(size: str = "125m") -> list[dict[str, Any]]:
     """``describe`` for every arch, the TTT archs with both backbones."""
     rows = []
     for arch in ARCHS:
-        if arch.startswith("ttt-") and arch != "ttt-kvb":
+        if arch in ("ttt-linear", "ttt-mlp"):
             rows.extend(describe(arch, size, backbone=backbone) for backbone in ("transformer", "mamba"))
         else:
             rows.append(describe(arch, size))

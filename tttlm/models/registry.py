@@ -18,6 +18,7 @@ mamba              transformers ``MambaForCausalLM`` (adapted call contract)    
 mamba2             transformers ``Mamba2ForCausalLM`` (adapted call contract)    yes
 gated-deltanet     ours, ``StackForCausalLM`` with ``layers.gated_deltanet``     yes
 ttt-kvb            ours, ``StackForCausalLM``: SWA + TTT-Linear, large b         yes
+ttt-e2e            ours, ``E2EForCausalLM``: SWA + MLPs updated at test time     yes
 =================  ==========================================================  ================
 
 Why ours for SWA/hybrid: transformers' Mistral/Ministral sliding-window attention builds a dense (T × T) mask for
@@ -30,7 +31,9 @@ multi-token call (only single-token steps continue it), so ``prefill`` feeds it 
 
 Parameter matching: the reference is TTT-Linear with the Transformer backbone at the preset. Every other arch has its
 width solved so that its parameter count matches the reference (the papers' practice: the TTT-E2E paper shrinks
-the MLP to keep the count): the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP.
+the MLP to keep the count): the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP;
+for ttt-e2e the width of the static MLP in its updated blocks (``updated_intermediate_size``), as the public release
+of the TTT-E2E paper shrinks it to make room for the prime MLP.
 Mamba and Mamba-2 have no MLP; they get 2 layers per Transformer block (the Mamba papers' depth at these sizes),
 then Mamba-1 has its inner width d_inner (``intermediate_size``, normally 2 × hidden) solved and Mamba-2, whose
 width must be ``expand × hidden`` (an integer expand), its number of layers. ``match_params=False`` keeps the
@@ -50,6 +53,8 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 
 from tttlm.models.configuration import PRESETS, TTTConfig
+from tttlm.models.e2e import E2EForCausalLM
+from tttlm.models.e2e_config import E2EConfig
 from tttlm.models.modeling import TTTForCausalLM
 from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig, SelectiveScanForCausalLM, SSDForCausalLM
 from tttlm.models.stack import StackForCausalLM
@@ -68,6 +73,8 @@ MLP_WIDTH_MULTIPLE = 8
 SLIDING_WINDOW = {"tiny": 64, "default": 2048}
 FULL_ATTENTION_EVERY = {"tiny": 2, "default": 4}
 KVB_MINI_BATCH = {"tiny": 64, "default": 256}
+# TTT-E2E inner mini-batch b, at the paper's ratio k / b = 8K / 1K = 8 to the window
+E2E_MINI_BATCH = {"tiny": 8, "default": 256}
 # Mamba-2: head dim 64, one group, state 128, chunk 256 (the Mamba-2 paper's settings); tiny: smaller
 MAMBA2 = {
     "tiny": {"head_dim": 16, "state_size": 16, "chunk_size": 64},
@@ -169,6 +176,15 @@ def _hybrid_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[li
             f"got {every!r}"
         )
     return [["full_attention" if (i + 1) % every == 0 else "sliding_attention"] for i in range(layers)]
+
+
+def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    values = {
+        **_transformer_dims(dims),
+        "sliding_window": _per_size(SLIDING_WINDOW, size),
+        "mini_batch_size": _per_size(E2E_MINI_BATCH, size),
+    }
+    return E2EConfig(**{**values, **overrides})
 
 
 def _mamba_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
@@ -297,6 +313,15 @@ ARCHS: dict[str, ArchSpec] = {
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
         ),
+        ArchSpec(
+            "ttt-e2e",
+            "SWA + MLPs of the last L/4 blocks updated at test time, meta-learned (ours)",
+            E2EForCausalLM,
+            E2EConfig,
+            _e2e_config,
+            "updated_intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
     )
 }
 
@@ -407,11 +432,12 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
 
     Args:
         arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "mamba", "mamba2",
-            "gated-deltanet", "ttt-kvb").
+            "gated-deltanet", "ttt-kvb", "ttt-e2e").
         size: a preset of ``TTTConfig`` ("tiny", "125m", "350m", "760m", "1.3b").
         match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
-            ``sliding_window=512`` for swa/hybrid/ttt-kvb, ``ttt_mini_batch_size=128`` for ttt-kvb,
+            ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``ttt_mini_batch_size=128`` for ttt-kvb,
+            ``mini_batch_size=64``, ``inner_lr=0.1`` for ttt-e2e,
             ``state_size=...`` for mamba) and ``full_attention_every=N`` for hybrid. Overriding a shared dim
             (``hidden_size``, ``num_hidden_layers``, ...) changes the reference model as well.
 

@@ -1,0 +1,577 @@
+"""TTT-E2E: a sliding-window Transformer that keeps learning at test time by next-token prediction.
+
+Block i, each sub-block pre-normed with RMSNorm (``E2EBlock``):
+
+    x ← x + SWA(RMSNorm(x))                      window k, every block (``layers/attention.py``)
+    x ← x + SwiGLU(RMSNorm(x))                   the static MLP: never changed by the inner loop
+    x ← x + PrimeSwiGLU(RMSNorm(x); W)           only the last ``num_updated_layers`` blocks (default L/4)
+
+then a final RMSNorm and the LM head. The prime MLPs' weights W are the fast weights. The input is cut into
+mini-batches of b tokens aligned to absolute stream positions; mini-batch i is processed with W_i and then
+
+    W_{i+1} = W_i − η · min(1, c / ‖g_i‖) · g_i,    g_i = ∇_W (mean next-token loss of mini-batch i)(W_i)
+
+per sequence (``e2e_inner.sgd_step``); W_0 is the prime MLPs' parameters, learned in the outer loop.
+
+Decisions (see also docs/ARCHITECTURE.md, "TTT-E2E"):
+
+* Targets. Position t of mini-batch i predicts token t + 1, so its last position's target is the first token of
+  mini-batch i + 1: the inner loss is exactly the outer loss restricted to the mini-batch (as in the public
+  release, whose inner loss uses the training targets), and b = 1 is online gradient descent. The step after
+  mini-batch i is therefore taken when that next token is known; it changes only the outputs from that token on,
+  so the model stays causal. A mini-batch that is incomplete, or complete but last in the input, produces its
+  outputs with W_i and its step is left open in the cache (``E2ECache.open``) until the mini-batch completes and
+  the next token arrives; then its step is taken by recomputing the updated blocks on it, exactly.
+* Step size. ``inner_lr_learnable``: one learnable log step size per prime weight tensor (η = exp(log η),
+  positive, scale-free to learn); otherwise the configured ``inner_lr`` (0 disables test-time training).
+* Where gradients go. The blocks below the first updated block run once over the whole input, outside the inner
+  loop; the inner gradient is taken with respect to the prime weights only, so its backward starts at the
+  logits and stops at the first updated block's input (nothing below is visited). The outer gradient is the exact
+  gradient of the outer loss (``meta_gradient="exact"``: the inner gradients are built with ``create_graph``, and
+  the outer backward flows through them into W_0, the step sizes and every parameter they depend on, the lower
+  blocks included through the first updated block's input). ``meta_gradient="first_order"`` treats the inner
+  gradients as constants (cheaper, biased). Inside one mini-batch one forward serves both losses: the outer loss
+  and the inner loss read the same logits.
+* Inference (``torch.is_grad_enabled()`` False, including ``inference_mode``): the inner gradient is still taken
+  (autograd switched on locally), first-order only, on detached copies; nothing is kept for a second-order pass.
+* Placement. The prime MLP comes after the static MLP, as DESIGN.md describes the release; the release code we read
+  applies it before the static MLP. Both are residual sub-blocks of the same block; only the order differs.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from tttlm.layers.attention import Attention, KVCache
+from tttlm.layers.mlp import SwiGLU
+from tttlm.models.e2e_cache import E2EBlockCache, E2ECache, OpenMiniBatch
+from tttlm.models.e2e_config import E2EConfig
+from tttlm.models.e2e_inner import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
+from tttlm.models.modeling import _TIED_LM_HEAD, _check_attention_mask, causal_lm_loss, check_input_ids
+from tttlm.models.stack_cache import map_tensors
+
+FastWeights = tuple[Tensor, Tensor, Tensor]
+
+
+class PrimeMLP(nn.Module):
+    """The updated MLP of a block: ``SwiGLU(RMSNorm(x); W)``; its parameters hold W_0 and the step sizes.
+
+    The RMSNorm is static. W_0 is ``gate`` (d, m), ``up`` (d, m), ``down`` (m, d), in the (in, out) layout of the
+    fast weights (``e2e_inner``; the transpose of ``nn.Linear.weight``), initialised N(0, initializer_range²) like
+    every linear layer. ``log_lr`` (3,), if the step size is learnable, holds log η for gate, up and down.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        *,
+        eps: float,
+        inner_lr: float,
+        learnable_lr: bool,
+        initializer_range: float,
+    ) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(hidden_size, eps=eps)
+        self.gate = nn.Parameter(torch.empty(hidden_size, intermediate_size))
+        self.up = nn.Parameter(torch.empty(hidden_size, intermediate_size))
+        self.down = nn.Parameter(torch.empty(intermediate_size, hidden_size))
+        self.inner_lr = inner_lr
+        self.initializer_range = initializer_range
+        self.log_lr = nn.Parameter(torch.empty(3)) if learnable_lr else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """W_0 ~ N(0, initializer_range²), step sizes at ``inner_lr`` (the norm is initialised as any RMSNorm)."""
+        for weight in (self.gate, self.up, self.down):
+            nn.init.normal_(weight, mean=0.0, std=self.initializer_range)
+        if self.log_lr is not None:
+            nn.init.constant_(self.log_lr, math.log(self.inner_lr))
+
+    def initial_weights(self, batch: int) -> FastWeights:
+        """W_0 for ``batch`` sequences: (B, d, m), (B, d, m), (B, m, d) views, at least float32 (small steps on
+        half-precision weights would round away)."""
+        dtype = torch.promote_types(self.gate.dtype, torch.float32)
+        gate, up, down = (p.to(dtype) for p in (self.gate, self.up, self.down))
+        return gate.expand(batch, *gate.shape), up.expand(batch, *up.shape), down.expand(batch, *down.shape)
+
+    def step_sizes(self) -> list[Tensor | float]:
+        """η for gate, up and down: ``exp(log_lr)`` (differentiable) or the configured float."""
+        if self.log_lr is None:
+            return [self.inner_lr] * 3
+        return list(self.log_lr.exp().unbind())
+
+    def forward(self, x: Tensor, weights: FastWeights) -> Tensor:
+        """x: (B, n, d) block stream; weights: the current fast weights. Returns the residual update (B, n, d)."""
+        h = self.norm(x)
+        return fast_swiglu(h.to(weights[0].dtype), weights).to(x.dtype)
+
+
+class E2EBlock(nn.Module):
+    """``x + SWA(RMSNorm(x))``, ``x + SwiGLU(RMSNorm(x))`` and, in updated blocks, ``x + PrimeMLP(x; W)``.
+
+    ``forward(x, cache, fast) -> (x, cache)``; x: (batch, seq, hidden). Parameter names match ``StackBlock``
+    (``attn_norm``, ``attn``, ``ffn_norm``, ``mlp``), so the weights of a plain SWA model load as they are.
+    """
+
+    def __init__(self, config: E2EConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.updated = layer_idx >= config.first_updated_layer
+        self.attn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.attn = Attention(
+            config.hidden_size,
+            config.num_attention_heads,
+            window=config.sliding_window,
+            rope_theta=config.rope_theta,
+            block_size=config.attention_block_size,
+        )
+        self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        width = config.updated_intermediate_size if self.updated else config.intermediate_size
+        self.mlp = SwiGLU(config.hidden_size, width)
+        self.prime = (
+            PrimeMLP(
+                config.hidden_size,
+                config.prime_intermediate_size,
+                eps=config.rms_norm_eps,
+                inner_lr=config.inner_lr,
+                learnable_lr=config.inner_lr_learnable,
+                initializer_range=config.initializer_range,
+            )
+            if self.updated
+            else None
+        )
+
+    def forward(
+        self, x: Tensor, cache: KVCache | None = None, fast: FastWeights | None = None
+    ) -> tuple[Tensor, KVCache]:
+        """x: (batch, seq, hidden); ``fast`` (updated blocks only): the prime MLP's current weights."""
+        h, kv = self.attn(self.attn_norm(x), cache)
+        x = x + h
+        x = x + self.mlp(self.ffn_norm(x))
+        if self.prime is not None:
+            if fast is None:
+                raise ValueError(f"block {self.layer_idx} is updated at test time: pass its fast weights")
+            x = x + self.prime(x, fast)
+        return x, kv
+
+
+@dataclass
+class E2EModelOutput(BaseModelOutputWithPast):
+    """``BaseModelOutputWithPast`` plus the kept ``logits`` (batch, kept, vocab): the inner loop needs the head."""
+
+    logits: Tensor | None = None
+
+
+@dataclass
+class _Stream:
+    """The updated blocks' state while a forward call walks through the mini-batches (see ``E2EBlockCache``)."""
+
+    attn: list[KVCache | None]
+    fast: list[FastWeights | None]
+    start_attn: list[KVCache | None]
+    open: OpenMiniBatch | None
+
+    @property
+    def open_tokens(self) -> int:
+        return 0 if self.open is None else self.open.ids.shape[1]
+
+
+class E2EPreTrainedModel(PreTrainedModel):
+    """Weight init, checkpointing support and the config class shared by the TTT-E2E models."""
+
+    config_class = E2EConfig
+    base_model_prefix = "model"
+    # checkpointing applies to the blocks below the first updated one (the updated blocks are differentiated
+    # twice, which recomputation does not support)
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["E2EBlock"]
+    # generate: no assisted decoding (fast weights and KV windows cannot be rolled back)
+    _is_stateful = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise one module's own parameters, every one through ``nn.init`` (see ``TTTPreTrainedModel``)."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.RMSNorm):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+        elif isinstance(module, PrimeMLP):
+            module.reset_parameters()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate must not hand us a transformers DynamicCache: forward creates its own E2ECache
+        return False
+
+
+class E2EModel(E2EPreTrainedModel):
+    """Embedding, ``num_hidden_layers`` × ``E2EBlock``, the final RMSNorm and the inner loop.
+
+    The inner loss needs the LM head, so ``forward`` takes it as an argument (``E2EForCausalLM`` passes its own);
+    this is why only ``AutoModelForCausalLM`` is registered for this model type.
+    """
+
+    def __init__(self, config: E2EConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([E2EBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    @property
+    def updated_blocks(self) -> list[E2EBlock]:
+        return list(self.layers[self.config.first_updated_layer :])
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        past_key_values: E2ECache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        lm_head: nn.Module | None = None,
+        logits_to_keep: int | Tensor = 0,
+        **kwargs: Any,
+    ) -> E2EModelOutput | tuple:
+        """Run the model on ``input_ids`` (batch, seq), continuing ``past_key_values`` if given.
+
+        Args:
+            input_ids: (batch, seq) token ids (required: the inner loss predicts them; embeddings are refused).
+            attention_mask: None or all ones (padding would be learnt by the inner loop; it is refused).
+            past_key_values: an ``E2ECache`` from an earlier call, updated in place.
+            use_cache: return the cache (default: when one is given, or ``config.use_cache`` outside training).
+            output_hidden_states: also return the embeddings and every block's output.
+            lm_head: the LM head (hidden → vocab) the inner loss reads the logits from.
+            logits_to_keep: 0 for all positions, k > 0 for the last k, or a 1-D tensor of positions.
+
+        Returns:
+            ``last_hidden_state`` (batch, seq, hidden) after the final norm, ``logits`` (batch, kept, vocab),
+            ``past_key_values``, ``hidden_states``.
+        """
+        config = self.config
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        if lm_head is None:
+            raise TypeError("E2EModel.forward needs lm_head (the inner loss reads logits); use E2EForCausalLM")
+        if inputs_embeds is not None or input_ids is None:
+            raise ValueError(
+                "ttt-e2e needs input_ids (batch, seq): its inner loop trains on predicting those tokens, so "
+                "inputs_embeds cannot be used"
+            )
+        check_input_ids(input_ids, config.vocab_size)
+        batch, seq = input_ids.shape
+        _check_attention_mask(attention_mask, batch)
+        cache = self._check_cache(past_key_values, batch)
+        if use_cache is None:
+            use_cache = cache is not None or (config.use_cache and not self.training)
+        if use_cache and cache is None:
+            cache = E2ECache(config.num_hidden_layers)
+
+        hidden = self.embed_tokens(input_ids)
+        all_hidden = [hidden] if output_hidden_states else None
+        first = config.first_updated_layer
+        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for i in range(first):
+            block = self.layers[i]
+            kv = None if cache is None or cache.blocks[i] is None else cache.blocks[i].attn
+            if checkpointing:
+                hidden, kv = self._gradient_checkpointing_func(block.__call__, hidden, kv)
+            else:
+                hidden, kv = block(hidden, kv)
+            if cache is not None:
+                cache.blocks[i] = E2EBlockCache(kv)
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+
+        stream = self._stream_from(cache)
+        collect: list[list[Tensor]] | None = [[] for _ in self.updated_blocks] if all_hidden is not None else None
+        normed, logits = self._updated_blocks_forward(hidden, input_ids, stream, lm_head, logits_to_keep, collect)
+        if collect is not None:
+            all_hidden.extend(torch.cat(pieces, dim=1) for pieces in collect)
+        if cache is not None:
+            for j, block in enumerate(self.updated_blocks):
+                start = stream.start_attn[j] if stream.open is not None else None
+                cache.blocks[block.layer_idx] = E2EBlockCache(stream.attn[j], stream.fast[j], start)
+            cache.open = stream.open
+            cache.seen_tokens += seq
+
+        cache_out = cache if use_cache else None
+        hidden_states = tuple(all_hidden) if all_hidden is not None else None
+        if not return_dict:
+            return tuple(v for v in (normed, cache_out, hidden_states, logits) if v is not None)
+        return E2EModelOutput(
+            last_hidden_state=normed, past_key_values=cache_out, hidden_states=hidden_states, logits=logits
+        )
+
+    def _check_cache(self, cache: object, batch: int) -> E2ECache | None:
+        if cache is None:
+            return None
+        if not isinstance(cache, E2ECache):
+            raise TypeError(
+                f"past_key_values must be an E2ECache (returned by an earlier call with use_cache=True); "
+                f"got {type(cache).__name__}"
+            )
+        if len(cache) != len(self.layers):
+            raise ValueError(
+                f"past_key_values has {len(cache)} layers but the model has {len(self.layers)}; was it made for "
+                "another model?"
+            )
+        if cache.batch_size not in (None, batch):
+            raise ValueError(
+                f"past_key_values holds a batch of {cache.batch_size} sequences but the input has {batch}; continue "
+                "each cache with inputs of the same batch size"
+            )
+        return cache
+
+    def _stream_from(self, cache: E2ECache | None) -> _Stream:
+        blocks = [None if cache is None else cache.blocks[b.layer_idx] for b in self.updated_blocks]
+        return _Stream(
+            attn=[None if c is None else c.attn for c in blocks],
+            fast=[None if c is None else c.fast for c in blocks],
+            start_attn=[None if c is None else c.start_attn for c in blocks],
+            open=None if cache is None else cache.open,
+        )
+
+    def _updated_blocks_forward(
+        self,
+        x: Tensor,
+        ids: Tensor,
+        stream: _Stream,
+        lm_head: nn.Module,
+        logits_to_keep: int | Tensor,
+        collect: list[list[Tensor]] | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Walk the updated blocks through the input mini-batch by mini-batch, taking the inner steps.
+
+        Args:
+            x: (B, n, d) output of the blocks below (the updated blocks' input).
+            ids: (B, n) token ids (targets of the inner loss).
+            stream: the updated blocks' state, advanced in place.
+            lm_head, logits_to_keep: as in ``forward``.
+            collect: per updated block, a list receiving its outputs (for ``output_hidden_states``), or None.
+
+        Returns:
+            normed final hidden states (B, n, d) and the kept logits (B, kept, vocab).
+        """
+        b = self.config.mini_batch_size
+        n = ids.shape[1]
+        select, reorder = _kept_positions(logits_to_keep, n, ids.device)
+        normed_parts, logit_parts = [], []
+        pos = 0
+        while pos < n:
+            if stream.open_tokens == b:
+                # the open mini-batch is complete and its last target has arrived: take its step
+                targets = torch.cat([stream.open.ids[:, 1:], ids[:, pos : pos + 1]], dim=1)
+                stream.fast = self._learn(stream.open.inputs, stream.start_attn, stream.fast, targets, lm_head)[3]
+                stream.open = None
+                continue
+            opened = stream.open_tokens
+            m = min(b - opened, n - pos)
+            segment = x[:, pos : pos + m]
+            keep = select(pos, pos + m)
+            if opened == 0 and m == b and pos + m < n:
+                # a whole mini-batch and the token after it: one forward serves the outputs and the inner loss
+                normed, logits, stream.attn, stream.fast, outs = self._learn(
+                    segment, stream.attn, stream.fast, ids[:, pos + 1 : pos + m + 1], lm_head
+                )
+                logits = logits[:, keep]
+            else:
+                # outputs now with W_i; the step waits for the rest of the mini-batch and the token after it
+                if opened == 0:
+                    stream.start_attn = list(stream.attn)
+                    # copies, not views: a view would keep the whole call's hidden states alive in the cache
+                    stream.open = OpenMiniBatch(segment.clone(), ids[:, pos : pos + m].clone())
+                else:
+                    stream.open = OpenMiniBatch(
+                        torch.cat([stream.open.inputs, segment], dim=1),
+                        torch.cat([stream.open.ids, ids[:, pos : pos + m]], dim=1),
+                    )
+                h, stream.attn, outs = self._blocks(segment, stream.attn, self._weights(stream.fast, x.shape[0]))
+                normed = self.norm(h)
+                logits = lm_head(normed[:, keep])
+            normed_parts.append(normed)
+            logit_parts.append(logits)
+            if collect is not None:
+                for pieces, out in zip(collect, outs, strict=True):
+                    pieces.append(out)
+            pos += m
+        logits = torch.cat(logit_parts, dim=1)
+        return torch.cat(normed_parts, dim=1), logits if reorder is None else logits[:, reorder]
+
+    def _weights(self, fast: list[FastWeights | None], batch: int) -> list[FastWeights]:
+        """The current fast weights of every updated block (W_0 where no step has been taken yet)."""
+        return [
+            w if w is not None else block.prime.initial_weights(batch)
+            for w, block in zip(fast, self.updated_blocks, strict=True)
+        ]
+
+    def _blocks(
+        self, x: Tensor, attn: list[KVCache | None], weights: list[FastWeights]
+    ) -> tuple[Tensor, list[KVCache], list[Tensor]]:
+        """The updated blocks on x (B, m, d) with the given fast weights: (output, new KV caches, block outputs)."""
+        caches, outs = [], []
+        for block, kv, w in zip(self.updated_blocks, attn, weights, strict=True):
+            x, kv = block(x, kv, w)
+            caches.append(kv)
+            outs.append(x)
+        return x, caches, outs
+
+    def _learn(
+        self,
+        x: Tensor,
+        attn: list[KVCache | None],
+        fast: list[FastWeights | None],
+        targets: Tensor,
+        lm_head: nn.Module,
+    ) -> tuple[Tensor, Tensor, list[KVCache], list[FastWeights], list[Tensor]]:
+        """One mini-batch with its inner step: forward with W_i, inner loss, gradient, W_{i+1}.
+
+        Args:
+            x: (B, b, d) the mini-batch's input to the first updated block.
+            attn: the updated blocks' KV caches at the mini-batch's start.
+            fast: their fast weights W_i (None: W_0).
+            targets: (B, b) the token after each position.
+            lm_head: the LM head.
+
+        Returns:
+            normed hidden states (B, b, d), logits (B, b, vocab), new KV caches, W_{i+1}, the block outputs.
+        """
+        config = self.config
+        batch = x.shape[0]
+        blocks = self.updated_blocks
+        lrs = [lr for block in blocks for lr in block.prime.step_sizes()]
+        if torch.is_grad_enabled():
+            # training: W_{i+1} stays a differentiable function of W_0, the step sizes and the other parameters
+            exact = config.meta_gradient == "exact"
+            flat = [
+                t if t.requires_grad else t.detach().requires_grad_() for w in self._weights(fast, batch) for t in w
+            ]
+            # the flash/efficient SDPA kernels have no double backward; the math one does
+            with sdpa_kernel(SDPBackend.MATH) if exact else nullcontext():
+                h, caches, outs = self._blocks(x, attn, _group(flat))
+            normed = self.norm(h)
+            logits = lm_head(normed)
+            grads = torch.autograd.grad(inner_loss(logits, targets), flat, create_graph=exact, retain_graph=True)
+            new = sgd_step(flat, grads, lrs, config.inner_grad_clip)
+            return normed, logits, caches, _group(new), outs
+        # inference: first-order gradient on detached copies, nothing kept for a second-order pass
+        lrs = [lr.detach() if isinstance(lr, Tensor) else lr for lr in lrs]
+        with inner_grad_mode():
+            flat = [autograd_ready(t).detach().requires_grad_() for w in self._weights(fast, batch) for t in w]
+            h, caches, outs = self._blocks(autograd_ready(x), map_tensors(attn, autograd_ready), _group(flat))
+            normed = self.norm(h)
+            logits = lm_head(normed)
+            grads = torch.autograd.grad(inner_loss(logits, autograd_ready(targets)), flat)
+        with torch.no_grad():
+            new = sgd_step([t.detach() for t in flat], grads, lrs, config.inner_grad_clip)
+        normed, logits, caches, outs = map_tensors((normed, logits, tuple(caches), tuple(outs)), Tensor.detach)
+        return normed, logits, list(caches), _group(new), list(outs)
+
+
+def _group(flat: list[Tensor]) -> list[FastWeights]:
+    """[gate, up, down, gate, up, down, ...] → per block (gate, up, down)."""
+    return [tuple(flat[i : i + 3]) for i in range(0, len(flat), 3)]  # type: ignore[misc]
+
+
+def _kept_positions(logits_to_keep: int | Tensor, n: int, device: torch.device) -> tuple[Any, Tensor | None]:
+    """``select(s, e)`` → the kept positions within [s, e) (relative to s), and the final reordering (or None)."""
+    if isinstance(logits_to_keep, int):
+        first = 0 if logits_to_keep == 0 else max(0, n - logits_to_keep)
+        return (lambda s, e: slice(max(first, s) - s, e - s)), None
+    positions = torch.arange(n, device=device)[logits_to_keep.to(device)]
+    unique, inverse = torch.unique(positions, return_inverse=True)  # sorted: the order segments produce them in
+    return (lambda s, e: unique[(unique >= s) & (unique < e)] - s), inverse
+
+
+class E2EForCausalLM(E2EPreTrainedModel, GenerationMixin):
+    """``E2EModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
+
+    _tied_weights_keys = _TIED_LM_HEAD
+
+    def __init__(self, config: E2EConfig) -> None:
+        super().__init__(config)
+        self.model = E2EModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        past_key_values: E2ECache | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits (and the loss with ``labels``); the arguments are those of ``TTTForCausalLM.forward``.
+
+        Test-time training happens in every call, training or not: the outputs of mini-batch i come from the fast
+        weights after the steps on mini-batches 0 … i − 1 of the stream. With autograd on, the steps are part of
+        the graph (meta-learning); under ``no_grad``/``inference_mode`` they are first-order and detached.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            lm_head=self.lm_head,
+            logits_to_keep=logits_to_keep,
+        )
+        logits = outputs.logits
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(
+                    f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
+                    f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
+                )
+            loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            out = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
+            return (loss, *out) if loss is not None else out
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )

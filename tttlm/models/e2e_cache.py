@@ -1,0 +1,88 @@
+"""``E2ECache``: what a TTT-E2E model carries between forward calls. Its size does not grow with the context.
+
+Per block, the rolling sliding-window KV cache of the stack models (the last window − 1 keys and values). Per
+updated block, in addition, the current fast weights W_i of its prime MLP, one copy per sequence. And the open
+mini-batch: the tokens of the mini-batch whose inner step has not been taken yet (its inputs to the first updated
+block, its token ids, and the updated blocks' KV caches as they were at its start), so that the step can be taken
+exactly, by recomputing the updated blocks on that mini-batch, once the mini-batch is complete and the token after
+it (the target of its last position) has arrived. All of this is bounded by the window and b.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+from torch import Tensor
+
+from tttlm.layers.attention import KVCache
+from tttlm.models.stack_cache import StackCache, map_tensors
+
+
+class E2EBlockCache(NamedTuple):
+    """One block's state.
+
+    Attributes:
+        attn: the attention's rolling KV cache (None before the first call).
+        fast: updated blocks only: the prime MLP's current weights (gate (B, m, d), up (B, m, d), down (B, d, m)),
+            one copy per sequence; None means the initial weights W0 (no step taken yet).
+        start_attn: updated blocks only: ``attn`` as it was at the start of the open mini-batch (None when no
+            mini-batch is open, or when it opened at the start of the stream).
+    """
+
+    attn: KVCache | None
+    fast: tuple[Tensor, Tensor, Tensor] | None = None
+    start_attn: KVCache | None = None
+
+
+class OpenMiniBatch(NamedTuple):
+    """The tokens seen since the last inner step, 1 to b of them (B = batch, p = tokens, d = hidden).
+
+    Attributes:
+        inputs: (B, p, d) hidden states entering the first updated block.
+        ids: (B, p) their token ids (the targets of the inner loss, shifted by one).
+    """
+
+    inputs: Tensor
+    ids: Tensor
+
+
+class E2ECache(StackCache):
+    """Rolling KV windows, fast weights and the open mini-batch of an ``E2EForCausalLM``, updated in place.
+
+    Attributes:
+        blocks: per block an ``E2EBlockCache`` (None before the first call).
+        open: the open mini-batch, or None.
+        seen_tokens: number of tokens consumed so far.
+
+    The transformers ``Cache`` methods that ``generate`` needs (``reorder_cache`` for beam search, ...) come from
+    ``StackCache`` and act on every tensor here, the fast weights and the open mini-batch included.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__(num_layers)
+        self.open: OpenMiniBatch | None = None
+
+    def __repr__(self) -> str:
+        pending = 0 if self.open is None else self.open.ids.shape[1]
+        return (
+            f"E2ECache(num_layers={len(self.blocks)}, seen_tokens={self.seen_tokens}, batch_size={self.batch_size}, "
+            f"open_tokens={pending})"
+        )
+
+    def reset(self) -> None:
+        """Forget everything, fast weights included: the next forward call starts a new sequence from W0."""
+        super().reset()
+        self.open = None
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> None:
+        super()._map(fn)
+        self.open = map_tensors(self.open, fn)
+
+    def detach(self) -> E2ECache:
+        """A copy cut from the autograd graph (between truncated-BPTT segments); this cache is unchanged."""
+        out = E2ECache(len(self.blocks))
+        out.blocks = [map_tensors(block, Tensor.detach) for block in self.blocks]
+        out.open = map_tensors(self.open, Tensor.detach)
+        out.seen_tokens = self.seen_tokens
+        return out
