@@ -76,8 +76,12 @@ def run_train_bench(
     cases = [(arch, size, seq_len, batch, steps, threads) for size in sizes for arch in archs]
     if not fresh_process:
         return [TrainRecord(**_measure(*case)) for case in cases]
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        return [TrainRecord(**pool.apply(_measure, case)) for case in cases]
+    records = []
+    for case in cases:
+        # a new one-process pool per case (a pool with maxtasksperchild=1 deadlocked on its replacement worker)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            records.append(TrainRecord(**pool.apply(_measure, case)))
+    return records
 
 
 def print_table(records: Sequence[TrainRecord], console: Console | None = None) -> None:
