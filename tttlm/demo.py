@@ -1,15 +1,19 @@
 """``tttlm demo``: the whole pipeline on the default corpus in minutes on a laptop CPU.
 
 corpus + tokenizer (``tttlm data prepare``, fetched once) → a tiny TTT-Linear and a tiny Transformer trained on the
-same data for the same number of tokens → validation loss → ``report.md`` with the training curves (PNG).
+same data for the same number of tokens → validation loss and loss by token index on held-out documents →
+``report.md`` with the training curves and the loss-by-position plot (PNG).
 Re-running it continues where an interrupted run stopped (the trainer's exact resume) and reuses finished runs.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import torch
 
 from tttlm.data.prepare import default_data_dir, prepare_data
 from tttlm.models import load
@@ -81,7 +85,39 @@ def plot_training(runs: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs: dict[str, Path], out: Path) -> Path:
+def evaluate_by_position(runs: dict[str, Path], data_dir: Path, out: Path, length: int) -> str:
+    """Loss by token index on held-out documents (first ``length`` tokens of up to 8 val documents) for every run,
+    with the difference to the last run, as ``by_position.png``; returns a Markdown table of mean losses over
+    ranges of positions (``length`` may exceed the training context: that is the point of a long-context model)."""
+    from tttlm.data.packing import PackedDataset
+    from tttlm.eval import loss_by_position
+    from tttlm.eval.report import plot_by_position
+
+    data = PackedDataset(data_dir, "val")
+    length = min(length, max(len(data.document(i)) for i in range(data.num_documents)))
+    curves = {}
+    for name, run_dir in runs.items():
+        with torch.no_grad():
+            curves[name], documents = loss_by_position(load(run_dir / "model").eval(), data, length, max_documents=8)
+    ref = list(runs)[-1]
+    deltas = {name: curve - curves[ref] for name, curve in curves.items() if name != ref}
+    plot_by_position(out / "by_position.png", curves, deltas, ref)
+    edges = [0, 16, 64, 256, length]
+    edges = sorted({e for e in edges if e <= length})
+    header = "| model | " + " | ".join(f"tokens {a + 1}–{b}" for a, b in itertools.pairwise(edges)) + " |"
+    rows = [header, "| --- |" + " --- |" * (len(edges) - 1)]
+    for name, curve in curves.items():
+        cells = [f"{curve[a:b].mean():.3f}" for a, b in itertools.pairwise(edges)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (
+        f"Loss by token index on the first {length} tokens of {documents} held-out (val) documents "
+        f"(mean loss per range of positions; the models were trained on {{seq_len}}-token windows):\n\n"
+        + "\n".join(rows)
+        + "\n\n![loss by token index](by_position.png)\n"
+    )
+
+
+def write_report(runs: dict[str, Path], out: Path, position_section: str = "") -> Path:
     """``report.md`` (a table per model and the training-curve PNG) in ``out``; returns its path."""
     plot_training(runs, out / "training.png")
     rows = [
@@ -101,6 +137,7 @@ def write_report(runs: dict[str, Path], out: Path) -> Path:
         "with the same data, tokenizer, trainer and budget; validation loss on held-out documents.\n\n"
         + "\n".join(rows)
         + "\n\n![training curves](training.png)\n\n"
+        + (position_section + "\n" if position_section else "")
         + "Runs: "
         + ", ".join(f"`{p}`" for p in runs.values())
         + " (metrics.jsonl, checkpoints, model/).\n"
@@ -130,5 +167,6 @@ def run_demo(
         resume = bool(list_checkpoints(run_dir))
         say(f"[2/3] model {i}/{len(archs)}: {arch} ({'continuing' if resume else 'training'}, {steps} steps)")
         runs[arch] = train(config_from_dict(demo_config(arch, run_dir, data, steps, seq_len)), resume=resume)
-    say("[3/3] writing the report")
-    return write_report(runs, out)
+    say("[3/3] evaluating loss by token index on held-out documents and writing the report")
+    section = evaluate_by_position(runs, data, out, length=4 * seq_len).replace("{seq_len}", str(seq_len))
+    return write_report(runs, out, section)

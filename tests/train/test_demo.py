@@ -18,6 +18,8 @@ def test_demo_trains_both_models_and_writes_the_report(tmp_path, data_dir, capsy
     assert "| transformer |" in report
     assert "| 4 | 2,048 |" in report  # steps, tokens seen (4 steps x 16 sequences x 32 tokens)
     assert (out / "training.png").stat().st_size > 10_000
+    assert "Loss by token index" in report
+    assert (out / "by_position.png").stat().st_size > 10_000
     for arch in ("ttt-linear", "transformer"):
         assert (out / arch / "model" / "model.safetensors").exists()
     assert "using the prepared data" in capsys.readouterr().out
