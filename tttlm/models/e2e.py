@@ -49,14 +49,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from tttlm.layers.attention import Attention, KVCache
 from tttlm.layers.mlp import SwiGLU
 from tttlm.models.e2e_cache import E2EBlockCache, E2ECache, OpenMiniBatch
 from tttlm.models.e2e_config import E2EConfig
 from tttlm.models.e2e_inner import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
-from tttlm.models.modeling import _TIED_LM_HEAD, _check_attention_mask, causal_lm_loss, check_input_ids
+from tttlm.models.modeling import _TIED_LM_HEAD, CausalLMHead, _check_attention_mask, check_input_ids
 from tttlm.models.stack_cache import map_tensors
 
 FastWeights = tuple[Tensor, Tensor, Tensor]
@@ -506,8 +506,14 @@ def _kept_positions(logits_to_keep: int | Tensor, n: int, device: torch.device) 
     return (lambda s, e: unique[(unique >= s) & (unique < e)] - s), inverse
 
 
-class E2EForCausalLM(E2EPreTrainedModel, GenerationMixin):
-    """``E2EModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
+class E2EForCausalLM(CausalLMHead, E2EPreTrainedModel, GenerationMixin):
+    """``E2EModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False).
+
+    ``forward`` is ``TTTForCausalLM``'s. Test-time training happens in every call, training or not: the outputs of
+    mini-batch i come from the fast weights after the steps on mini-batches 0 … i − 1 of the stream. With autograd
+    on, the steps are part of the graph (meta-learning); under ``no_grad``/``inference_mode`` they are first-order
+    and detached.
+    """
 
     _tied_weights_keys = _TIED_LM_HEAD
 
@@ -517,61 +523,7 @@ class E2EForCausalLM(E2EPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
-
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        past_key_values: E2ECache | None = None,
-        labels: Tensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | Tensor = 0,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """Logits (and the loss with ``labels``); the arguments are those of ``TTTForCausalLM.forward``.
-
-        Test-time training happens in every call, training or not: the outputs of mini-batch i come from the fast
-        weights after the steps on mini-batches 0 … i − 1 of the stream. With autograd on, the steps are part of
-        the graph (meta-learning); under ``no_grad``/``inference_mode`` they are first-order and detached.
-        """
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            lm_head=self.lm_head,
-            logits_to_keep=logits_to_keep,
-        )
-        logits = outputs.logits
-        loss = None
-        if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(
-                    f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
-                    f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
-                )
-            loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if not return_dict:
-            out = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
-            return (loss, *out) if loss is not None else out
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
-        )
+    def _backbone_logits(self, logits_to_keep: int | Tensor, **backbone_kwargs: Any) -> tuple[Tensor, Any]:
+        # the backbone needs the LM head itself: the inner loss of every mini-batch is next-token prediction
+        outputs = self.model(**backbone_kwargs, return_dict=True, lm_head=self.lm_head, logits_to_keep=logits_to_keep)
+        return outputs.logits, outputs

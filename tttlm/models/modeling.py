@@ -249,6 +249,12 @@ class CausalLMHead:
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
+    def _backbone_logits(self, logits_to_keep: int | Tensor, **backbone_kwargs: Any) -> tuple[Tensor, Any]:
+        """Run ``self.model`` and the LM head on the kept positions: (logits, the backbone's outputs)."""
+        outputs = self.model(**backbone_kwargs, return_dict=True)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return self.lm_head(outputs.last_hidden_state[:, keep]), outputs
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
@@ -283,18 +289,15 @@ class CausalLMHead:
             ``logits`` (batch, kept positions, vocab), ``loss`` (scalar or None), ``past_key_values``,
             ``hidden_states``.
         """
-        outputs = self.model(
+        logits, outputs = self._backbone_logits(
+            logits_to_keep,
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
         )
-        hidden = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep])
         loss = None
         if labels is not None:
             if labels.shape != logits.shape[:2]:
