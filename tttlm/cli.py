@@ -172,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(func=_bench_decode)
 
     from tttlm.bench.e2e_cli import add_bench_e2e_command
+    from tttlm.bench.kernels import add_bench_kernels_command
 
     add_bench_e2e_command(benches)
+    add_bench_kernels_command(benches)
 
     train_bench = benches.add_parser(
         "train",

@@ -9,7 +9,7 @@ from transformers import PretrainedConfig
 LAYER_TYPES = ("linear", "mlp")
 BACKBONES = ("transformer", "mamba")
 # "step" is not listed: it is the single-token decode path, chosen automatically for seq == 1
-TTT_FORMS = ("dual", "naive")
+TTT_FORMS = ("dual", "naive", "triton", "auto")
 
 # Sizes only; everything else (layer_type, backbone, ...) keeps the config defaults unless overridden.
 # The paper presets (hidden / MLP / layers / heads) use vocab 32000, mini-batch 16 and head dim 64 (96 for 760M,
@@ -69,8 +69,9 @@ class TTTConfig(PretrainedConfig):
         pre_conv: add the sub-block ``x + CausalConv(RMSNorm(x))`` before the TTT sub-block. None means True for
             the mamba backbone and False for the transformer backbone; the resolved bool is stored.
         conv_kernel: kernel size of all causal convs (shared-q/k convs and the pre-conv).
-        ttt_form: op form for training and prefill, "dual" (matmul-only, default) or "naive" (primal, the slow
-            reference); single-token decoding always uses the O(1) step path of the dual form.
+        ttt_form: op form for training and prefill, "dual" (matmul-only, default), "naive" (primal, the slow
+            reference), "triton" (fused GPU kernels; an error without a GPU) or "auto" (triton on CUDA when
+            possible, else dual); single-token decoding uses the O(1) step path (the fused step kernel for triton).
         rms_norm_eps: epsilon of the block RMSNorms.
         initializer_range: std of the normal init of linear layers, embeddings and the TTT inner weights.
         tie_word_embeddings: share the LM head with the input embedding.

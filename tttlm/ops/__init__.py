@@ -1,4 +1,4 @@
-"""Functional TTT ops: one signature per op, several forms (``form="naive" | "dual" | "step"``)."""
+"""Functional TTT ops: one signature per op, several forms (``form="naive" | "dual" | "step" | "triton" | "auto"``)."""
 
 from tttlm.ops.nonparametric import nadaraya_watson
 from tttlm.ops.state import TTTState

@@ -4,7 +4,9 @@
 
 - ``"naive"``: primal mini-batch form, every per-token W_i materialised (readable reference, slow);
 - ``"dual"``: matmul-only dual form (default; training and prefill);
-- ``"step"``: token by token through the O(1) decode step.
+- ``"step"``: token by token through the O(1) decode step;
+- ``"triton"``: fused GPU kernels (``triton.py``; CUDA, or CPU under ``TRITON_INTERPRET=1``), else an error;
+- ``"auto"``: ``"triton"`` on CUDA tensors when triton is installed and the shapes are supported, else ``"dual"``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ from __future__ import annotations
 from torch import Tensor
 
 from tttlm.ops.checks import check_ttt_inputs
+from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
 from tttlm.ops.scan import ChunkFn, run_ttt
 from tttlm.ops.state import TTTState
 from tttlm.ops.ttt_linear.dual import dual_chunk
 from tttlm.ops.ttt_linear.naive import primal_chunk
 from tttlm.ops.ttt_linear.step import step_chunk
 
-FORMS: dict[str, ChunkFn] = {"naive": primal_chunk, "dual": dual_chunk, "step": step_chunk}
+_TRITON = KernelForm("tttlm.ops.ttt_linear.triton", "triton_linear")  # imports triton on first call only
+FORMS: dict[str, ChunkFn | KernelForm] = {
+    "naive": primal_chunk,
+    "dual": dual_chunk,
+    "step": step_chunk,
+    "triton": _TRITON,
+    "auto": _TRITON,
+}
 
 
 def ttt_linear(
@@ -53,7 +63,7 @@ def ttt_linear(
         token_offset: (mini_batch_size,) learnable per-position offsets δ; None means zeros.
         mini_batch_size: TTT mini-batch size b >= 1 (b = 1 is online gradient descent).
         initial_state: continue from a state returned by an earlier call (prefill in pieces, decoding).
-        form: "naive", "dual" or "step" — the same function computed differently.
+        form: "naive", "dual", "step", "triton" or "auto" — the same function computed differently.
         eps: LayerNorm epsilon.
         check_finite: also reject NaN/Inf inputs (costs a pass over the data).
 
@@ -76,6 +86,10 @@ def ttt_linear(
         check_finite,
     )
     inner = (weight,) if bias is None else (weight, bias)
+    if isinstance(FORMS[form], KernelForm):
+        form = resolve_kernel_form(form, q, mini_batch_size)
+        if form == "triton":
+            return _TRITON(q, k, v, lr, inner, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, eps)
     return run_ttt(
         FORMS[form],
         q,

@@ -1,6 +1,7 @@
 """TTT-MLP: the hidden state is a two-layer MLP ``g(x) = gelu(x W1 + b1) W2 + b2`` per head.
 
-``ttt_mlp(..., form=...)`` has the forms of ``tttlm.ops.ttt_linear``: "naive", "dual" (default), "step".
+``ttt_mlp(..., form=...)`` has the forms of ``tttlm.ops.ttt_linear``: "naive", "dual" (default), "step",
+"triton" (fused GPU kernels, ``triton.py``) and "auto" (triton on CUDA when possible, else dual).
 """
 
 from __future__ import annotations
@@ -8,13 +9,21 @@ from __future__ import annotations
 from torch import Tensor
 
 from tttlm.ops.checks import check_ttt_inputs
+from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
 from tttlm.ops.scan import ChunkFn, run_ttt
 from tttlm.ops.state import TTTState
 from tttlm.ops.ttt_mlp.dual import dual_chunk
 from tttlm.ops.ttt_mlp.naive import primal_chunk
 from tttlm.ops.ttt_mlp.step import step_chunk
 
-FORMS: dict[str, ChunkFn] = {"naive": primal_chunk, "dual": dual_chunk, "step": step_chunk}
+_TRITON = KernelForm("tttlm.ops.ttt_mlp.triton", "triton_mlp")  # imports triton on first call only
+FORMS: dict[str, ChunkFn | KernelForm] = {
+    "naive": primal_chunk,
+    "dual": dual_chunk,
+    "step": step_chunk,
+    "triton": _TRITON,
+    "auto": _TRITON,
+}
 
 
 def ttt_mlp(
@@ -73,13 +82,18 @@ def ttt_mlp(
         FORMS,
         check_finite,
     )
+    inner = (weight1, bias1, weight2, bias2)
+    if isinstance(FORMS[form], KernelForm):
+        form = resolve_kernel_form(form, q, mini_batch_size, hidden=weight1.shape[-1])
+        if form == "triton":
+            return _TRITON(q, k, v, lr, inner, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, eps)
     return run_ttt(
         FORMS[form],
         q,
         k,
         v,
         lr,
-        (weight1, bias1, weight2, bias2),
+        inner,
         ln_weight,
         ln_bias,
         token_offset,
