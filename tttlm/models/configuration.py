@@ -6,6 +6,8 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from tttlm.models.config_checks import choice, positive_int, positive_number
+
 LAYER_TYPES = ("linear", "mlp")
 BACKBONES = ("transformer", "mamba")
 # "step" is not listed: it is the single-token decode path, chosen automatically for seq == 1
@@ -29,22 +31,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "760m": {"hidden_size": 1536, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
     "1.3b": {"hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 24, "num_attention_heads": 32},
 }
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"TTTConfig: {name} must be a positive integer; got {value!r}. Pass e.g. {name}=16.")
-
-
-def _positive_float(name: str, value: object, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"TTTConfig: {name} must be a positive number; got {value!r}. Pass e.g. {name}={example}.")
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        options = " or ".join(repr(c) for c in choices)
-        raise ValueError(f"TTTConfig: {name} must be {options}; got {value!r}.")
 
 
 class TTTConfig(PretrainedConfig):
@@ -119,10 +105,10 @@ class TTTConfig(PretrainedConfig):
             ("conv_kernel", conv_kernel),
             ("max_position_embeddings", max_position_embeddings),
         ):
-            _positive_int(name, value)
-        _choice("layer_type", layer_type, LAYER_TYPES)
-        _choice("backbone", backbone, BACKBONES)
-        _choice("ttt_form", ttt_form, TTT_FORMS)
+            positive_int("TTTConfig", name, value, example=16)
+        choice("TTTConfig", "layer_type", layer_type, LAYER_TYPES)
+        choice("TTTConfig", "backbone", backbone, BACKBONES)
+        choice("TTTConfig", "ttt_form", ttt_form, TTT_FORMS)
         if hidden_size % num_attention_heads:
             raise ValueError(
                 f"TTTConfig: hidden_size ({hidden_size}) must be divisible by num_attention_heads "
@@ -135,9 +121,9 @@ class TTTConfig(PretrainedConfig):
                 f"{head_dim} must be even (RoPE rotates pairs of channels); change hidden_size or num_attention_heads."
             )
         if ttt_base_lr is not None:
-            _positive_float("ttt_base_lr", ttt_base_lr, "1.0 (or None for the paper's value)")
-        _positive_float("rope_theta", rope_theta, "10000.0")
-        _positive_float("rms_norm_eps", rms_norm_eps, "1e-6")
+            positive_number("TTTConfig", "ttt_base_lr", ttt_base_lr, "1.0 (or None for the paper's value)")
+        positive_number("TTTConfig", "rope_theta", rope_theta, "10000.0")
+        positive_number("TTTConfig", "rms_norm_eps", rms_norm_eps, "1e-6")
         if (
             isinstance(initializer_range, bool)
             or not isinstance(initializer_range, (int, float))

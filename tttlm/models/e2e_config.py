@@ -12,21 +12,9 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from tttlm.models.config_checks import is_number, positive_int, positive_number
+
 META_GRADIENTS = ("exact", "first_order")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"E2EConfig: {name} must be a positive integer; got {value!r}. Pass e.g. {name}=64.")
-
-
-def _number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _positive_number(name: str, value: object) -> None:
-    if not _number(value) or not value > 0:
-        raise ValueError(f"E2EConfig: {name} must be a finite positive number; got {value!r}.")
 
 
 class E2EConfig(PretrainedConfig):
@@ -98,25 +86,25 @@ class E2EConfig(PretrainedConfig):
             ("mini_batch_size", mini_batch_size),
             ("max_position_embeddings", max_position_embeddings),
         ):
-            _positive_int(name, value)
+            positive_int("E2EConfig", name, value)
         for name, value in (
             ("attention_block_size", attention_block_size),
             ("updated_intermediate_size", updated_intermediate_size),
             ("prime_intermediate_size", prime_intermediate_size),
         ):
             if value is not None:
-                _positive_int(name, value)
+                positive_int("E2EConfig", name, value)
         if hidden_size % num_attention_heads or (hidden_size // num_attention_heads) % 2:
             raise ValueError(
                 f"E2EConfig: hidden_size ({hidden_size}) must split into num_attention_heads "
                 f"({num_attention_heads}) heads of even size (RoPE); pick e.g. heads = hidden_size / 64"
             )
-        if not _number(updated_fraction) or not 0 < updated_fraction <= 1:
+        if not is_number(updated_fraction) or not 0 < updated_fraction <= 1:
             raise ValueError(
                 f"E2EConfig: updated_fraction must be a number in (0, 1] (the fraction of blocks, from the top, "
                 f"whose prime MLP is updated at test time); got {updated_fraction!r}. The paper uses 0.25."
             )
-        if not _number(inner_lr) or inner_lr < 0:
+        if not is_number(inner_lr) or inner_lr < 0:
             raise ValueError(f"E2EConfig: inner_lr must be a finite number >= 0; got {inner_lr!r}. Pass e.g. 0.1.")
         if not isinstance(inner_lr_learnable, bool):
             raise ValueError(f"E2EConfig: inner_lr_learnable must be True or False; got {inner_lr_learnable!r}.")
@@ -126,14 +114,14 @@ class E2EConfig(PretrainedConfig):
                 "inner_lr_learnable=True; for a model without test-time training pass inner_lr_learnable=False"
             )
         if inner_grad_clip is not None:
-            _positive_number("inner_grad_clip", inner_grad_clip)
+            positive_number("E2EConfig", "inner_grad_clip", inner_grad_clip)
         if meta_gradient not in META_GRADIENTS:
             raise ValueError(
                 f"E2EConfig: meta_gradient must be one of {', '.join(map(repr, META_GRADIENTS))}; "
                 f"got {meta_gradient!r}."
             )
         for name, value in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
-            _positive_number(name, value)
+            positive_number("E2EConfig", name, value)
 
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size

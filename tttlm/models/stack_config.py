@@ -11,25 +11,12 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from tttlm.models.config_checks import choice, positive_int, positive_number
+
 MIXERS = ("full_attention", "sliding_attention", "gated_deltanet", "ttt")
 GDN_FORMS = ("chunk", "recurrent")
 TTT_LAYER_TYPES = ("linear", "mlp")
 TTT_FORMS = ("dual", "naive")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"StackConfig: {name} must be a positive integer; got {value!r}. Pass e.g. {name}=64.")
-
-
-def _positive_number(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"StackConfig: {name} must be a positive number; got {value!r}.")
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"StackConfig: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
 
 
 def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]]:
@@ -46,7 +33,7 @@ def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]
                 f"StackConfig: layer_mixers[{i}] must be a non-empty list of distinct mixer names; got {mixers!r}"
             )
         for name in mixers:
-            _choice(f"layer_mixers[{i}] entry", name, MIXERS)
+            choice("StackConfig", f"layer_mixers[{i}] entry", name, MIXERS)
         if {"full_attention", "sliding_attention"} <= set(mixers):
             raise ValueError(f"StackConfig: layer_mixers[{i}] has both full and sliding attention; keep one")
         resolved.append(list(mixers))
@@ -128,7 +115,7 @@ class StackConfig(PretrainedConfig):
             ("ttt_mini_batch_size", ttt_mini_batch_size),
             ("max_position_embeddings", max_position_embeddings),
         ):
-            _positive_int(name, value)
+            positive_int("StackConfig", name, value)
         for name, value in (
             ("attention_block_size", attention_block_size),
             ("gdn_num_heads", gdn_num_heads),
@@ -136,14 +123,14 @@ class StackConfig(PretrainedConfig):
             ("ttt_num_heads", ttt_num_heads),
         ):
             if value is not None:
-                _positive_int(name, value)
-        _choice("gdn_form", gdn_form, GDN_FORMS)
-        _choice("ttt_layer_type", ttt_layer_type, TTT_LAYER_TYPES)
-        _choice("ttt_form", ttt_form, TTT_FORMS)
+                positive_int("StackConfig", name, value)
+        choice("StackConfig", "gdn_form", gdn_form, GDN_FORMS)
+        choice("StackConfig", "ttt_layer_type", ttt_layer_type, TTT_LAYER_TYPES)
+        choice("StackConfig", "ttt_form", ttt_form, TTT_FORMS)
         for name, value in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
-            _positive_number(name, value)
+            positive_number("StackConfig", name, value)
         if ttt_base_lr is not None:
-            _positive_number("ttt_base_lr", ttt_base_lr)
+            positive_number("StackConfig", "ttt_base_lr", ttt_base_lr)
         if not isinstance(ttt_use_gate, bool):
             raise ValueError(f"StackConfig: ttt_use_gate must be True or False; got {ttt_use_gate!r}.")
         head_dim = hidden_size // num_attention_heads
