@@ -173,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tttlm.bench.e2e_cli import add_bench_e2e_command
     from tttlm.bench.kernels import add_bench_kernels_command
+    from tttlm.bench.roofline import add_bench_roofline_command
 
     add_bench_e2e_command(benches)
     add_bench_kernels_command(benches)
+    add_bench_roofline_command(benches)
 
     train_bench = benches.add_parser(
         "train",
