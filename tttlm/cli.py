@@ -121,6 +121,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablations(args: argparse.Namespace) -> int:
+    from tttlm.ablations import run_ablations
+
+    report = run_ablations(
+        args.out, steps=args.steps, seq_len=args.seq_len, mini_batch_sizes=args.mini_batch_sizes,
+        timing_seq_len=args.timing_seq_len, data_dir=args.data, threads=args.threads,
+    )  # fmt: skip
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tttlm.bench.forms import OPS, PASSES, FormsSetting
     from tttlm.models import ARCHS
@@ -214,6 +225,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
     demo.set_defaults(func=_demo)
 
+    ablations = commands.add_parser(
+        "ablations",
+        help="the first paper's ablations: linear attention -> TTT-Linear ladder and the mini-batch size trade-off",
+        description="Train the ladder from linear attention to TTT-Linear (one config switch per step) and TTT-Linear "
+        "at several mini-batch sizes, all at the demo's tiny budget; write report.md with the validation perplexity "
+        "table and the perplexity vs forward time plot. Re-running continues interrupted runs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ablations.add_argument("--out", type=Path, default=Path("runs/ablations"), help="runs and report directory")
+    ablations.add_argument("--steps", type=int, default=250, help="optimizer steps per model (16 sequences each)")
+    ablations.add_argument("--seq-len", type=int, default=256, help="training context length")
+    ablations.add_argument("--mini-batch-sizes", type=_int_list, default=[1, 4, 16, 64], help="TTT-Linear b sweep")
+    ablations.add_argument("--timing-seq-len", type=int, default=2048, help="tokens of the forward-time measurement")
+    ablations.add_argument("--threads", type=int, default=1, help="torch threads for the timing")
+    ablations.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
+    ablations.set_defaults(func=_ablations)
+
     convert = commands.add_parser(
         "convert",
         help="convert a reference (ttt-lm-pytorch) checkpoint into a tttlm model directory",
@@ -239,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tttlm`` console script."""
     args = build_parser().parse_args(argv)
-    for name in ("batch", "heads", "head_dim", "repeats", "tokens", "prefill_chunk", "steps", "seq_len"):
+    positive = ("batch", "heads", "head_dim", "repeats", "tokens", "prefill_chunk", "steps", "seq_len")
+    positive += ("timing_seq_len",)
+    for name in positive:
         if getattr(args, name, 1) < 1:
             print(f"tttlm: error: --{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}", file=sys.stderr)
             return 2

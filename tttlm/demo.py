@@ -23,14 +23,17 @@ from tttlm.train.checkpoint import list_checkpoints
 DEMO_ARCHS = ("ttt-linear", "transformer")
 
 
-def demo_config(arch: str, run_dir: Path, data_dir: Path, steps: int, seq_len: int) -> dict:
-    """The training config of one demo model: the tiny preset, 16 sequences per step, the paper's schedule."""
+def demo_config(
+    arch: str, run_dir: Path, data_dir: Path, steps: int, seq_len: int, overrides: dict | None = None
+) -> dict:
+    """The training config of one demo model: the tiny preset (with the model config ``overrides``), 16 sequences
+    per step, the paper's schedule."""
     return {
         "name": f"demo-{arch}",
         "out_dir": str(run_dir),
         "seed": 0,
         "threads": 1,  # the tiny model's matmuls are too small to gain from a second thread
-        "model": {"arch": arch, "size": "tiny", "overrides": {}},
+        "model": {"arch": arch, "size": "tiny", "overrides": dict(overrides or {})},
         "data": {"dir": str(data_dir), "seq_len": seq_len},
         "train": {"steps": steps, "batch_tokens": 16 * seq_len, "micro_batch_size": 16},
         "optim": {"lr": 3e-3, "min_lr": 1e-5, "warmup_steps": max(1, steps // 10), "weight_decay": 0.1},
@@ -40,7 +43,7 @@ def demo_config(arch: str, run_dir: Path, data_dir: Path, steps: int, seq_len: i
     }
 
 
-def _summary(run_dir: Path) -> dict[str, float]:
+def run_summary(run_dir: Path) -> dict[str, float]:
     records = read_metrics(run_dir)
     train_records = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
@@ -56,7 +59,7 @@ def _summary(run_dir: Path) -> dict[str, float]:
     }
 
 
-def plot_training(runs: dict[str, Path], path: Path) -> None:
+def plot_training(runs: dict[str, Path], path: Path, title: str = "tttlm demo: tiny models on the corpus") -> None:
     """Training loss (smoothed) and validation loss against tokens seen, one colour per run."""
     import matplotlib
 
@@ -64,7 +67,8 @@ def plot_training(runs: dict[str, Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for (name, run_dir), colour in zip(runs.items(), ("tab:red", "tab:blue", "tab:green", "tab:purple"), strict=False):
+    for index, (name, run_dir) in enumerate(runs.items()):
+        colour = plt.get_cmap("tab10")(index % 10)
         records = read_metrics(run_dir)
         train_records = [r for r in records if r["kind"] == "train"]
         tokens = [r["tokens"] for r in train_records]  # cumulative
@@ -77,9 +81,9 @@ def plot_training(runs: dict[str, Path], path: Path) -> None:
         ax.plot(*zip(*evals, strict=True), "o--", color=colour, label=f"{name} val")
     ax.set_xlabel("training tokens")
     ax.set_ylabel("loss (nats / token)")
-    ax.set_title("tttlm demo: tiny models on the default corpus")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small" if len(runs) > 4 else None)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -125,7 +129,7 @@ def write_report(runs: dict[str, Path], out: Path, position_section: str = "") -
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, run_dir in runs.items():
-        s = _summary(run_dir)
+        s = run_summary(run_dir)
         rows.append(
             f"| {name} | {s['parameters']:,} | {s['steps']} | {s['tokens']:,} | {s['tokens_per_s']:,.0f} | "
             f"{s['train_loss']:.3f} | {s['val_loss']:.3f} | {s['val_ppl']:.1f} |"

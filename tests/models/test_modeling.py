@@ -94,6 +94,10 @@ def test_chunked_prefill_equals_one_forward(layer_type: str, backbone: str) -> N
         {"tie_word_embeddings": False},
         {"conv_kernel": 2, "backbone": "mamba"},
         {"rope_theta": 500.0, "mini_batch_size": 8, "rms_norm_eps": 1e-3},
+        {"ttt_inner_norm": False},
+        {"ttt_learn_init": False, "ttt_learn_lr": False},
+        {"ttt_inner_norm": False, "ttt_learn_init": False, "layer_type": "mlp", "backbone": "mamba"},
+        {"ttt_inner_norm": False, "ttt_learn_init": False, "ttt_learn_lr": False, "ttt_form": "naive"},
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )

@@ -51,6 +51,13 @@ class TTTLayer(nn.Module):
         form: op form for training and prefill ("dual" or "naive"); single-token decoding uses "step".
         eps: epsilon of the inner and output LayerNorms.
         initializer_range: std of the normal init of projections, W0 and θ_lr.
+        inner_norm: LayerNorm + residual in the inner model, ``f(x) = x + LN(g(x))``; False gives the plain
+            learner ``f = g`` (the paper's ablation ladder starts there: with b = seq length, W0 = 0 and a fixed
+            lr, TTT-Linear is linear attention).
+        learn_init: learn the initial inner weights W0. False keeps them fixed (buffers, not trained): zeros for
+            TTT-Linear (the paper's ablation), the random init for TTT-MLP (zeros would stop its gradients).
+        learn_lr: learn the token-dependent inner lr ``base_lr · sigmoid(x θ_lr + b_lr) / d``; False fixes it at
+            that expression's initial value ``base_lr · sigmoid(0) / d`` for every token.
     """
 
     def __init__(
@@ -69,6 +76,9 @@ class TTTLayer(nn.Module):
         form: str = "dual",
         eps: float = 1e-6,
         initializer_range: float = 0.02,
+        inner_norm: bool = True,
+        learn_init: bool = True,
+        learn_lr: bool = True,
     ) -> None:
         super().__init__()
         if inner not in INNER_MODELS:
@@ -85,6 +95,7 @@ class TTTLayer(nn.Module):
         self.inner, self.mini_batch_size, self.form, self.eps = inner, mini_batch_size, form, eps
         self.base_lr = DEFAULT_BASE_LR[inner] if base_lr is None else float(base_lr)
         self.rope_theta, self.use_gate, self.share_qk = rope_theta, use_gate, share_qk
+        self.inner_norm, self.learn_init, self.learn_lr = inner_norm, learn_init, learn_lr
         heads, d, std = num_heads, self.head_dim, initializer_range
 
         def linear() -> nn.Linear:
@@ -102,34 +113,43 @@ class TTTLayer(nn.Module):
         if use_gate:
             self.g_proj = linear()
         self.initializer_range = initializer_range
-        self.lr_weight = nn.Parameter(torch.empty(heads, hidden_size))
-        self.lr_bias = nn.Parameter(torch.empty(heads))
+        if learn_lr:
+            self.lr_weight = nn.Parameter(torch.empty(heads, hidden_size))
+            self.lr_bias = nn.Parameter(torch.empty(heads))
         self.token_offset = nn.Parameter(torch.empty(mini_batch_size))
         inner_hidden = d if inner == "linear" else mlp_ratio * d
-        self.W1 = nn.Parameter(torch.empty(heads, d, inner_hidden))
-        self.b1 = nn.Parameter(torch.empty(heads, inner_hidden))
+        inner_shapes = {"W1": (heads, d, inner_hidden), "b1": (heads, inner_hidden)}
         if inner == "mlp":
-            self.W2 = nn.Parameter(torch.empty(heads, inner_hidden, d))
-            self.b2 = nn.Parameter(torch.empty(heads, d))
-        self.ttt_norm_weight = nn.Parameter(torch.empty(heads, d))
-        self.ttt_norm_bias = nn.Parameter(torch.empty(heads, d))
+            inner_shapes.update(W2=(heads, inner_hidden, d), b2=(heads, d))
+        for name, shape in inner_shapes.items():
+            if learn_init:
+                setattr(self, name, nn.Parameter(torch.empty(shape)))
+            else:
+                self.register_buffer(name, torch.empty(shape))
+        if inner_norm:
+            self.ttt_norm_weight = nn.Parameter(torch.empty(heads, d))
+            self.ttt_norm_bias = nn.Parameter(torch.empty(heads, d))
         self.reset_parameters()
         self.post_norm = nn.LayerNorm(hidden_size, eps=eps)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Initialise this layer's own parameters (not its submodules): W0, θ_lr ~ N(0, initializer_range);
-        inner biases, b_lr and δ zero; inner LayerNorm identity."""
-        for weight in (self.W1, getattr(self, "W2", None), self.lr_weight):
+        inner biases, b_lr and δ zero; inner LayerNorm identity. A fixed TTT-Linear W0 (``learn_init=False``) is
+        zero."""
+        random_init = self.learn_init or self.inner == "mlp"
+        for weight in (self.W1 if random_init else None, getattr(self, "W2", None), getattr(self, "lr_weight", None)):
             if weight is not None:
                 nn.init.normal_(weight, std=self.initializer_range)
-        for zero in (self.b1, getattr(self, "b2", None), self.lr_bias, self.token_offset, self.ttt_norm_bias):
+        zeros = (None if random_init else self.W1, self.b1, getattr(self, "b2", None), self.token_offset)
+        for zero in (*zeros, getattr(self, "lr_bias", None), getattr(self, "ttt_norm_bias", None)):
             if zero is not None:
                 nn.init.zeros_(zero)
-        nn.init.ones_(self.ttt_norm_weight)
+        if self.inner_norm:
+            nn.init.ones_(self.ttt_norm_weight)
 
     def inner_params(self) -> tuple[Tensor, ...]:
-        """The learnable initial inner weights W0: (W1, b1) or (W1, b1, W2, b2)."""
+        """The initial inner weights W0: (W1, b1) or (W1, b1, W2, b2) (buffers when ``learn_init`` is False)."""
         return (self.W1, self.b1) if self.inner == "linear" else (self.W1, self.b1, self.W2, self.b2)
 
     def forward(self, x: Tensor, cache: TTTLayerCache | None = None) -> tuple[Tensor, TTTLayerCache]:
@@ -147,17 +167,22 @@ class TTTLayer(nn.Module):
         positions = (start + torch.arange(seq, device=x.device)) % self.mini_batch_size
         cos, sin = rope_angles(positions, self.head_dim, self.rope_theta)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        lr = self.base_lr / self.head_dim * torch.sigmoid(x @ self.lr_weight.t().to(x.dtype) + self.lr_bias)
+        if self.learn_lr:
+            lr = self.base_lr / self.head_dim * torch.sigmoid(x @ self.lr_weight.t().to(x.dtype) + self.lr_bias)
+        else:
+            lr = x.new_full((*x.shape[:2], self.num_heads), self.base_lr / self.head_dim * 0.5)  # sigmoid(0)
 
         # The inner loop runs in at least float32 (also under bf16 autocast or in a bf16 model): its state is
         # accumulated over the whole sequence and its gradients go through a LayerNorm backward.
         dtype = torch.promote_types(self.W1.dtype, torch.float32)
         op = ttt_linear if self.inner == "linear" else ttt_mlp
         form = "step" if seq == 1 and self.form == "dual" else self.form
+        norm = (self.ttt_norm_weight, self.ttt_norm_bias) if self.inner_norm else (None, None)
         with torch.autocast(x.device.type, enabled=False):
             z, state = op(
                 *(t.to(dtype) for t in (q, k, v, lr)),
-                *(p.to(dtype) for p in (*self.inner_params(), self.ttt_norm_weight, self.ttt_norm_bias)),
+                *(p.to(dtype) for p in self.inner_params()),
+                *(None if p is None else p.to(dtype) for p in norm),
                 self.token_offset.to(dtype),
                 mini_batch_size=self.mini_batch_size,
                 initial_state=None if cache is None else cache.state,

@@ -58,6 +58,10 @@ class TTTConfig(PretrainedConfig):
         ttt_form: op form for training and prefill, "dual" (matmul-only, default), "naive" (primal, the slow
             reference), "triton" (fused GPU kernels; an error without a GPU) or "auto" (triton on CUDA when
             possible, else dual); single-token decoding uses the O(1) step path (the fused step kernel for triton).
+        ttt_inner_norm, ttt_learn_init, ttt_learn_lr: the first paper's ablation switches (all True is TTT as
+            published): LayerNorm + residual in the inner model, learnable initial inner weights W0, learnable
+            token-dependent inner lr. See ``tttlm.layers.TTTLayer`` (``inner_norm``, ``learn_init``, ``learn_lr``)
+            and ``configs/ablations/``.
         rms_norm_eps: epsilon of the block RMSNorms.
         initializer_range: std of the normal init of linear layers, embeddings and the TTT inner weights.
         tie_word_embeddings: share the LM head with the input embedding.
@@ -85,6 +89,9 @@ class TTTConfig(PretrainedConfig):
         pre_conv: bool | None = None,
         conv_kernel: int = 4,
         ttt_form: str = "dual",
+        ttt_inner_norm: bool = True,
+        ttt_learn_init: bool = True,
+        ttt_learn_lr: bool = True,
         rms_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
         tie_word_embeddings: bool = True,
@@ -134,8 +141,14 @@ class TTTConfig(PretrainedConfig):
             )
         if pre_conv is not None and not isinstance(pre_conv, bool):
             raise ValueError(f"TTTConfig: pre_conv must be True, False or None (backbone default); got {pre_conv!r}.")
-        if not isinstance(use_gate, bool):
-            raise ValueError(f"TTTConfig: use_gate must be True or False; got {use_gate!r}.")
+        for name, flag in (
+            ("use_gate", use_gate),
+            ("ttt_inner_norm", ttt_inner_norm),
+            ("ttt_learn_init", ttt_learn_init),
+            ("ttt_learn_lr", ttt_learn_lr),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"TTTConfig: {name} must be True or False; got {flag!r}.")
 
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -152,6 +165,7 @@ class TTTConfig(PretrainedConfig):
         self.pre_conv = backbone == "mamba" if pre_conv is None else pre_conv
         self.conv_kernel = conv_kernel
         self.ttt_form = ttt_form
+        self.ttt_inner_norm, self.ttt_learn_init, self.ttt_learn_lr = ttt_inner_norm, ttt_learn_init, ttt_learn_lr
         self.rms_norm_eps = float(rms_norm_eps)
         self.initializer_range = float(initializer_range)
         self.max_position_embeddings = max_position_embeddings

@@ -128,6 +128,9 @@ class TTTBlock(nn.Module):
             conv_kernel=config.conv_kernel,
             form=config.ttt_form,
             initializer_range=config.initializer_range,
+            inner_norm=config.ttt_inner_norm,
+            learn_init=config.ttt_learn_init,
+            learn_lr=config.ttt_learn_lr,
         )
         self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
