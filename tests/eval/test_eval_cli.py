@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -128,3 +129,21 @@ def test_compare(run_dir, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out / "training_flops.png").exists()
     assert (out / "ppl.png").exists()
     assert "bare: metrics.jsonl" in report
+    assert "![S-NIAH heatmaps](niah.png)" in report
+    assert (out / "niah.png").stat().st_size > 5_000
+
+
+def test_compare_with_a_reference_gives_the_loss_delta_by_position(run_dir, tmp_path) -> None:
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    for run in (run_dir, twin):
+        assert main(["eval", "by-position", "--ckpt", str(run), "--length", "40"]) == 0
+    out = tmp_path / "report"
+    assert main(["compare", str(run_dir), str(twin), "--ref", str(twin), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "tokens 1–16 | tokens 17–40 | mean over 40" in report
+    assert "Loss Δ = loss − loss of twin" in report
+    delta_table = report.split("Loss Δ")[1]
+    delta_row = next(line for line in delta_table.splitlines() if line.startswith(f"| {run_dir.name} |"))
+    assert delta_row == f"| {run_dir.name} | 0 | 0 | 0 |"  # the same model: zero difference in every range
+    assert main(["compare", str(run_dir), "--ref", "elsewhere", "--out", str(out)]) == 2

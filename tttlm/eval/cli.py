@@ -204,7 +204,7 @@ def _compare(args: argparse.Namespace) -> int:
     from tttlm.eval.compare import write_comparison
 
     try:
-        path = write_comparison(args.runs, args.out)
+        path = write_comparison(args.runs, args.out, args.ref)
     except _errors() as error:
         print(f"tttlm compare: error: {error}", file=sys.stderr)
         return 2
@@ -303,4 +303,7 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("runs", type=Path, nargs="+", help="run directories")
     compare.add_argument("--out", type=Path, default=Path("compare"), help="output directory")
+    compare.add_argument(
+        "--ref", type=Path, help="one of the runs: also plot and tabulate every run's loss by position minus its"
+    )
     compare.set_defaults(func=_compare)

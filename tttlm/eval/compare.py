@@ -1,12 +1,16 @@
-"""``tttlm compare RUN...``: one Markdown report putting runs side by side, from whatever results they hold.
+"""``tttlm compare RUN... [--ref RUN]``: one Markdown report putting runs side by side, from whatever results they
+hold.
 
 Per run it reads ``metrics.jsonl`` (training curves), ``eval/ppl.json``, ``eval/by_position.csv`` and
 ``eval/niah.json`` (written by ``tttlm eval``); a missing piece is listed as missing, not an error.
 Training FLOPs are the usual estimate 6 · parameters · tokens (parameters counted from ``model/config.json``).
+With ``ref`` (one of the runs), loss by token index also gets the second paper's view: each run's loss minus the
+reference's at every position, plotted and averaged over ranges of positions.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tttlm.eval.checkpoint import EVAL_DIR, MODEL_DIR
+from tttlm.eval.niah import depth_grid
 from tttlm.eval.report import (
     _pyplot,
     markdown_table,
@@ -71,8 +76,52 @@ def _plot_curves(path: Path, curves: dict[str, tuple[list[dict], list[dict]]], s
     plt.close(fig)
 
 
-def write_comparison(runs: Sequence[Path | str], out: Path | str) -> Path:
-    """Write ``out/report.md`` and its PNGs; return the report's path."""
+def _position_ranges(length: int) -> list[tuple[int, int]]:
+    """Ranges of token indices [a, b) growing 4x (1–16, 17–64, ...) up to ``length``, for the tables."""
+    edges = [0, *[e for e in (16, 64, 256, 1024, 4096, 16384, 65536) if e < length], length]
+    return list(itertools.pairwise(edges))
+
+
+def _position_section(position: dict[str, np.ndarray], ref: str | None, out: Path) -> list[str]:
+    length = min(len(v) for v in position.values())
+    curves = {n: v[:length] for n, v in position.items()}
+    deltas = {n: v - curves[ref] for n, v in curves.items() if n != ref} if ref else {}
+    plot_by_position(out / "by_position.png", curves, deltas, ref)
+    ranges = _position_ranges(length)
+    header = ["run", *[f"tokens {a + 1}–{b}" for a, b in ranges], f"mean over {length}"]
+    rows = [[n, *[float(v[a:b].mean()) for a, b in ranges], float(v.mean())] for n, v in curves.items()]
+    lines = ["## Loss by token index", "", "![loss by position](by_position.png)", "", "Mean loss:", ""]
+    lines += [markdown_table(header, rows), ""]
+    if deltas:
+        rows = [[n, *[float(d[a:b].mean()) for a, b in ranges], float(d.mean())] for n, d in deltas.items()]
+        lines += [f"Loss Δ = loss − loss of {ref} (negative: better than {ref}):", "", markdown_table(header, rows), ""]
+    return lines
+
+
+def _niah_heatmaps(path: Path, records: dict[str, list[dict]]) -> None:
+    """One row of depth × length heatmaps (one per task) per run."""
+    plt = _pyplot()
+    tasks = sorted({r["task"] for rs in records.values() for r in rs})
+    fig, axes = plt.subplots(
+        len(records), len(tasks), figsize=(3.6 * len(tasks), 2.8 * len(records)), squeeze=False, layout="constrained"
+    )
+    image = None
+    for row, (name, rs) in zip(axes, records.items(), strict=True):
+        for ax, task in zip(row, tasks, strict=True):
+            depths, lengths, grid = depth_grid(rs, task)
+            image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+            ax.set_xticks(range(len(lengths)), [str(n) for n in lengths], fontsize=7)
+            ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=7)
+            ax.set_title(f"{name}: {task}", fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="accuracy (depth × context length)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(runs: Sequence[Path | str], out: Path | str, ref: Path | str | None = None) -> Path:
+    """Write ``out/report.md`` and its PNGs; return the report's path. ``ref``: one of ``runs`` (a directory or
+    its name), the reference of the loss-Δ-by-position view."""
     runs = [Path(r).expanduser() for r in runs]
     for run in runs:
         if not run.is_dir():
@@ -80,6 +129,12 @@ def write_comparison(runs: Sequence[Path | str], out: Path | str) -> Path:
     names = [r.resolve().name for r in runs]
     if len(set(names)) < len(names):
         names = [str(r) for r in runs]
+    ref_name = None
+    if ref is not None:
+        matches = [n for n, r in zip(names, runs, strict=True) if str(ref) in (n, str(r)) or Path(ref) == r]
+        if not matches:
+            raise ValueError(f"--ref {ref} is not one of the runs compared ({', '.join(names)})")
+        ref_name = matches[0]
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Run comparison", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
@@ -134,22 +189,20 @@ def write_comparison(runs: Sequence[Path | str], out: Path | str) -> Path:
         else:
             missing.append(f"{n}: {EVAL_DIR}/by_position.csv")
     if position:
-        length = min(len(v) for v in position.values())
-        plot_by_position(out / "by_position.png", {n: v[:length] for n, v in position.items()}, {})
-        lines += ["## Loss by token index", "", "![loss by position](by_position.png)", ""]
-        rows = [[n, float(np.mean(v[:length]))] for n, v in position.items()]
-        lines += [markdown_table(["run", f"mean loss over {length} positions"], rows)]
+        lines += _position_section(position, ref_name if ref_name in position else None, out)
 
-    niah = {}
+    niah, niah_records = {}, {}
     for n, r in zip(names, runs, strict=True):
         path = r / EVAL_DIR / "niah.json"
         if path.exists():
-            table = json.loads(path.read_text())["accuracy"]
-            niah[n] = {t: {int(k): v for k, v in by_len.items()} for t, by_len in table.items()}
+            payload = json.loads(path.read_text())
+            niah[n] = {t: {int(k): v for k, v in by_len.items()} for t, by_len in payload["accuracy"].items()}
+            niah_records[n] = payload["records"]
         else:
             missing.append(f"{n}: {EVAL_DIR}/niah.json")
     if niah:
-        lines += ["## S-NIAH", "", niah_markdown(niah)]
+        _niah_heatmaps(out / "niah.png", niah_records)
+        lines += ["## S-NIAH", "", niah_markdown(niah), "", "![S-NIAH heatmaps](niah.png)", ""]
 
     if missing:
         lines += ["## Not found", "", *[f"- {m}" for m in missing], ""]

@@ -14,13 +14,10 @@ for arch in $ARCHS; do
 done
 for arch in $ARCHS; do
   tttlm eval ppl --ckpt "$OUT/$arch" --contexts 256,1024,4096 --max-docs 8 --threads 1
+  tttlm eval by-position --ckpt "$OUT/$arch" --length 4096 --max-docs 8 --threads 1
   tttlm eval niah --ckpt "$OUT/$arch" --lengths 256,512,1024 --depths 5 --threads 1
 done
-ckpts=()
-for arch in $ARCHS; do ckpts+=(--ckpt "$OUT/$arch"); done
-# the second paper's view: loss by token index and its difference from full attention
-tttlm eval by-position "${ckpts[@]}" --ref "$OUT/transformer" --length 4096 --max-docs 8 --threads 1 \
-  --out "$RESULTS"
 runs=()
 for arch in $ARCHS; do runs+=("$OUT/$arch"); done
-tttlm compare "${runs[@]}" --out "$RESULTS"
+# --ref: the second paper's view, loss by token index minus full attention's
+tttlm compare "${runs[@]}" --ref "$OUT/transformer" --out "$RESULTS"
