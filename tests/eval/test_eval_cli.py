@@ -145,5 +145,5 @@ def test_compare_with_a_reference_gives_the_loss_delta_by_position(run_dir, tmp_
     assert "Loss Δ = loss − loss of twin" in report
     delta_table = report.split("Loss Δ")[1]
     delta_row = next(line for line in delta_table.splitlines() if line.startswith(f"| {run_dir.name} |"))
-    assert delta_row == f"| {run_dir.name} | 0 | 0 | 0 |"  # the same model: zero difference in every range
+    assert delta_row == f"| {run_dir.name} | 0.000 | 0.000 | 0.000 |"  # the same model: zero difference in every range
     assert main(["compare", str(run_dir), "--ref", "elsewhere", "--out", str(out)]) == 2

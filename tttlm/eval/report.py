@@ -33,8 +33,11 @@ def write_json(path: Path, payload: Any) -> Path:
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(x: Any) -> str:
+        # fixed decimals so that a column lines up: perplexities (>= 100) to 0.1, losses and deltas to 0.001
         if isinstance(x, float):
-            return "n/a" if math.isnan(x) else f"{x:.4g}"
+            return "n/a" if math.isnan(x) else f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
+        if isinstance(x, int) and not isinstance(x, bool):
+            return f"{x:,}"
         return str(x)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -116,14 +119,16 @@ def plot_by_position(
     return path
 
 
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.0f}"
+
+
 def niah_markdown(methods: dict[str, dict[str, dict[int, float]]]) -> str:
     """The paper's layout: one row per method, columns grouped by task then context length (accuracy in %)."""
     tasks = sorted({t for table in methods.values() for t in table})
     columns = [(t, n) for t in tasks for n in sorted({n for table in methods.values() for n in table.get(t, {})})]
     header = ["method", *[f"{t} {n}" for t, n in columns]]
-    rows = [
-        [name, *[100 * table.get(t, {}).get(n, float("nan")) for t, n in columns]] for name, table in methods.items()
-    ]
+    rows = [[name, *[_percent(table.get(t, {}).get(n)) for t, n in columns]] for name, table in methods.items()]
     return "S-NIAH accuracy (%)\n\n" + markdown_table(header, rows)
 
 
