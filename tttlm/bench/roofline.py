@@ -82,14 +82,16 @@ def dual_matmul_flops(
     bias and LayerNorm as in the model), multiply-add = 2; ``pass_`` "fwd" or "fwd+bwd" (a loss on the outputs
     only, as ``tttlm bench forms`` times it).
 
-    ``seq`` must be a multiple of ``mini_batch``. Per mini-batch of n = b tokens and (batch, head), with d the
-    head dim and h = 4d the MLP's hidden width, the forward computes:
+    ``seq`` must be a multiple of ``mini_batch``, so that every mini-batch goes through the span function
+    (``tttlm.ops.ttt_linear.dual.dual_linear_span``, ``tttlm.ops.ttt_mlp.dual.dual_mlp_span``). Per mini-batch of
+    n = b tokens and (batch, head), with d the head dim, h = 4d the MLP's hidden width and e = d + 1, f = h + 1 the
+    widths of the inputs augmented with a column of ones (the bias row of the weights):
 
-    - ttt_linear: ``K W`` and ``Q W`` (n×d · d×d), ``Q Kᵀ`` (n×d · d×n), ``η G`` (n×n · n×d) and the update
-      ``Kᵀ (lr G)`` (d×n · n×d): 6 n d² + 4 n² d;
-    - ttt_mlp: forward and gradient of the keys through the MLP (``K W1``, ``X2 W2``, ``G2 W2ᵀ``), then each
-      layer in dual form (``X Xᵀ``, ``X W``, ``η G``, the update ``Xᵀ (lr G)``) with (d_in, d_out) = (d, h) and
-      (h, d): 14 n d h + 4 n² (d + h).
+    - ttt_linear: ``Q Kᵀ`` (n×e · e×n, batched before the loop), ``K W`` and ``Q W`` (n×e · e×d), ``η G``
+      (n×n · n×d) and the update ``Kᵀ (lr G)`` (e×n · n×d): 2 n² e + 6 n e d + 2 n² d;
+    - ttt_mlp: ``Q Kᵀ``; the keys through the MLP and back (``K W1``, ``X2 W2``, ``G2 W2ᵀ``), the queries'
+      reads (``Q W1``, ``η1 G1``, ``X2q X2kᵀ``, ``X2q W2``, ``η2 G2``), the two updates:
+      2 n² (e + h + f + d) + 6 n e h + 6 n f d + 2 n d h.
 
     The backward differentiates every product w.r.t. both operands (all depend on the inputs), 2× its FLOPs,
     except the last mini-batch's update, which only reaches the final state, unused by the loss.
@@ -97,11 +99,14 @@ def dual_matmul_flops(
     if seq % mini_batch:
         raise ValueError(f"seq must be a multiple of mini_batch; got seq={seq}, mini_batch={mini_batch}")
     n, d = mini_batch, head_dim
+    e = d + 1
     if op == "ttt_linear":
-        per_chunk, update = 6 * n * d * d + 4 * n * n * d, 2 * n * d * d
+        per_chunk, update = 2 * n * n * e + 6 * n * e * d + 2 * n * n * d, 2 * e * n * d
     elif op == "ttt_mlp":
         h = 4 * d
-        per_chunk, update = 14 * n * d * h + 4 * n * n * (d + h), 4 * n * d * h
+        f = h + 1
+        per_chunk = 2 * n * n * (e + h + f + d) + 6 * n * e * h + 6 * n * f * d + 2 * n * d * h
+        update = 2 * e * n * h + 2 * f * n * d
     else:
         raise ValueError(f"op must be one of {OPS}; got {op!r}")
     forward = per_chunk * (seq // mini_batch)

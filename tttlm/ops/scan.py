@@ -8,16 +8,22 @@ A *chunk function* computes one run of tokens that stays inside one mini-batch; 
 step) differ only in how. This module cuts the sequence at mini-batch boundaries (taking into account a
 mini-batch left open by an earlier call), threads the state through, and applies the inner LayerNorm +
 residual to the query outputs.
+
+A form may also give a *span function*, which computes a run of whole mini-batches in one call (the dual form
+does, to compute everything that does not depend on the running inner model for all of them at once, outside
+its sequential loop); the scan then hands it every run of whole mini-batches and keeps the chunk function for
+the partial ones at either end (an open mini-batch continued from an earlier call, a sequence ending inside one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from tttlm.ops.inner_norm import layer_norm, layer_norm_l2_grad
+from tttlm.ops.inner_norm import layer_norm, layer_norm_backward, layer_norm_l2_grad, layer_norm_l2_offset
 from tttlm.ops.state import TTTState
 
 Weights = tuple[Tensor, ...]
@@ -27,6 +33,20 @@ ChunkFn = Callable[
     [Tensor, Tensor, Tensor, Tensor, Tensor, Weights, Weights | None, bool, Norm, float],
     tuple[Tensor, Weights, Weights | None],
 ]
+# (q, k, v, lr, scale, weights, norm, eps) -> (pre-norm query outputs, weights after the last mini-batch); the
+# inputs span whole mini-batches starting at a mini-batch boundary (nothing pending)
+SpanFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Weights, Norm, float], tuple[Tensor, Weights]]
+# rows (batch × heads × tokens) per span: bounds a span function's temporaries (the span's keys, queries,
+# offsets, ... as (rows, d) blocks) to a few megabytes each in float32; longer spans gain nothing (the batched work
+# is already amortised) but touch more fresh memory
+SPAN_ROWS = 2**14
+
+
+class ScanForm(NamedTuple):
+    """How a form computes the sequence: per chunk, and optionally per span of whole mini-batches."""
+
+    chunk: ChunkFn
+    span: SpanFn | None = None
 
 
 def token_scales(token_offset: Tensor) -> Tensor:
@@ -46,6 +66,20 @@ def reconstruction_grad(zk: Tensor, k: Tensor, v: Tensor, norm: Norm, eps: float
     return layer_norm_l2_grad(zk, v - k, norm[0], norm[1], eps)
 
 
+def reconstruction_offsets(k: Tensor, v: Tensor, norm: Norm) -> Tensor:
+    """The part of ``reconstruction_grad`` that does not depend on the inner model, for many tokens at once:
+    v without the norm, else the LayerNorm-L2 offset ``(β − (v − k)) γ``. k, v: (B, H, T, d)."""
+    return v if norm is None else layer_norm_l2_offset(v - k, norm[0], norm[1])
+
+
+def reconstruction_grad_from(zk: Tensor, offsets: Tensor, slope: Tensor | None, eps: float) -> Tensor:
+    """``reconstruction_grad`` from the ``reconstruction_offsets`` of the same tokens; ``slope``: γ², or None
+    without the norm. zk, offsets: (..., n, d); slope broadcastable to them."""
+    if slope is None:
+        return zk - offsets
+    return layer_norm_backward(zk, slope, offsets, eps)
+
+
 def close_or_pend(weights: Weights, sums: Weights, last_scale: Tensor, close: bool) -> tuple[Weights, Weights | None]:
     """End of a chunk: apply the accumulated update if the mini-batch is complete, else keep it pending."""
     if close:
@@ -53,8 +87,31 @@ def close_or_pend(weights: Weights, sums: Weights, last_scale: Tensor, close: bo
     return weights, sums
 
 
+def plan_pieces(
+    seq: int, position: int, mini_batch_size: int, max_chunk: int | None, max_span: int
+) -> list[tuple[int, bool]]:
+    """Cut ``seq`` tokens, the first at ``position`` inside its mini-batch, into pieces ``(length, is_span)``.
+
+    Chunks stay inside one mini-batch: first up to the end of the open one, then whole mini-batches, capped at
+    ``max_chunk`` tokens. With ``max_span`` > 0, runs of whole mini-batches are merged into spans of at most
+    ``max_span`` mini-batches each.
+    """
+    pieces: list[tuple[int, bool]] = []
+    covered = 0
+    while covered < seq:
+        n = min(seq - covered, mini_batch_size - position, max_chunk or mini_batch_size)
+        whole = max_span > 0 and position == 0 and n == mini_batch_size
+        if whole and pieces and pieces[-1][1] and pieces[-1][0] < max_span * mini_batch_size:
+            pieces[-1] = (pieces[-1][0] + n, True)
+        else:
+            pieces.append((n, whole))
+        position = (position + n) % mini_batch_size
+        covered += n
+    return pieces
+
+
 def scan_minibatches(
-    chunk_fn: ChunkFn,
+    form: ScanForm,
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -66,33 +123,32 @@ def scan_minibatches(
     eps: float,
     max_chunk: int | None = None,
 ) -> tuple[Tensor, TTTState]:
-    """Run ``chunk_fn`` over the sequence in mini-batch-aligned chunks.
+    """Run ``form`` over the sequence in mini-batch-aligned chunks (and spans of whole mini-batches).
 
     q, k, v: (B, H, T, d); lr: (B, H, T). ``max_chunk`` caps chunk length (1 for token-by-token decoding).
     Returns the query outputs (B, H, T, d), after the inner norm and residual when ``norm`` is given, and the
     final state.
     """
-    seq = q.shape[2]
     weights = state.weights
     pending = state.grad_sums if state.position else None
     scales = token_scales(token_offset)
-    # chunk lengths: first up to the end of the open mini-batch, then whole mini-batches
-    sizes, position, covered = [], state.position, 0
-    while covered < seq:
-        sizes.append(min(seq - covered, mini_batch_size - position, max_chunk or mini_batch_size))
-        position = (position + sizes[-1]) % mini_batch_size
-        covered += sizes[-1]
+    max_span = 0 if form.span is None else max(1, SPAN_ROWS // (q.shape[0] * q.shape[1] * mini_batch_size))
+    pieces = plan_pieces(q.shape[2], state.position, mini_batch_size, max_chunk, max_span)
     # torch.split, not slicing: the backward of a slice writes into a zero tensor of the whole sequence, which
     # made the backward quadratic in the number of chunks
+    sizes = [n for n, _ in pieces]
     chunks = zip(*(torch.split(x, sizes, dim=2) for x in (q, k, v, lr)), strict=True)
     outputs = []
     position = state.position
-    for (q_c, k_c, v_c, lr_c), n in zip(chunks, sizes, strict=True):
-        close = position + n == mini_batch_size
-        scale = scales[position : position + n]
-        z, weights, pending = chunk_fn(q_c, k_c, v_c, lr_c, scale, weights, pending, close, norm, eps)
+    for (q_c, k_c, v_c, lr_c), (n, is_span) in zip(chunks, pieces, strict=True):
+        if is_span:
+            z, weights = form.span(q_c, k_c, v_c, lr_c, scales, weights, norm, eps)
+        else:
+            close = position + n == mini_batch_size
+            scale = scales[position : position + n]
+            z, weights, pending = form.chunk(q_c, k_c, v_c, lr_c, scale, weights, pending, close, norm, eps)
+            position = 0 if close else position + n
         outputs.append(z)
-        position = 0 if close else position + n
     z = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
     if norm is not None:
         z = q + layer_norm(z, norm[0], norm[1], eps)
@@ -101,7 +157,7 @@ def scan_minibatches(
 
 
 def run_ttt(
-    chunk_fn: ChunkFn,
+    form: ScanForm,
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -122,5 +178,5 @@ def run_ttt(
     if token_offset is None:
         token_offset = q.new_zeros(mini_batch_size)
     norm = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
-    z, state = scan_minibatches(chunk_fn, qh, kh, vh, lrh, state, token_offset, mini_batch_size, norm, eps, max_chunk)
+    z, state = scan_minibatches(form, qh, kh, vh, lrh, state, token_offset, mini_batch_size, norm, eps, max_chunk)
     return z.transpose(1, 2), state

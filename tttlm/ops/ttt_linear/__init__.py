@@ -15,17 +15,17 @@ from torch import Tensor
 
 from tttlm.ops.checks import check_ttt_inputs
 from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
-from tttlm.ops.scan import ChunkFn, run_ttt
+from tttlm.ops.scan import ScanForm, run_ttt
 from tttlm.ops.state import TTTState
-from tttlm.ops.ttt_linear.dual import dual_chunk
+from tttlm.ops.ttt_linear.dual import dual_chunk, dual_linear_span
 from tttlm.ops.ttt_linear.naive import primal_chunk
 from tttlm.ops.ttt_linear.step import step_chunk
 
 _TRITON = KernelForm("tttlm.ops.ttt_linear.triton", "triton_linear")  # imports triton on first call only
-FORMS: dict[str, ChunkFn | KernelForm] = {
-    "naive": primal_chunk,
-    "dual": dual_chunk,
-    "step": step_chunk,
+FORMS: dict[str, ScanForm | KernelForm] = {
+    "naive": ScanForm(primal_chunk),
+    "dual": ScanForm(dual_chunk, dual_linear_span),
+    "step": ScanForm(step_chunk),
     "triton": _TRITON,
     "auto": _TRITON,
 }

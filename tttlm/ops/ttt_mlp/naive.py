@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tttlm.ops.inner_norm import gelu_tanh, gelu_tanh_grad
+from tttlm.ops.inner_norm import gelu_tanh, gelu_tanh_backward
 from tttlm.ops.scan import ChunkFn, Norm, Weights, close_or_pend, reconstruction_grad
 from tttlm.ops.ttt_linear.naive import LinearLayerFn, affine, primal_linear_layer
 
@@ -25,7 +25,7 @@ def key_side_grads(k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: floa
     z1 = affine(k, W1, b1)
     x2 = gelu_tanh(z1)
     grad_z2 = reconstruction_grad(affine(x2, W2, b2), k, v, norm, eps)
-    grad_z1 = (grad_z2 @ W2.transpose(-1, -2)) * gelu_tanh_grad(z1)
+    grad_z1 = gelu_tanh_backward(grad_z2 @ W2.transpose(-1, -2), z1)
     return x2, grad_z1, grad_z2
 
 
