@@ -64,23 +64,6 @@ def test_bench_forms_skips_naive_backward_over_memory_budget(tmp_path) -> None:
     assert all(r["seconds"] > 0 for r in records if not r["skipped"])
 
 
-def test_bench_decode_writes_records(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "decode.json"
-    argv = ["bench", "decode", "--sizes", "tiny", "--contexts", "40,16", "--tokens", "2", "--warmup", "1"]
-    assert main([*argv, "--prefill-chunk", "24", "--json", str(path)]) == 0
-    payload = json.loads(path.read_text())
-    assert payload["benchmark"] == "decode"
-    records = payload["records"]
-    assert [(r["model"], r["context"]) for r in records] == [
-        ("ttt-linear-tiny", 16),
-        ("ttt-linear-tiny", 40),
-        ("ttt-mlp-tiny", 16),
-        ("ttt-mlp-tiny", 40),
-    ]
-    assert all(r["ms_per_token"] > 0 and r["min_ms"] <= r["ms_per_token"] <= r["max_ms"] for r in records)
-    assert "ttt-mlp-tiny" in capsys.readouterr().out
-
-
 def test_bench_train_writes_records(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "train.json"
     argv = ["bench", "train", "--archs", "ttt-linear,transformer", "--sizes", "tiny", "--seq-len", "32"]

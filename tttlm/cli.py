@@ -51,32 +51,7 @@ def _bench_forms(args: argparse.Namespace) -> int:
         max_naive_gb=args.max_naive_gb,
     )
     print_table(records)
-    write_records("forms", [r.to_json() for r in records], args.json)
-    print(f"wrote {len(records)} records to {args.json}")
-    return 0
-
-
-def _bench_decode(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    import torch
-
-    from tttlm.bench.decode import print_table, run_decode_bench
-    from tttlm.bench.records import write_records
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    records = run_decode_bench(
-        sizes=args.sizes,
-        layer_types=args.layer_types,
-        contexts=args.contexts,
-        tokens=args.tokens,
-        warmup=args.warmup,
-        prefill_chunk=args.prefill_chunk,
-        backbone=args.backbone,
-    )
-    print_table(records)
-    write_records("decode", [asdict(r) for r in records], args.json)
+    write_records("forms", [r.to_json() for r in records], args.json, args.argv)
     print(f"wrote {len(records)} records to {args.json}")
     return 0
 
@@ -102,14 +77,19 @@ def _bench_train(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from tttlm.bench.records import write_records
-    from tttlm.bench.train import print_table, run_train_bench
+    from tttlm.bench.tables import print_tables
+    from tttlm.bench.train import plot, run_train_bench, tables
 
-    records = run_train_bench(
+    results = run_train_bench(
         args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, fresh_process=not args.in_process
     )
-    print_table(records)
-    write_records("train", [asdict(r) for r in records], args.json)
+    records = [asdict(r) for r in results]
+    print_tables(tables(records))
+    write_records("train", records, args.json, args.argv)
     print(f"wrote {len(records)} records to {args.json}")
+    if args.plot:
+        plot(records, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -135,7 +115,7 @@ def _ablations(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from tttlm.bench.forms import OPS, PASSES, FormsSetting
     from tttlm.models import ARCHS
-    from tttlm.models.configuration import BACKBONES, LAYER_TYPES, PRESETS
+    from tttlm.models.configuration import PRESETS
 
     parser = argparse.ArgumentParser(prog="tttlm", description="Test-Time-Training sequence models.")
     parser.add_argument("--version", action="version", version=f"tttlm {tttlm.__version__}")
@@ -165,22 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     forms.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     forms.set_defaults(func=_bench_forms)
 
-    decode = benches.add_parser(
-        "decode",
-        help="TTT LM decode latency per token after contexts of growing length",
-        description="Prefill random contexts into TTT language models and time single-token decoding after each.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    decode.add_argument("--json", type=Path, default=Path("bench-results/decode.json"), help="where to write records")
-    decode.add_argument("--sizes", type=_choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="model presets")
-    decode.add_argument("--layer-types", type=_choice_list(LAYER_TYPES), default=list(LAYER_TYPES), help="TTT layers")
-    decode.add_argument("--backbone", choices=BACKBONES, default="transformer", help="model backbone")
-    decode.add_argument("--contexts", type=_int_list, default=[1024, 4096, 16384, 32768], help="context lengths")
-    decode.add_argument("--tokens", type=int, default=32, help="timed decode steps per context (median reported)")
-    decode.add_argument("--warmup", type=int, default=4, help="untimed decode steps before timing")
-    decode.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill call")
-    decode.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
-    decode.set_defaults(func=_bench_decode)
+    from tttlm.bench.decode import add_bench_decode_command
+    from tttlm.bench.prefill import add_bench_prefill_command
+    from tttlm.bench.report import add_bench_report_command
+
+    add_bench_prefill_command(benches)
+    add_bench_decode_command(benches)
 
     from tttlm.bench.e2e_cli import add_bench_e2e_command
     from tttlm.bench.kernels import add_bench_kernels_command
@@ -189,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_e2e_command(benches)
     add_bench_kernels_command(benches)
     add_bench_roofline_command(benches)
+    add_bench_report_command(benches)
 
     train_bench = benches.add_parser(
         "train",
@@ -197,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train_bench.add_argument("--json", type=Path, default=Path("bench-results/train.json"), help="records file")
+    train_bench.add_argument("--plot", type=Path, default=None, help="PNG: tokens/s per arch and size")
     train_bench.add_argument(
         "--archs", type=_choice_list(ARCHS), default=["ttt-linear", "ttt-mlp", "transformer"], help="models"
     )
@@ -266,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tttlm`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # benchmarks store the command that produced their records
     positive = ("batch", "heads", "head_dim", "repeats", "tokens", "prefill_chunk", "steps", "seq_len")
     positive += ("timing_seq_len",)
     for name in positive:

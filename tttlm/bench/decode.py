@@ -1,123 +1,284 @@
-"""``tttlm bench decode``: milliseconds per generated token after contexts of growing length.
+"""``tttlm bench decode``: milliseconds per generated token after contexts of growing length, for any registry arch.
 
-A TTT model's state has a fixed size (the inner weights, the open mini-batch's gradient sums and conv states),
-so decoding one token costs the same after 1K or 32K tokens of context; this measures it. The context is
-prefilled in chunks with the dual form (random token ids: the cost does not depend on the values), and at each
-requested length a copy of the state decodes ``--tokens`` tokens one at a time.
+A TTT or Mamba model's state has a fixed size (TTT: the inner weights, the open mini-batch's gradient sums and conv
+states), so decoding one token costs the same after 1K or 32K tokens of context; attention reads a KV cache that
+grows with the context (sliding-window attention: up to its window). For every (arch, form, size) the model is
+built once; for each context a random prompt of that length is prefilled (``streaming.prefill``, in chunks where the
+arch's cache allows, mamba in one call), then ``warmup + tokens`` single-token steps are taken through the one call
+contract ``model(input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)`` and the timed ones reported
+(median, min, max). The cache's size after the prompt and the analytical FLOPs of a step are recorded as well.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
-from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
-from tttlm.models import TTTCache, TTTConfig, TTTForCausalLM
+from tttlm.bench.cases import (
+    BENCH_TTT_FORMS,
+    DEFAULT_ARCHS,
+    build_case,
+    check_positive,
+    expand_cases,
+    resolve_device,
+    skip_reason,
+    tensor_mb,
+)
+from tttlm.bench.flops import decode_flops_per_token, has_flop_formula
+from tttlm.bench.tables import Record, TextTable, pivot, print_tables, si, skipped_lines, spread
+from tttlm.bench.timing import CLOCKS, clock_function, load_1m
+from tttlm.models.registry import ARCHS
+
+DEFAULT_CONTEXTS = (1024, 4096, 16384, 32768)
 
 
 @dataclass(frozen=True)
 class DecodeRecord:
-    """One measurement: median decode latency after ``context`` tokens (spread in min/max)."""
+    """Median decode latency after ``context`` tokens (spread in min/max) and the cache's size then; the timing
+    fields are None when the case was skipped."""
 
-    model: str
-    context: int
-    ms_per_token: float
-    min_ms: float
-    max_ms: float
-    tokens: int
+    arch: str
+    form: str | None
     size: str
-    layer_type: str
-    backbone: str
-    parameters: int
+    context: int
+    ms_per_token: float | None
+    min_ms: float | None
+    max_ms: float | None
+    tokens: int
+    warmup: int
+    flops_per_token: float | None
+    cache_mb: float | None
+    parameters: int | None
+    device: str
+    threads: int
+    clock: str
+    load_1m: float | None
+    skipped: str | None = None
 
 
 def _decode_ms(
-    model: TTTForCausalLM, cache: TTTCache, tokens: int, warmup: int, generator: torch.Generator
+    model: Any, cache: Any, tokens: int, warmup: int, device: torch.device, clock: str, generator: torch.Generator
 ) -> list[float]:
-    """Decode ``warmup + tokens`` random tokens from a copy of ``cache``; milliseconds of the timed ones."""
-    state = cache.detach()  # a copy: the prefill continues from ``cache`` afterwards
-    vocab = model.config.vocab_size
+    """Decode ``warmup + tokens`` random tokens continuing ``cache``; milliseconds of the timed ones."""
+    now = clock_function(clock, device)
     samples = []
     for i in range(warmup + tokens):
-        ids = torch.randint(vocab, (1, 1), generator=generator)
-        start = time.perf_counter()
-        model(input_ids=ids, past_key_values=state, use_cache=True)
+        ids = torch.randint(model.config.vocab_size, (1, 1), generator=generator).to(device)
+        start = now()
+        cache = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if i >= warmup:
-            samples.append(1e3 * (time.perf_counter() - start))
+            samples.append(1e3 * (now() - start))
     return samples
+
+
+def _measure(
+    model: Any,
+    context: int,
+    tokens: int,
+    warmup: int,
+    prefill_chunk: int,
+    device: torch.device,
+    clock: str,
+    seed: int,
+) -> dict[str, Any]:
+    """Prefill a random prompt of ``context`` tokens, then time decoding; the measured fields of a record."""
+    from tttlm.models.streaming import prefill
+
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(model.config.vocab_size, (1, context), generator=generator).to(device)
+    cache = prefill(model, ids, prefill_chunk, token_loss=False).past_key_values
+    cache_mb = tensor_mb(cache)  # before decoding adds to it
+    ms = _decode_ms(model, cache, tokens, warmup, device, clock, generator)
+    return {
+        "ms_per_token": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "cache_mb": cache_mb,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }  # fmt: skip
 
 
 @torch.no_grad()
 def run_decode_bench(
+    archs: Sequence[str] = DEFAULT_ARCHS,
     sizes: Sequence[str] = ("tiny", "125m"),
-    layer_types: Sequence[str] = ("linear", "mlp"),
-    contexts: Sequence[int] = (1024, 4096, 16384, 32768),
+    contexts: Sequence[int] = DEFAULT_CONTEXTS,
+    ttt_forms: Sequence[str] = ("dual",),
     tokens: int = 32,
     warmup: int = 4,
     prefill_chunk: int = 2048,
-    backbone: str = "transformer",
+    device: str | torch.device | None = None,
+    clock: str = "wall",
     seed: int = 0,
 ) -> list[DecodeRecord]:
-    """Measure decode ms/token after each context length, for every (size, layer type) TTT model."""
+    """Measure decode ms/token after each context length for every (size, arch, form) case, in this process."""
+    from tttlm.models.registry import make_config
+
+    check_positive("contexts", contexts)
+    check_positive("tokens and prefill_chunk", [tokens, prefill_chunk])
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0; got {warmup!r}")
+    device = resolve_device(device)
+    clock_function(clock, device)  # refuse a clock that cannot work before measuring anything
+    cases = expand_cases(archs, sizes, ttt_forms)
     records: list[DecodeRecord] = []
-    contexts = sorted(contexts)
     with Progress(transient=True) as progress:
-        task = progress.add_task("bench decode", total=len(sizes) * len(layer_types) * contexts[-1])
-        for size in sizes:
-            for layer_type in layer_types:
-                torch.manual_seed(seed)
-                config = TTTConfig.from_preset(size, layer_type=layer_type, backbone=backbone)
-                model = TTTForCausalLM(config).eval()
-                parameters = sum(p.numel() for p in model.parameters())
-                name = f"ttt-{layer_type}-{size}"
-                generator = torch.Generator().manual_seed(seed)
-                cache = TTTCache(config.num_hidden_layers)
-                for context in contexts:
-                    while cache.seen_tokens < context:
-                        n = min(prefill_chunk, context - cache.seen_tokens)
-                        progress.update(task, description=f"{name}: prefill to {context}")
-                        ids = torch.randint(config.vocab_size, (1, n), generator=generator)
-                        model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-                        progress.advance(task, n)
-                    progress.update(task, description=f"{name}: decode after {context}")
-                    ms = _decode_ms(model, cache, tokens, warmup, generator)
-                    records.append(
-                        DecodeRecord(
-                            name,
-                            context,
-                            statistics.median(ms),
-                            min(ms),
-                            max(ms),
-                            tokens,
-                            size,
-                            layer_type,
-                            backbone,
-                            parameters,
-                        )
+        task = progress.add_task("bench decode", total=len(cases) * len(contexts))
+        for case in cases:
+            config = make_config(case.arch, case.size, **({} if case.form is None else {"ttt_form": case.form}))
+            reason = skip_reason(case, device)
+            model = None if reason else build_case(case, device, seed)
+            for context in sorted(contexts):
+                progress.update(task, description=f"{case.label} {case.size}: decode after {context}")
+                measured: dict[str, Any] = {"skipped": reason}
+                if model is not None:
+                    measured = _measure(model, context, tokens, warmup, prefill_chunk, device, clock, seed)
+                fields = {"ms_per_token": None, "min_ms": None, "max_ms": None, "cache_mb": None, "parameters": None}
+                records.append(
+                    DecodeRecord(
+                        case.arch, case.form, case.size, context, tokens=tokens, warmup=warmup,
+                        flops_per_token=decode_flops_per_token(config, context) if has_flop_formula(config) else None,
+                        device=str(device), threads=torch.get_num_threads(), clock=clock, load_1m=load_1m(),
+                        **{**fields, **measured},
                     )
+                )  # fmt: skip
+                progress.advance(task)
     return records
 
 
-def print_table(records: Sequence[DecodeRecord], console: Console | None = None) -> None:
-    """ms/token per model and context, with the ratio to that model's shortest context."""
-    table = Table(title="TTT decode latency (median ms per token; ratio to the shortest context)")
-    for col in ("model", "context", "ms/token", "min", "max", "ratio"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    first: dict[str, float] = {}
-    for r in records:
-        base = first.setdefault(r.model, r.ms_per_token)
-        table.add_row(
-            r.model,
-            str(r.context),
-            f"{r.ms_per_token:.2f}",
-            f"{r.min_ms:.2f}",
-            f"{r.max_ms:.2f}",
-            f"{r.ms_per_token / base:.2f}x",
-        )
-    (console or Console()).print(table)
+def _normalised(record: Record) -> Record:
+    """Records written before decode covered every arch name the model by ``model`` ("ttt-linear-tiny") and
+    ``layer_type``; give them ``arch`` and ``form`` like the current ones."""
+    if "arch" in record:
+        return record
+    return {**record, "arch": f"ttt-{record['layer_type']}", "form": None}
+
+
+def label(record: Record) -> str:
+    record = _normalised(record)
+    return record["arch"] if record.get("form") is None else f"{record['arch']} ({record['form']})"
+
+
+def _ratio(rows: list[Record]) -> str:
+    done = [r for r in rows if r.get("ms_per_token") is not None]
+    if len(done) < 2:
+        return "-"
+    return f"{done[-1]['ms_per_token'] / done[0]['ms_per_token']:.2f}x"
+
+
+def _time_cell(r: Record) -> str:
+    return spread(r.get("ms_per_token"), r.get("min_ms"), r.get("max_ms"))
+
+
+def tables(records: Sequence[Record]) -> list[TextTable]:
+    """Per size: ms/token by context (with the ratio of the longest to the shortest context), the cache's MiB
+    and the FLOPs of a step."""
+    out = []
+    for size in dict.fromkeys(r["size"] for r in records):
+        rows = [_normalised(r) for r in records if r["size"] == size]
+        out.append(
+            pivot(f"{size}: decode ms per token ({_clock(rows)}; median, min–max)", rows, label, "context", _time_cell,
+                  extra=[("longest / shortest", _ratio)])
+        )  # fmt: skip
+        if any(r.get("cache_mb") is not None for r in rows):
+            out.append(pivot(f"{size}: cache MiB after the context", rows, label, "context", _cache_cell))
+        if any(r.get("flops_per_token") is not None for r in rows):
+            out.append(pivot(f"{size}: FLOPs per decoded token", rows, label, "context", _flops_cell))
+    return out
+
+
+def _clock(rows: list[Record]) -> str:
+    return "CPU time" if rows[0].get("clock") == "cpu" else "wall clock"
+
+
+def _cache_cell(r: Record) -> str:
+    return "-" if r.get("cache_mb") is None else f"{r['cache_mb']:.3g}"
+
+
+def _flops_cell(r: Record) -> str:
+    return si(r.get("flops_per_token"))
+
+
+def plot(records: Sequence[Record], path: Path) -> None:
+    """ms/token and cache size vs context (log-x), one row of panels per size."""
+    from tttlm.bench.plots import Panel, curves, plot_panels
+
+    panels = []
+    for size in dict.fromkeys(r["size"] for r in records):
+        rows = [_normalised(r) for r in records if r["size"] == size]
+        ms = curves(rows, label, "context", lambda r: r.get("ms_per_token"))
+        cache = curves(rows, label, "context", lambda r: r.get("cache_mb"))
+        panels += [
+            Panel(f"{size}: decode time per token", "ms / token", ms),
+            Panel(f"{size}: cache size after the context", "MiB", cache, logy=True),
+        ]
+    plot_panels(panels, path, f"tttlm bench decode ({records[0]['device'] if records else '?'})")
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def _bench_decode(args: argparse.Namespace) -> int:
+    import sys
+
+    from tttlm.bench.records import write_records
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        results = run_decode_bench(
+            args.archs, args.sizes, args.contexts, args.ttt_forms, args.tokens, args.warmup, args.prefill_chunk,
+            args.device, args.clock,
+        )  # fmt: skip
+    except ValueError as error:
+        print(f"tttlm bench decode: error: {error}", file=sys.stderr)
+        return 2
+    records = [asdict(r) for r in results]
+    print_tables(tables(records))
+    for line in skipped_lines(records):
+        print(f"skipped {line}")
+    write_records("decode", records, args.json, args.argv)
+    print(f"wrote {len(records)} records to {args.json}")
+    if args.plot:
+        plot(records, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_bench_decode_command(benches: Any) -> None:
+    """Register ``tttlm bench decode`` on the ``bench`` sub-parsers."""
+    from tttlm.cli import _choice_list, _int_list
+    from tttlm.models.configuration import PRESETS
+
+    parser = benches.add_parser(
+        "decode",
+        help="decode latency per token after contexts of growing length, any registry archs",
+        description="Prefill random contexts into registry models and time single-token decoding after each "
+        "(median, min-max), with the cache size and analytical FLOPs per step.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--json", type=Path, default=Path("bench-results/decode.json"), help="records file")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG: ms/token and cache size vs context")
+    parser.add_argument("--archs", type=_choice_list(tuple(ARCHS)), default=list(DEFAULT_ARCHS), help="models")
+    parser.add_argument(
+        "--sizes", "--size", type=_choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="presets"
+    )
+    parser.add_argument(
+        "--ttt-forms", type=_choice_list(BENCH_TTT_FORMS), default=["dual"], help="TTT op forms (triton: CUDA only)"
+    )
+    parser.add_argument("--contexts", type=_int_list, default=list(DEFAULT_CONTEXTS), help="context lengths")
+    parser.add_argument("--tokens", type=int, default=32, help="timed decode steps per context (median reported)")
+    parser.add_argument("--warmup", type=int, default=4, help="untimed decode steps before timing")
+    parser.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill call")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    parser.add_argument(
+        "--clock", choices=CLOCKS, default="wall", help="cpu: CPU time of the timing thread (needs --threads 1)"
+    )
+    parser.set_defaults(func=_bench_decode)

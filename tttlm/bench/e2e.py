@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from tttlm.bench.cases import check_positive
 from tttlm.bench.timing import time_call
 from tttlm.models import build
 from tttlm.models.e2e_config import META_GRADIENTS
@@ -48,11 +49,6 @@ class TrainSpeedRecord:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _check_positive(name: str, values: Sequence[int]) -> None:
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise ValueError(f"{name} must be positive integers; got {list(values)!r}")
 
 
 def _training_step(model: torch.nn.Module, ids: torch.Tensor) -> Callable[[], None]:
@@ -88,8 +84,8 @@ def run_e2e_bench(
         repeats, warmup: timed rounds and untimed steps per model.
         seed: model init and token ids.
     """
-    _check_positive("seq, batch, window, repeats", [seq, batch, window, repeats])
-    _check_positive("mini_batch_sizes", list(mini_batch_sizes))
+    check_positive("seq, batch, window, repeats", [seq, batch, window, repeats])
+    check_positive("mini_batch_sizes", list(mini_batch_sizes))
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0; got {warmup!r}")
     unknown = [m for m in meta_gradients if m not in META_GRADIENTS]

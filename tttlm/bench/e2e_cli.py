@@ -34,7 +34,7 @@ def _bench_e2e(args: argparse.Namespace) -> int:
         print(f"tttlm bench e2e: error: {error}", file=sys.stderr)
         return 2
     print_table(records)
-    write_records("e2e", [r.to_json() for r in records], args.json)
+    write_records("e2e", [r.to_json() for r in records], args.json, args.argv)
     print(f"wrote {len(records)} records to {args.json}")
     return 0
 

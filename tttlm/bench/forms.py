@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import Tensor
 
+from tttlm.bench.tables import TextTable, fmt
 from tttlm.bench.timing import time_call
 from tttlm.ops import ttt_linear, ttt_mlp
 
@@ -167,3 +169,30 @@ def print_table(records: Sequence[FormsRecord], console: Console | None = None) 
             ratio = f"{naive.seconds / dual.seconds:.1f}x"
         table.add_row(op, str(seq), str(b), pass_, *cells, ratio)
     (console or Console()).print(table)
+
+
+def tables(records: Sequence[dict[str, Any]]) -> list[TextTable]:
+    """From JSON records: the dual speed-up (naive / dual seconds) and the dual form's seconds, one row per
+    (op, pass, T), one column per mini-batch size b."""
+    by_case: dict[tuple[str, str, int, int], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        by_case.setdefault((r["op"], r["pass"], r["T"], r["b"]), {})[r["form"]] = r
+    sizes = sorted({b for _, _, _, b in by_case})
+    rows = list(dict.fromkeys((op, pass_, seq) for op, pass_, seq, _ in sorted(by_case)))
+    headers = ["op", "pass", "T", *(f"b = {b}" for b in sizes)]
+    speedup = TextTable("Dual speed-up (naive seconds / dual seconds)", headers, left=3)
+    seconds = TextTable("Dual form, median seconds per call", headers, left=3)
+    for op, pass_, seq in rows:
+        cells = [by_case.get((op, pass_, seq, b), {}) for b in sizes]
+        speedup.rows.append([op, pass_, str(seq), *map(_speedup_cell, cells)])
+        seconds.rows.append([op, pass_, str(seq), *(fmt((c.get("dual") or {}).get("seconds"), ".3g") for c in cells)])
+    return [speedup, seconds]
+
+
+def _speedup_cell(forms: dict[str, dict[str, Any]]) -> str:
+    naive, dual = forms.get("naive"), forms.get("dual")
+    if naive is None or dual is None:
+        return "-"
+    if naive["seconds"] is None or dual["seconds"] is None:
+        return "skipped"
+    return f"{naive['seconds'] / dual['seconds']:.1f}x"

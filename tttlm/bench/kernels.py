@@ -457,7 +457,7 @@ def _bench_kernels(args: Any) -> int:
         dtype=dtype,
     )
     print_table(records)
-    write_records("kernels", records_to_json(records), args.json)
+    write_records("kernels", records_to_json(records), args.json, args.argv)
     plot(records, args.png)
     print(f"wrote {len(records)} records to {args.json} and the figure to {args.png}")
     return 0

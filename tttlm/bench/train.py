@@ -1,21 +1,24 @@
 """``tttlm bench train``: training throughput (tokens/s) and peak memory of registry models on this machine.
 
 Each (arch, size) runs in a fresh process, so its peak resident memory is its own: a few AdamW steps
-(forward + backward + update) on random token ids of ``seq_len``, timed after one warm-up step.
+(forward + backward + update) on random token ids of ``seq_len``, timed after one warm-up step. FLOPs per token are
+analytical: 3 × the forward's (``tttlm.bench.flops.train_flops_per_token``), so ``gflop_per_s`` is the rate the
+step achieved.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
+
+from tttlm.bench.cases import in_fresh_process
+from tttlm.bench.tables import Record, TextTable, fmt, si
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,13 @@ class TrainRecord:
     peak_rss_mb: float
     steps: int
     threads: int
+    flops_per_token: float | None
+    gflop_per_s: float | None
 
 
 def _measure(arch: str, size: str, seq_len: int, batch: int, steps: int, threads: int) -> dict[str, object]:
     """Runs in a child process: build, train ``1 + steps`` steps, return the record as a dict."""
+    from tttlm.bench.flops import has_flop_formula, train_flops_per_token
     from tttlm.models import build
 
     if threads:
@@ -55,9 +61,11 @@ def _measure(arch: str, size: str, seq_len: int, batch: int, steps: int, threads
         if step:  # the first step pays for allocations and lazy initialisation
             samples.append(time.perf_counter() - start)
     seconds = statistics.median(samples)
+    flops = train_flops_per_token(model.config, seq_len) if has_flop_formula(model.config) else None
     record = TrainRecord(
         arch, size, sum(p.numel() for p in model.parameters()), seq_len, batch, batch * seq_len / seconds, seconds,
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, steps, torch.get_num_threads(),
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, steps, torch.get_num_threads(), flops,
+        None if flops is None else flops * batch * seq_len / seconds / 1e9,
     )  # fmt: skip
     return asdict(record)
 
@@ -74,23 +82,29 @@ def run_train_bench(
     """Measure every (size, arch), each in its own spawned process unless ``fresh_process`` is False (then the
     peak memory is the running process's so far)."""
     cases = [(arch, size, seq_len, batch, steps, threads) for size in sizes for arch in archs]
-    if not fresh_process:
-        return [TrainRecord(**_measure(*case)) for case in cases]
-    records = []
-    for case in cases:
-        # a new one-process pool per case (a pool with maxtasksperchild=1 deadlocked on its replacement worker)
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            records.append(TrainRecord(**pool.apply(_measure, case)))
-    return records
+    run = _measure if not fresh_process else lambda *case: in_fresh_process(_measure, *case)
+    return [TrainRecord(**run(*case)) for case in cases]
 
 
-def print_table(records: Sequence[TrainRecord], console: Console | None = None) -> None:
-    table = Table(title="Training throughput (forward + backward + AdamW), median step")
-    for col in ("arch", "size", "params", "seq x batch", "tokens/s", "s/step", "peak RSS MB"):
-        table.add_column(col, justify="left" if col in ("arch", "size") else "right")
+def tables(records: Sequence[Record]) -> list[TextTable]:
+    """One row per (arch, size): parameters, tokens/s, seconds per step, peak RSS, FLOPs/token, GFLOP/s."""
+    headers = ["arch", "size", "params", "seq x batch", "tokens/s", "s/step", "peak RSS MB", "FLOPs/token", "GFLOP/s"]
+    table = TextTable("Training throughput (forward + backward + AdamW), median step", headers, left=2)
     for r in records:
-        table.add_row(
-            r.arch, r.size, f"{r.parameters / 1e6:.1f}M", f"{r.seq_len} x {r.batch}", f"{r.tokens_per_s:,.0f}",
-            f"{r.seconds_per_step:.3f}", f"{r.peak_rss_mb:,.0f}",
-        )  # fmt: skip
-    (console or Console()).print(table)
+        table.rows.append([
+            r["arch"], r["size"], f"{r['parameters'] / 1e6:.1f}M", f"{r['seq_len']} x {r['batch']}",
+            f"{r['tokens_per_s']:,.0f}", f"{r['seconds_per_step']:.3g}", f"{r['peak_rss_mb']:,.0f}",
+            si(r.get("flops_per_token")), fmt(r.get("gflop_per_s")),
+        ])  # fmt: skip
+    return [table]
+
+
+def plot(records: Sequence[Record], path: Path) -> None:
+    """Bars of training tokens/s per arch, grouped by size (log scale)."""
+    from tttlm.bench.plots import plot_bars
+
+    groups: dict[str, dict[str, float]] = {}
+    for r in records:
+        groups.setdefault(r["size"], {})[r["arch"]] = r["tokens_per_s"]
+    seq = records[0]["seq_len"] if records else "?"
+    plot_bars(groups, path, f"tttlm bench train: tokens/s at {seq} tokens per sequence", "tokens / s")

@@ -21,7 +21,9 @@ def causal_depthwise_conv(
         state = x.new_zeros(x.shape[0], kernel - 1, x.shape[2])
     stream = torch.cat([state, x], dim=1)  # (B, K−1+T, C)
     y = F.conv1d(stream.transpose(1, 2), weight.unsqueeze(1), bias, groups=x.shape[2]).transpose(1, 2)
-    return y, stream[:, stream.shape[1] - (kernel - 1) :]
+    # a copy, not a view: a view would keep the whole (B, K−1+T, C) stream of the call alive in the cache
+    # (measured: 3 MiB per tiny Gated DeltaNet cache after 2048-token prefill chunks, ~230 MB at 125m)
+    return y, stream[:, stream.shape[1] - (kernel - 1) :].clone()
 
 
 class CausalConv(nn.Module):

@@ -53,7 +53,9 @@ def prefill(model: PreTrainedModel, input_ids: Tensor, chunk_size: int, *, token
     cache, losses, last = None, [], None
     for start in range(0, seq, step):
         end = min(start + step, seq)
-        out = model(input_ids[:, start:end], past_key_values=cache, use_cache=True)
+        # without per-token losses only the last position's logits are needed: skip the LM head elsewhere
+        keep = {} if token_loss else {"logits_to_keep": 1}
+        out = model(input_ids[:, start:end], past_key_values=cache, use_cache=True, **keep)
         cache = out.past_key_values
         logits = out.logits.float()
         last = logits[:, -1].clone()  # not a view that would keep the chunk's logits alive
