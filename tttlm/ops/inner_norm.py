@@ -56,12 +56,14 @@ def _jacobian_product(a: Tensor, x_hat: Tensor, inv_std: Tensor) -> Tensor:
     return (a - _row_mean(a) - x_hat * _row_mean(a * x_hat)) * inv_std
 
 
-def _layer_norm_backward_kernels(x: Tensor, slope: Tensor, offset: Tensor, eps: float) -> Tensor:
-    """``layer_norm_backward``'s value from ATen's LayerNorm forward and backward kernels (not differentiable)."""
+def _layer_norm_backward_kernels(x: Tensor, slope: Tensor, offset: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``layer_norm_backward``'s value from ATen's LayerNorm forward and backward kernels (not differentiable),
+    with the x̂ and 1/σ they computed on the way."""
     x_hat, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
     grad_x_hat = torch.addcmul(offset, slope, x_hat)
     mask = [True, False, False]  # only the input's gradient: no affine weights are given
-    return torch.ops.aten.native_layer_norm_backward(grad_x_hat, x, x.shape[-1:], mean, rstd, None, None, mask)[0]
+    out = torch.ops.aten.native_layer_norm_backward(grad_x_hat, x, x.shape[-1:], mean, rstd, None, None, mask)[0]
+    return out, x_hat, rstd
 
 
 class _LayerNormBackward(torch.autograd.Function):
@@ -81,15 +83,16 @@ class _LayerNormBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, slope: Tensor, offset: Tensor, eps: float) -> Tensor:  # type: ignore[override]
-        out = _layer_norm_backward_kernels(x, slope, offset, eps)
+        out, x_hat, inv_std = _layer_norm_backward_kernels(x, slope, offset, eps)
         ctx.eps = eps
-        ctx.save_for_backward(x, slope, offset, out)
+        ctx.save_for_backward(x, slope, offset, out, x_hat, inv_std)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, slope, offset, out = ctx.saved_tensors
-        x_hat, inv_std = _normalise(x, ctx.eps)
+        x, slope, offset, out, x_hat, inv_std = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: x̂ and 1/σ as functions of x, for the next derivative
+            x_hat, inv_std = _normalise(x, ctx.eps)
         w = _jacobian_product(grad, x_hat, inv_std)
         grad_x = None
         if ctx.needs_input_grad[0]:
@@ -116,7 +119,7 @@ def layer_norm_backward(x: Tensor, slope: Tensor, offset: Tensor, eps: float) ->
     """
     if torch.is_grad_enabled() and (x.requires_grad or slope.requires_grad or offset.requires_grad):
         return _LayerNormBackward.apply(x, slope, offset, eps)
-    return _layer_norm_backward_kernels(x, slope, offset, eps)  # the same kernels without the Function's overhead
+    return _layer_norm_backward_kernels(x, slope, offset, eps)[0]  # the same kernels without the Function's overhead
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
