@@ -29,10 +29,11 @@ import torch
 
 triton = pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[test]' brings it)")
 
-from ttt_testing import TTTInputs, Variant, assert_rel_close, make_inputs  # noqa: E402
+from ttt_testing import TTTInputs, Variant, assert_rel_close, make_inputs, state_as_leaves  # noqa: E402
 
 from tttlm.layers import TTTMLP, TTTLinear  # noqa: E402
 from tttlm.ops import TTTState, kernel_forms, ttt_linear  # noqa: E402
+from tttlm.ops.ttt_mlp import triton as mlp_triton  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if not INTERPRET and not torch.cuda.is_available():
@@ -99,13 +100,16 @@ def run_with_grads(
         z1, mid = leaves.run(form, stop=split)
         z2, state = leaves.run(form, start=split, initial_state=mid)
         outputs = [torch.cat([z1, z2], dim=1)]  # the same cotangent as for one call
-    gen = torch.Generator().manual_seed(1)
-    loss = sum(
-        (t.double() * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)).sum()
-        for t in (*outputs, *state.weights, *state.grad_sums)
-    )
-    loss.backward()
+    random_projection([*outputs, *state.weights, *state.grad_sums]).backward()
     return outputs, state, {name: t.grad for name, t in leaves.named_tensors().items()}
+
+
+def random_projection(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A scalar loss: the sum of each tensor times fixed random cotangents (the same for every form)."""
+    gen = torch.Generator().manual_seed(1)
+    return sum(
+        (t.double() * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)).sum() for t in tensors
+    )
 
 
 def rel_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, msg: str = "") -> None:
@@ -194,6 +198,64 @@ def test_continuation_from_initial_state(op: str, split: int) -> None:
     assert_states_close(state, state_ref, FP32_TOL)
     for name, grad in grads.items():
         rel_close(grad, grads_ref[name], FP32_TOL, msg=f"d/d{name}")
+
+
+# ------------------------------------------------------------------------------------- TTT-MLP backward kernel
+
+
+@pytest.fixture
+def mlp_backward_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the launches of TTT-MLP's backward kernel (so that a test fails if its gradients came another way)."""
+    calls: list[int] = []
+    launch = mlp_triton._backward
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return launch(*args)
+
+    monkeypatch.setattr(mlp_triton, "_backward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
+@pytest.mark.parametrize(("batch", "seq", "d"), [(1, 16, 16), (2, 19, 32)], ids=["B1-T16-d16", "B2-T19-d32"])
+def test_mlp_backward_kernel(ln: bool, batch: int, seq: int, d: int, mlp_backward_calls: list[int]) -> None:
+    """``_mlp_bwd_kernel``'s ∂/∂ every input (q, k, v, lr, W1, b1, W2, b2, the inner LayerNorm, token_offset)
+    equal the dual form's: two whole mini-batches of 8, and two plus a partial third (the last stays open, so
+    the cotangents of the returned sums enter too). 2 heads, h = 4d."""
+    inputs = make_inputs(Variant("mlp", ln=ln), batch=batch, seq=seq, dim=d, mini_batch_size=8, seed=seq + d)
+    _, _, grads_ref = run_with_grads(inputs, "dual")
+    _, _, grads = run_with_grads(cast(inputs, torch.float32), "triton")
+    assert mlp_backward_calls == [1]
+    assert grads.keys() == grads_ref.keys()
+    for name, grad in grads.items():
+        rel_close(grad, grads_ref[name], FP32_TOL, msg=f"d/d{name}")
+
+
+@pytest.mark.parametrize("ln", [True, False], ids=["ln", "noln"])
+@pytest.mark.parametrize("seq", [13, 4], ids=["to-boundary", "inside-first-mb"])
+def test_mlp_backward_kernel_from_open_state(ln: bool, seq: int, mlp_backward_calls: list[int]) -> None:
+    """Starting 3 tokens into a mini-batch (an initial state with pending sums): ∂/∂ the initial weights, the
+    pending sums and every input equal the dual form's; the call ends at a boundary (3 + 13 = 16) or inside the
+    mini-batch it started in (3 + 4 = 7: the first mini-batch is also the open last one)."""
+    position = 3
+    inputs = make_inputs(Variant("mlp", ln=ln), seq=position + seq, dim=16, mini_batch_size=8, seed=seq)
+    _, state = inputs.run("dual", stop=position)
+    grads = {}
+    for form, dtype in (("dual", torch.float64), ("triton", torch.float32)):
+        leaves = cast(inputs, dtype).as_leaves()
+        weights, sums = (tuple(t.to(DEVICE, dtype) for t in ts) for ts in (state.weights, state.grad_sums))
+        initial = state_as_leaves(TTTState(weights, sums, position))
+        z, final = leaves.run(form, start=position, initial_state=initial)
+        random_projection([z, *final.weights, *final.grad_sums]).backward()
+        # the op's initial-weight parameters are not read when an initial state is given
+        named = {name: t for name, t in leaves.named_tensors().items() if not name.startswith(("weight", "bias"))}
+        named |= {f"W{i}": w for i, w in enumerate(initial.weights)}
+        named |= {f"S{i}": g for i, g in enumerate(initial.grad_sums)}
+        grads[form] = {name: t.grad for name, t in named.items()}
+    assert mlp_backward_calls == [1]
+    for name, grad in grads["triton"].items():
+        rel_close(grad, grads["dual"][name], FP32_TOL, msg=f"d/d{name}")
 
 
 # ------------------------------------------------------------------------------------------------- half inputs

@@ -76,6 +76,12 @@ def cases(d: int, io: str) -> list[tuple[str, object, dict[str, object], dict[st
             mlp_setup,
         ),
         (
+            "mlp bwd",
+            mlp._mlp_bwd_kernel,
+            {**common, "HID": hidden, "BH": mlp.hidden_block(hidden, d)},
+            {**mlp_setup, "num_stages": 1},
+        ),
+        (
             "mlp step",
             mlp._mlp_step_kernel,
             {"D": d, "HID": hidden, "BH": mlp.hidden_block(hidden, d), "HAS_NORM": True, "PENDING": True}

@@ -1,5 +1,7 @@
-"""Shared pieces of the Triton TTT kernels: on-chip helpers (LayerNorm, its fused L2 gradient, tanh-GELU),
-launch settings, and the PyTorch backward that recomputes one mini-batch at a time.
+"""Shared pieces of the Triton TTT kernels: launch settings and the on-chip helpers both ops' kernels use
+(mini-batch tile addressing, tanh-GELU and its first two derivatives, LayerNorm, the fused LayerNorm-L2
+gradient, the dual form's η matrix) together with the adjoints their backward kernels share (output LayerNorm +
+residual, the LayerNorm-L2 gradient, η).
 
 Imported only by ``tttlm/ops/ttt_linear/triton.py`` and ``tttlm/ops/ttt_mlp/triton.py``, which are themselves
 imported lazily (``tttlm.ops.kernel_forms``): ``import tttlm`` works without triton.
@@ -18,9 +20,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
-from tttlm.ops.inner_norm import layer_norm
-from tttlm.ops.scan import ChunkFn
 
 # Triton decorates kernels for the interpreter or for the GPU when they are defined (at import of this module).
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -82,11 +81,33 @@ def num_minibatches(seq: int, position: int, mini_batch_size: int) -> int:
 
 
 @triton.jit
+def minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB: tl.constexpr, D: tl.constexpr):
+    """Where mini-batch ``m``'s [BB, D] tile of a (B, T, H, D) tensor lies, for the program of (batch, head hi).
+
+    The stream starts at position P0 inside mini-batch 0. Returns (valid [BB]: rows inside the mini-batch and
+    the stream, tok [BB]: (batch, t, head) indices (the offsets into (B, T, H) tensors), offsets [BB, D])."""
+    t = m * MB - P0 + rows
+    valid = (rows < MB) & (t >= 0) & (t < T)
+    tok = (seq0 + t) * H + hi
+    return valid, tok, tok[:, None] * D + cols[None, :]
+
+
+@triton.jit
+def load_tile(ptr, offs, valid):
+    """A [BB, D] tile in float32; rows outside the stream are zeros."""
+    return tl.load(ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def tanh(x):
     """tanh from one exp, without overflow (exp of a non-positive argument)."""
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x >= 0, t, -t)
+
+
+# tanh-GELU: gelu(x) = ½ x (1 + tanh u), u = c (x + a x³), c = sqrt(2/π), a = 0.044715; u' = c (1 + 3a x²)
+# (0.134145 = 3a; 0.10703222440890037 = 3ac, from u'' = 6ac x).
 
 
 @triton.jit
@@ -96,8 +117,17 @@ def gelu_tanh(x):
 
 @triton.jit
 def gelu_tanh_grad(x):
+    """gelu' = ½ (1 + t) + ½ x (1 − t²) u', t = tanh u."""
     t = tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * x * x)
+
+
+@triton.jit
+def gelu_tanh_grad2(x):
+    """gelu'' = (1 − t²) (u' + 3ac x² − x t u'²): differentiating ½ (1 + t) and ½ x (1 − t²) u' once more."""
+    t = tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+    du = 0.7978845608028654 * (1.0 + 0.134145 * x * x)
+    return (1.0 - t * t) * (du + 0.10703222440890037 * x * x - x * t * du * du)
 
 
 @triton.jit
@@ -111,16 +141,48 @@ def normalize_rows(x, D: tl.constexpr, eps):
 
 @triton.jit
 def project_rows(u, x_hat, D: tl.constexpr):
-    """``u − mean(u) − x̂ mean(u x̂)`` per row: the LayerNorm backward without its 1/σ factor."""
+    """``u − mean(u) − x̂ mean(u x̂)`` per row: the LayerNorm backward without its 1/σ factor (a symmetric map)."""
     return u - (tl.sum(u, axis=1) / D)[:, None] - x_hat * (tl.sum(u * x_hat, axis=1) / D)[:, None]
+
+
+@triton.jit
+def ln_l2_grad_parts(x, target, gamma, beta, D: tl.constexpr, eps):
+    """Gradient G of ½‖LN(x) − target‖² w.r.t. x, per row, with what its adjoint needs.
+
+    G = P(ĝ) / σ with ĝ = r γ, r = γ x̂ + β − target and P = ``project_rows``. x, target: [R, D];
+    gamma, beta: [D]. Returns (G, x̂, 1/σ, r, P(ĝ))."""
+    x_hat, inv_std = normalize_rows(x, D, eps)
+    resid = gamma[None, :] * x_hat + beta[None, :] - target
+    proj = project_rows(resid * gamma[None, :], x_hat, D)
+    return proj * inv_std[:, None], x_hat, inv_std, resid, proj
 
 
 @triton.jit
 def ln_l2_grad(x, target, gamma, beta, D: tl.constexpr, eps):
     """Gradient of ½‖LN(x) − target‖² w.r.t. x, per row; gamma, beta: [D]."""
-    x_hat, inv_std = normalize_rows(x, D, eps)
-    grad_x_hat = (gamma[None, :] * x_hat + beta[None, :] - target) * gamma[None, :]
-    return project_rows(grad_x_hat, x_hat, D) * inv_std[:, None]
+    grad, _, _, _, _ = ln_l2_grad_parts(x, target, gamma, beta, D, eps)
+    return grad
+
+
+@triton.jit
+def ln_l2_grad_backward(dG, x_hat, inv_std, resid, proj, gamma, D: tl.constexpr):
+    """Adjoint of ``ln_l2_grad_parts`` for the cotangent dG [R, D] of G, from its saved (x̂, 1/σ, r, P(ĝ)).
+
+    G = P_x̂(ĝ)/σ depends on x through x̂ (in ĝ = (γ x̂ + β − target) γ and in the projection P_x̂ itself) and
+    through 1/σ; a cotangent of x̂ reaches x through the LayerNorm backward P_x̂(·)/σ. Returns
+    (∂/∂x [R, D], ∂/∂target [R, D], ∂/∂γ [D], ∂/∂β [D]), the last two summed over rows."""
+    g_hat = resid * gamma[None, :]
+    d_g_hat = project_rows(dG, x_hat, D) * inv_std[:, None]  # P is symmetric
+    mean_gx = tl.sum(g_hat * x_hat, axis=1) / D
+    mean_dgx = tl.sum(dG * x_hat, axis=1) / D
+    d_x_hat = (
+        d_g_hat * (gamma * gamma)[None, :] - (inv_std * mean_gx)[:, None] * dG - (inv_std * mean_dgx)[:, None] * g_hat
+    )
+    d_inv_std = tl.sum(dG * proj, axis=1)
+    dx = project_rows(d_x_hat, x_hat, D) * inv_std[:, None] - (inv_std * inv_std * d_inv_std / D)[:, None] * x_hat
+    d_gamma = tl.sum(d_g_hat * (resid + gamma[None, :] * x_hat), axis=0)
+    d_beta = tl.sum(d_g_hat * gamma[None, :], axis=0)
+    return dx, -d_g_hat * gamma[None, :], d_gamma, d_beta
 
 
 @triton.jit
@@ -131,91 +193,28 @@ def ln_residual(q, z, gamma, beta, D: tl.constexpr, eps):
 
 
 @triton.jit
+def ln_residual_backward(d_out, z, gamma, D: tl.constexpr, eps):
+    """Adjoint of ``ln_residual`` w.r.t. z for the cotangent d_out [R, D] (∂/∂q is d_out itself).
+
+    Returns (∂/∂z [R, D], ∂/∂γ [D], ∂/∂β [D]), the last two summed over rows."""
+    z_hat, inv_std = normalize_rows(z, D, eps)
+    dz = project_rows(d_out * gamma[None, :], z_hat, D) * inv_std[:, None]
+    return dz, tl.sum(d_out * z_hat, axis=0), tl.sum(d_out, axis=0)
+
+
+@triton.jit
 def tril_mask(rows):
     return rows[:, None] >= rows[None, :]
 
 
-# -------------------------------------------------------------------------- backward by per-mini-batch recompute
+@triton.jit
+def eta(A, scale, lr, tril):
+    """The dual form's η ⊙ A: ``tril(scale_i A_ij lr_j)`` [BB, BB]; scale, lr: [BB]."""
+    return tl.where(tril, scale[:, None] * A * lr[None, :], 0.0)
 
 
-def recompute_backward(
-    chunk_fn: ChunkFn,
-    inputs: tuple[Tensor, Tensor, Tensor, Tensor],
-    scale: Tensor,
-    norm: tuple[Tensor, Tensor] | None,
-    checkpoints: tuple[Tensor, ...],
-    pending: tuple[Tensor, ...] | None,
-    position: int,
-    mini_batch_size: int,
-    eps: float,
-    grad_z: Tensor,
-    grad_weights: tuple[Tensor, ...],
-    grad_sums: tuple[Tensor, ...],
-) -> tuple[list[Tensor], Tensor, tuple[Tensor, Tensor] | None, tuple[Tensor, ...], tuple[Tensor, ...] | None]:
-    """Backward of a whole-sequence TTT op from the per-mini-batch states its forward saved.
-
-    Walks the mini-batches last to first; each is recomputed in PyTorch (``chunk_fn``, float32, the dual form)
-    from its saved start state and differentiated on its own, so at most one mini-batch's autograd graph is
-    alive at a time.
-
-    inputs: (q, k, v, lr) as given to the op, (B, T, H, d) and (B, T, H). scale: (b,) float32 step scales.
-    norm: float32 (ln_weight, ln_bias) (H, d) or None. checkpoints: per inner weight, float32
-    (B, H, n_mb, *shape) — the state at the start of each mini-batch (vectors stored as (B, H, n_mb, 1, dim)).
-    pending: float32 sums of the mini-batch opened by an earlier call (None when position == 0).
-    grad_z: ∂L/∂z (B, T, H, d); grad_weights / grad_sums: ∂L/∂ the returned final state.
-
-    Returns ([dq, dk, dv, dlr] in float32, dscale, (dln_weight, dln_bias) or None, ∂L/∂ initial weights,
-    ∂L/∂ initial pending sums or None).
-    """
-    seq = inputs[0].shape[1]
-    grads_in = [torch.zeros(x.shape, dtype=torch.float32, device=x.device) for x in inputs]
-    d_scale = torch.zeros_like(scale)
-    d_norm = None if norm is None else [torch.zeros_like(norm[0]), torch.zeros_like(norm[1])]
-    carry = tuple(g.to(torch.float32) for g in grad_weights)
-    d_pending = None
-    n_mb = checkpoints[0].shape[2]
-    for m in reversed(range(n_mb)):
-        start, end = max(0, m * mini_batch_size - position), min(seq, (m + 1) * mini_batch_size - position)
-        first = position if m == 0 else 0
-        close = (m + 1) * mini_batch_size <= position + seq
-        chunk = [x[:, start:end].transpose(1, 2).to(torch.float32).detach().requires_grad_() for x in inputs]
-        weights = tuple(c[:, :, m].detach().requires_grad_() for c in checkpoints)
-        pend = None
-        if m == 0 and pending is not None:
-            pend = tuple(p.detach().requires_grad_() for p in pending)
-        scale_leaf = scale.detach().requires_grad_()
-        norm_leaves = None if norm is None else tuple(n.detach().requires_grad_() for n in norm)
-        with torch.enable_grad():
-            chunk_norm = None if norm_leaves is None else (norm_leaves[0].unsqueeze(1), norm_leaves[1].unsqueeze(1))
-            n = end - start
-            z, new_weights, new_sums = chunk_fn(
-                *chunk, scale_leaf[first : first + n], weights, pend, close, chunk_norm, eps
-            )
-            if chunk_norm is not None:
-                z = chunk[0] + layer_norm(z, chunk_norm[0], chunk_norm[1], eps)
-        outputs, out_grads = [z], [grad_z[:, start:end].transpose(1, 2).to(torch.float32)]
-        if close:
-            outputs += list(new_weights)
-            out_grads += list(carry)
-        else:  # only the last mini-batch can be open: its weights pass through, its sums are returned
-            outputs += list(new_sums)
-            out_grads += [g.to(torch.float32) for g in grad_sums]
-        leaves = [*chunk, *weights, *(pend or ()), scale_leaf, *(norm_leaves or ())]
-        grads = torch.autograd.grad(outputs, leaves, out_grads, allow_unused=True)
-        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves, strict=True)]
-        for full, g in zip(grads_in, grads[:4], strict=True):
-            full[:, start:end] = g.transpose(1, 2)
-        i = 4
-        new_carry = grads[i : i + len(weights)]
-        if not close:
-            new_carry = [g + c for g, c in zip(new_carry, carry, strict=True)]
-        carry = tuple(new_carry)
-        i += len(weights)
-        if pend is not None:
-            d_pending = tuple(grads[i : i + len(pend)])
-            i += len(pend)
-        d_scale += grads[i]
-        if d_norm is not None:
-            d_norm[0] += grads[i + 1]
-            d_norm[1] += grads[i + 2]
-    return grads_in, d_scale, None if d_norm is None else (d_norm[0], d_norm[1]), carry, d_pending
+@triton.jit
+def eta_backward(dE, A, scale, lr):
+    """Adjoint of ``eta`` for a cotangent dE already zero above the diagonal: (∂/∂A, ∂/∂scale, ∂/∂lr)."""
+    dEA = dE * A
+    return dE * scale[:, None] * lr[None, :], tl.sum(dEA * lr[None, :], axis=1), tl.sum(dEA * scale[:, None], axis=0)

@@ -29,14 +29,19 @@ from tttlm.ops.state import TTTState
 from tttlm.ops.triton_common import (
     check_launchable,
     dot_precision,
+    eta,
+    eta_backward,
     fp32,
     ln_l2_grad,
+    ln_l2_grad_backward,
+    ln_l2_grad_parts,
     ln_residual,
+    ln_residual_backward,
+    load_tile,
+    minibatch_tile,
     needs_grad,
-    normalize_rows,
     num_minibatches,
     num_warps,
-    project_rows,
     row_block,
     tril_mask,
 )
@@ -97,13 +102,10 @@ def _linear_fwd_kernel(
     tril = tril_mask(rows)
     seq0 = bi.to(tl.int64) * T
     for m in range(NM):
-        t = m * MB - P0 + rows
-        valid = (rows < MB) & (t >= 0) & (t < T)
-        tok = (seq0 + t) * H + hi
-        offs = tok[:, None] * D + cols[None, :]
-        Q = tl.load(q_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        K = tl.load(k_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        V = tl.load(v_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
+        valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB, D)
+        Q = load_tile(q_ptr, offs, valid)
+        K = load_tile(k_ptr, offs, valid)
+        V = load_tile(v_ptr, offs, valid)
         lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
         if SAVE:
             tl.store(ckw_ptr + (pid.to(tl.int64) * NM + m) * D * D + mat, W)
@@ -117,7 +119,7 @@ def _linear_fwd_kernel(
         A = tl.dot(Q, tl.trans(K), input_precision=PREC)
         if HAS_BIAS:
             A = A + 1.0
-        E = tl.where(tril, scale[:, None] * A * lr[None, :], 0.0)
+        E = eta(A, scale, lr, tril)
         Z = tl.dot(Q, W, input_precision=PREC) + bias[None, :] - tl.dot(E, G, input_precision=PREC)
         L = lr[:, None] * G
         SW = tl.dot(tl.trans(K), L, input_precision=PREC)
@@ -214,14 +216,11 @@ def _linear_bwd_kernel(
     dbeta = tl.zeros([D], tl.float32)
     for i in range(NM):
         m = NM - 1 - i
-        t = m * MB - P0 + rows
-        valid = (rows < MB) & (t >= 0) & (t < T)
-        tok = (seq0 + t) * H + hi
-        offs = tok[:, None] * D + cols[None, :]
-        Q = tl.load(q_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        K = tl.load(k_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        V = tl.load(v_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        dO = tl.load(do_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
+        valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB, D)
+        Q = load_tile(q_ptr, offs, valid)
+        K = load_tile(k_ptr, offs, valid)
+        V = load_tile(v_ptr, offs, valid)
+        dO = load_tile(do_ptr, offs, valid)
         lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
         W = tl.load(ckw_ptr + (pid.to(tl.int64) * NM + m) * D * D + mat)
         bias = tl.zeros([D], tl.float32)
@@ -233,18 +232,13 @@ def _linear_bwd_kernel(
         # recompute the mini-batch's forward
         Zk = tl.dot(K, W, input_precision=PREC) + bias[None, :]
         if HAS_NORM:
-            xh, rstd = normalize_rows(Zk, D, eps)
-            target = V - K
-            y = gamma[None, :] * xh + beta[None, :]
-            gh = (y - target) * gamma[None, :]
-            Pg = project_rows(gh, xh, D)
-            G = Pg * rstd[:, None]
+            G, xh, rstd, resid, proj = ln_l2_grad_parts(Zk, V - K, gamma, beta, D, eps)
         else:
             G = Zk - V
         A = tl.dot(Q, tl.trans(K), input_precision=PREC)
         if HAS_BIAS:
             A = A + 1.0
-        E = tl.where(tril, scale[:, None] * A * lr[None, :], 0.0)
+        E = eta(A, scale, lr, tril)
         Z = tl.dot(Q, W, input_precision=PREC) + bias[None, :] - tl.dot(E, G, input_precision=PREC)
         if pending:
             Z = Z - scale[:, None] * tl.dot(Q, tl.load(sw_in_ptr + sbase + mat), input_precision=PREC)
@@ -273,10 +267,9 @@ def _linear_bwd_kernel(
 
         # output LayerNorm + residual
         if HAS_NORM:
-            zh, rz = normalize_rows(Z, D, eps)
-            dgamma += tl.sum(dO * zh, axis=0)
-            dbeta += tl.sum(dO, axis=0)
-            dZ = project_rows(dO * gamma[None, :], zh, D) * rz[:, None]
+            dZ, dg, db_ = ln_residual_backward(dO, Z, gamma, D, eps)
+            dgamma += dg
+            dbeta += db_
             dQ = dO
         else:
             dZ = dO
@@ -307,25 +300,18 @@ def _linear_bwd_kernel(
                 dscale = dscale - tl.where(rows == MB - 1, dlast0, 0.0)
 
         # E = tril(scale_i A_ij lr_j), A = Q Kᵀ (+ 1)
-        dEA = dE * A
-        dscale += tl.sum(dEA * lr[None, :], axis=1)
-        dlr = tl.sum(dEA * scale[:, None], axis=0) + tl.sum(G * dL, axis=1)
-        dA = dE * scale[:, None] * lr[None, :]
+        dA, ds_, dlr = eta_backward(dE, A, scale, lr)
+        dscale += ds_
+        dlr += tl.sum(G * dL, axis=1)
         dQ += tl.dot(dA, K, input_precision=PREC)
         dK += tl.dot(tl.trans(dA), Q, input_precision=PREC)
 
         # G = LN-L2 gradient at Zk (target V − K)
         if HAS_NORM:
-            dgh = project_rows(dG, xh, D) * rstd[:, None]
-            mean_gx = tl.sum(gh * xh, axis=1) / D
-            mean_dgx = tl.sum(dG * xh, axis=1) / D
-            dxh = dgh * (gamma * gamma)[None, :] - (rstd * mean_gx)[:, None] * dG - (rstd * mean_dgx)[:, None] * gh
-            drstd = tl.sum(dG * Pg, axis=1)
-            dZk = project_rows(dxh, xh, D) * rstd[:, None] - (rstd * rstd * drstd / D)[:, None] * xh
-            dgamma += tl.sum(dgh * (y - target + gamma[None, :] * xh), axis=0)
-            dbeta += tl.sum(dgh * gamma[None, :], axis=0)
-            dV = -dgh * gamma[None, :]
-            dK += dgh * gamma[None, :]
+            dZk, dV, dg, db_ = ln_l2_grad_backward(dG, xh, rstd, resid, proj, gamma, D)
+            dgamma += dg
+            dbeta += db_
+            dK -= dV  # the target is V − K
         else:
             dZk = dG
             dV = -dG
