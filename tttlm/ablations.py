@@ -141,9 +141,7 @@ def _report(results: dict[str, Any], out: Path) -> Path:
         f"(batch 1, {setting['threads']} torch thread(s), median of 5 after a warm-up, measured in this run on "
         f"{setting['machine']['processor']}; load averages 1/5/15 min "
         f"{'/'.join(f'{x:.1f}' for x in setting['load_average'])}: the machine is shared, compare within the run)"
-        ".\n\n"
-        + "\n".join(sweep)
-        + "\n\n![perplexity vs forward time](minibatch.png)\n"
+        ".\n\n" + "\n".join(sweep) + "\n\n![perplexity vs forward time](minibatch.png)\n"
     )
     return report
 
