@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from baseline_testing import CASE_IDS, CASES, logits_in_pieces, make, random_ids, rel_err
 from transformers import LlamaForCausalLM, PreTrainedModel
 
-from tttlm.models import arch_of, load, prefill, supports_chunked_prefill
+from tttlm.models import arch_of, load, prefill
 
 # Cached vs uncached logits, float64 models. Our models and Llama compute the same sums in another order:
 # ~1e-15 measured, 1e-10 leaves room and still fails on any real state error (those show up at 1e-3 or more).
@@ -56,10 +56,6 @@ def test_token_by_token_decoding_equals_full_forward(arch: str, overrides: dict)
 def test_chunked_continuation_equals_full_forward(arch: str, overrides: dict) -> None:
     model = make(arch, **overrides)
     ids = random_ids(2, 19)
-    if not supports_chunked_prefill(model):
-        with pytest.raises(ValueError, match="cannot continue a cache"):
-            logits_in_pieces(model, ids, [5, 14])
-        return
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
     assert rel_err(logits_in_pieces(model, ids, [5, 1, 6, 7]), full) < _tol(arch)

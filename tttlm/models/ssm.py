@@ -2,9 +2,14 @@
 common call contract of the registry (``past_key_values`` in and out, like every other arch).
 
 transformers' Mamba classes take and return the cache as ``cache_params``; the subclasses here accept
-``past_key_values`` (and still ``cache_params``) and return a ``CausalLMOutputWithPast``. Their weights, maths and
-pure-PyTorch CPU paths (used when ``mamba_ssm`` / ``causal_conv1d`` are absent) are the library's, unchanged; the
-state dict keys are those of the library classes, so a checkpoint loads into either.
+``past_key_values`` (and still ``cache_params``) and return a ``CausalLMOutputWithPast``. Their weights and maths are
+the library's; the state dict keys are those of the library classes, so a checkpoint loads into either.
+
+Mamba-1's mixer runs our scan (``SelectiveScanMixer``, ``tttlm.layers.selective_scan``) instead of the library's
+pure-PyTorch fallback, which is used whenever ``mamba_ssm`` is absent (always on CPU) and has two flaws: its backward
+is quadratic in T (245 s per training step at tiny, 8 × 1024 tokens), and it starts every multi-token call from a zero
+state, so a cache could only be continued one token at a time. Mamba-2's mixer is the library's (its chunked scan
+continues a cache and is linear).
 
 Each gets its own config subclass and model type ("tttlm_mamba", "tttlm_mamba2") so that
 ``AutoModelForCausalLM.from_pretrained(dir)`` rebuilds the adapted class (registered on ``import tttlm``).
@@ -20,9 +25,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
-from transformers import DynamicCache, GenerationMixin, Mamba2Config, Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
+from transformers import (
+    Cache,
+    DynamicCache,
+    GenerationMixin,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
+)
+from transformers.integrations.accelerate import force_accelerate_hooks
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_padding_states
+
+from tttlm.layers.selective_scan import selective_scan
 
 
 class MambaLMConfig(MambaConfig):
@@ -57,12 +76,6 @@ def _adapted_forward(parent: type, model: Any, cache: Any, **kwargs: Any) -> Cau
     """``parent.forward`` with ``cache`` passed as ``cache_params`` and returned as ``past_key_values``."""
     tokens = kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
     seq = 0 if tokens is None else tokens.shape[1]
-    if not model.supports_chunked_prefill and isinstance(cache, SSMCache) and cache.seen_tokens and seq > 1:
-        raise ValueError(
-            f"{type(model).__name__}: transformers' Mamba scan starts every multi-token call from a zero state, so "
-            f"{seq} tokens cannot continue a cache that has seen {cache.seen_tokens}; feed them one token at a time, "
-            "or the whole sequence in one call (tttlm.models.prefill does the latter)"
-        )
     return_dict = kwargs.pop("return_dict", None)
     return_dict = return_dict if return_dict is not None else model.config.return_dict
     use_cache = kwargs.get("use_cache")
@@ -87,12 +100,66 @@ def _prepare_inputs(model: Any, input_ids: Tensor, **kwargs: Any) -> dict[str, A
     return inputs
 
 
+class SelectiveScanMixer(MambaMixer):
+    """transformers' ``MambaMixer`` (same parameters, names and initialisation) running ``selective_scan``.
+
+    in_proj → causal depthwise conv → x_proj → dt_proj + softplus → scan → out_proj, as the library's mixer, except
+    that the scan is linear in T forward and backward, and that with a cache every call (one token or many) continues
+    the cached conv and SSM states. The scan runs in float32 at least (float64 for a float64 model; the library rounds
+    A, B, x, D and the dt bias to float32 even there). The library's kernel switches (``use_mambapy``,
+    ``use_associative_scan``, the mamba-ssm/causal-conv1d kernels) do not apply.
+    """
+
+    # dt_proj's weight is used directly, not through the module: fire its offloading hooks like the library does
+    @force_accelerate_hooks(["dt_proj"])
+    def forward(
+        self,
+        hidden_states: Tensor,
+        cache_params: Cache | None = None,
+        attention_mask: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """(batch, T, hidden) -> (batch, T, hidden); with ``cache_params`` (a transformers cache of Mamba layers),
+        starts from its conv and SSM states of this layer (if it has any) and updates them to the end of the input.
+
+        ``attention_mask`` (batch, T) zeroes padded positions before the projection and after the conv, as the
+        library's mixer does. ``kwargs`` (the library's signature) are not used.
+        """
+        seq, dtype = hidden_states.shape[1], hidden_states.dtype
+        scan_dtype = torch.promote_types(dtype, torch.float32)
+        state = None if cache_params is None else cache_params.get_recurrent_state(self.layer_idx)
+        hidden_states = apply_mask_to_padding_states(hidden_states, attention_mask)
+        x, gate = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, T) each
+        if cache_params is not None:
+            # the cached last conv inputs, then these: the conv sees its left context across calls
+            x = cache_params.update_conv_state(x, self.layer_idx, conv_kernel_size=self.conv_kernel_size)
+        width = x.shape[-1]
+        x = self.act(self.conv1d(x)[..., width - seq : width])  # conv1d pads both ends: keep the causal outputs
+        x = apply_mask_to_padding_states(x.transpose(1, 2), attention_mask)  # (batch, T, d_inner)
+        dt, B, C = self.x_proj(x).split([self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
+        # bias added in the scan's precision, as the library does: dt = softplus(bias + W dt_low) spans decades
+        dt = F.softplus(F.linear(dt, self.dt_proj.weight).to(scan_dtype) + self.dt_proj.bias.to(scan_dtype))
+        A = -torch.exp(self.A_log.to(scan_dtype))
+        y, state = selective_scan(
+            x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), self.D, gate, state
+        )
+        if cache_params is not None:
+            cache_params.update_recurrent_state(state, self.layer_idx)
+        return self.out_proj(y.transpose(1, 2).to(dtype))
+
+
 class SelectiveScanForCausalLM(MambaForCausalLM):
-    """transformers ``MambaForCausalLM`` (Mamba-1, selective scan) with ``past_key_values`` in and out."""
+    """transformers ``MambaForCausalLM`` (Mamba-1, selective scan) with ``past_key_values`` in and out, and our
+    ``SelectiveScanMixer`` in every layer."""
 
     config_class = MambaLMConfig
-    # the library's pure-PyTorch scan starts multi-token calls from a zero state (see registry.prefill)
-    supports_chunked_prefill = False
+
+    def __init__(self, config: MambaLMConfig) -> None:
+        super().__init__(config)
+        for layer in self.backbone.layers:
+            # the library built and initialised each mixer; only its forward changes, so it keeps its parameters,
+            # init flags and hooks by changing class (SelectiveScanMixer adds no state) rather than being rebuilt
+            layer.mixer.__class__ = SelectiveScanMixer
 
     def forward(
         self,
@@ -130,7 +197,6 @@ class SSDForCausalLM(Mamba2ForCausalLM):
     """transformers ``Mamba2ForCausalLM`` (Mamba-2, state-space duality) with ``past_key_values`` in and out."""
 
     config_class = Mamba2LMConfig
-    supports_chunked_prefill = True
 
     def forward(
         self,

@@ -1,8 +1,8 @@
 """Streaming a long input through any registry model in chunks, carrying its cache (used by the evaluators).
 
-Archs whose cache continues multi-token calls exactly (all but mamba, see ``registry``) are fed ``chunk_size`` tokens
-per call, so memory is bounded by the chunk; per-token losses are computed chunk by chunk so the (T × vocab) logits
-are never held at once.
+Archs whose cache continues multi-token calls exactly (every registry arch) are fed ``chunk_size`` tokens per call,
+so memory is bounded by the chunk; per-token losses are computed chunk by chunk so the (T × vocab) logits are never
+held at once.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from transformers import PreTrainedModel
 
 
 def supports_chunked_prefill(model: PreTrainedModel) -> bool:
-    """Whether a multi-token forward call continues the model's cache exactly (see the table in ``registry``)."""
+    """Whether a multi-token forward call continues the model's cache exactly: True for every registry arch; a model
+    may say False (class attribute ``supports_chunked_prefill``) to be fed its input in one call."""
     return getattr(model, "supports_chunked_prefill", True)
 
 
@@ -40,9 +41,9 @@ class Prefill(NamedTuple):
 def prefill(model: PreTrainedModel, input_ids: Tensor, chunk_size: int, *, token_loss: bool = True) -> Prefill:
     """Stream ``input_ids`` (batch, T) through ``model`` in chunks of ``chunk_size`` tokens, carrying the cache.
 
-    Memory stays bounded by the chunk (logits are reduced to per-token losses chunk by chunk) for every arch whose
-    cache continues multi-token calls; models without that (``supports_chunked_prefill`` False: mamba) get the input
-    in one call, which is exact but needs memory for all T positions.
+    Memory stays bounded by the chunk (logits are reduced to per-token losses chunk by chunk) for every model whose
+    cache continues multi-token calls (all registry archs); a model without that (``supports_chunked_prefill``
+    False) gets the input in one call, which is exact but needs memory for all T positions.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
