@@ -160,3 +160,20 @@ def test_cli_models_help_and_bad_size(capsys: pytest.CaptureFixture[str]) -> Non
         main(["models", "--size", "7b"])
     assert info.value.code == 2
     assert "choose one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", EXPECTED_ARCHS)
+def test_every_arch_is_causal(arch: str) -> None:
+    """Changing token p changes no logit before p — also for the archs that learn at test time (the inner step of
+    TTT-E2E uses a mini-batch's next-token labels, i.e. the first token of the next mini-batch)."""
+    torch.manual_seed(0)
+    model = build(arch, "tiny").double().eval()
+    ids = torch.randint(0, model.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        for p in (7, 8, 16, 33):  # inside and at the edges of mini-batches (b = 8 for ttt-e2e, 16 for ttt-linear)
+            changed = ids.clone()
+            changed[0, p] = (changed[0, p] + 1) % model.config.vocab_size
+            other = model(input_ids=changed).logits
+            assert torch.equal(other[:, :p], logits[:, :p]), f"{arch}: token {p} changed earlier logits"
+            assert not torch.equal(other[:, p], logits[:, p])
