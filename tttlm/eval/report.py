@@ -95,14 +95,16 @@ def plot_by_position(
     plt = _pyplot()
     panels = 2 if deltas else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    # one colour per run in both panels (the delta panel has no line for the reference)
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate([*curves, *deltas])}
     for name, values in curves.items():
         x = np.arange(1, len(values) + 1)
-        axes[0, 0].plot(x, log_smooth(values), label=name)
+        axes[0, 0].plot(x, log_smooth(values), label=name, color=colours[name])
     axes[0, 0].set_ylabel("loss (nats, smoothed)")
     axes[0, 0].set_title("loss by token index")
     for name, values in deltas.items():
         x = np.arange(1, len(values) + 1)
-        axes[0, 1].plot(x, log_smooth(values), label=name)
+        axes[0, 1].plot(x, log_smooth(values), label=name, color=colours[name])
     if deltas:
         axes[0, 1].axhline(0, color="black", lw=0.8)
         axes[0, 1].set_ylabel(f"loss − loss of {ref} (smoothed)")
