@@ -129,7 +129,8 @@ def _report(results: dict[str, Any], out: Path) -> Path:
     report.write_text(
         "# Ablations of the first paper at the tiny budget\n\n"
         f"Every model: preset `tiny` (vocab {setting['vocab_size']}), trained on the default corpus for "
-        f"{setting['steps']} steps × 16 × {setting['seq_len']} tokens (the `tttlm demo` recipe, seed 0); "
+        f"{setting['steps']} steps × 16 × {setting['seq_len']} tokens (the `tttlm demo` recipe, "
+        f"seed {setting['seed']}); "
         "validation loss on held-out documents at the end of training.\n\n"
         "## From linear attention to TTT-Linear\n\n"
         "Each row adds one config switch to the row above (`tttlm.ablations.ladder`).\n\n"
@@ -154,6 +155,7 @@ def run_ablations(
     timing_seq_len: int = 2048,
     data_dir: Path | str | None = None,
     threads: int = 1,
+    seed: int = 0,
     say: Callable[[str], None] = print,
 ) -> Path:
     """Train the ladder and the mini-batch sweep (or continue/reuse their runs), time the sweep, write the report."""
@@ -172,13 +174,13 @@ def run_ablations(
         resume = bool(list_checkpoints(run_dir))
         say(f"[{i}/{len(variants)}] {variant.label} ({'continuing' if resume else 'training'}, {steps} steps)")
         config = demo_config("ttt-linear", run_dir, data, steps, seq_len, variant.overrides)
-        config["name"] = f"ablation-{variant.name}"
+        config["name"], config["seed"] = f"ablation-{variant.name}", seed
         runs[variant.name] = train(config_from_dict(config), resume=resume)
 
     torch.set_num_threads(threads)
     say(f"timing the forward pass of the mini-batch sweep ({timing_seq_len} tokens, {threads} thread(s))")
     summaries = {name: run_summary(run_dir) for name, run_dir in runs.items()}
-    setting = {"steps": steps, "seq_len": seq_len, "timing_seq_len": timing_seq_len, "threads": threads}
+    setting = {"steps": steps, "seq_len": seq_len, "timing_seq_len": timing_seq_len, "threads": threads, "seed": seed}
     setting["vocab_size"] = load(runs[rungs[0].name] / "model").config.vocab_size
     setting["machine"], setting["load_average"] = machine_info(), os.getloadavg()
     results: dict[str, Any] = {

@@ -106,7 +106,7 @@ def _ablations(args: argparse.Namespace) -> int:
 
     report = run_ablations(
         args.out, steps=args.steps, seq_len=args.seq_len, mini_batch_sizes=args.mini_batch_sizes,
-        timing_seq_len=args.timing_seq_len, data_dir=args.data, threads=args.threads,
+        timing_seq_len=args.timing_seq_len, data_dir=args.data, threads=args.threads, seed=args.seed,
     )  # fmt: skip
     print(f"report: {report}")
     return 0
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablations.add_argument("--mini-batch-sizes", type=_int_list, default=[1, 4, 16, 64], help="TTT-Linear b sweep")
     ablations.add_argument("--timing-seq-len", type=int, default=2048, help="tokens of the forward-time measurement")
     ablations.add_argument("--threads", type=int, default=1, help="torch threads for the timing")
+    ablations.add_argument("--seed", type=int, default=0, help="training seed of every model (another seed: --out)")
     ablations.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
     ablations.set_defaults(func=_ablations)
 
