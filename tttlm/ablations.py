@@ -101,6 +101,7 @@ def plot_minibatch(points: list[dict[str, Any]], path: Path) -> None:
         ax.annotate(f"b={p['mini_batch_size']}", (p["forward_ms_per_token"], p["val_ppl"]), textcoords="offset points",
                     xytext=(5, 5))  # fmt: skip
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap within one decade
     ax.set_xlabel("forward time per token (ms, log scale)")
     ax.set_ylabel("validation perplexity")
     ax.set_title("Mini-batch size b: perplexity vs forward time")
