@@ -55,28 +55,28 @@ def _matmuls(flops: Flops) -> int:
 def test_recurrent_archs_match_the_flop_counter(arch: str, overrides: dict[str, str]) -> None:
     torch.manual_seed(0)
     model = build(arch, "tiny", **overrides).eval()
-    ids = torch.randint(model.config.vocab_size, (1, 100))
-    # a prefill of 100 tokens (partial mini-batches and chunks), a continuation of 37, then one decode step; for
-    # mamba the prefill only (the formula is the selective scan's; how a step or a continuation is computed is an
-    # implementation choice of the mixer)
-    calls = [(100, 0)] if arch == "mamba" else [(100, 0), (37, 100), (1, 137)]
+    ids = torch.randint(model.config.vocab_size, (1, 72))
+    # a prefill of 72 tokens (a partial mini-batch of 16, a partial chunk of 64), a continuation of 25 starting
+    # inside a mini-batch, then one decode step; for mamba the prefill only (the formula is the selective scan's;
+    # how a step or a continuation is computed is an implementation choice of the mixer)
+    calls = [(72, 0)] if arch == "mamba" else [(72, 0), (25, 72), (1, 97)]
     cache = None
     for tokens, context in calls:
         counted, cache = _counted(model, ids[:, :tokens], cache)
         assert counted == pytest.approx(_matmuls(forward_flops(model.config, tokens, context)), rel=TOLERANCE)
 
 
-@pytest.mark.parametrize("arch", ["transformer", "swa"])
-def test_attention_matches_the_flop_counter(arch: str) -> None:
+@pytest.mark.parametrize(("arch", "overrides"), [("transformer", {}), ("swa", {"sliding_window": 8})])
+def test_attention_matches_the_flop_counter(arch: str, overrides: dict[str, int]) -> None:
     torch.manual_seed(0)
-    model = build(arch, "tiny").eval()
-    seq = 48  # within the tiny window (64): swa's prefill is one causal SDPA call, like the transformer's
-    ids = torch.randint(model.config.vocab_size, (1, 80))
+    model = build(arch, "tiny", **overrides).eval()
+    seq = 8  # within the window: swa's prefill is one causal SDPA call, like the transformer's
+    ids = torch.randint(model.config.vocab_size, (1, 12))
     counted, cache = _counted(model, ids[:, :seq])
     flops = forward_flops(model.config, seq)
     unmasked = flops.mixing * seq * seq // attention_pairs(0, seq)
     assert counted == flops.dense + flops.lm_head + unmasked
-    for _ in range(20):  # decode past the window (64): swa reads at most its window
+    for _ in range(3):  # decode past the window: swa reads at most its window
         counted, cache = _counted(model, ids[:, :1], cache)
         assert counted == _matmuls(forward_flops(model.config, 1, seq))
         seq += 1

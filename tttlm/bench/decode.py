@@ -4,7 +4,7 @@ A TTT or Mamba model's state has a fixed size (TTT: the inner weights, the open 
 states), so decoding one token costs the same after 1K or 32K tokens of context; attention reads a KV cache that
 grows with the context (sliding-window attention: up to its window). For every (arch, form, size) the model is
 built once; for each context a random prompt of that length is prefilled (``streaming.prefill``, in chunks where the
-arch's cache allows, mamba in one call), then ``warmup + tokens`` single-token steps are taken through the one call
+arch's cache allows, else in one call), then ``warmup + tokens`` single-token steps are taken through the one call
 contract ``model(input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)`` and the timed ones reported
 (median, min, max). The cache's size after the prompt and the analytical FLOPs of a step are recorded as well.
 """

@@ -138,7 +138,8 @@ def measure_case(case: Case, context: int, setting: PrefillSetting) -> PrefillRe
         model = build_case(case, device, setting.seed)
         ids = torch.randint(model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
         ids = ids.to(device)
-        # mamba cannot continue its cache with several tokens: streaming.prefill gives it the input in one call
+        # a model whose cache cannot continue a multi-token call gets the input in one call (as streaming.prefill
+        # would give it); the record says so with chunk_size None
         chunk = setting.chunk_size if setting.chunk_size and supports_chunked_prefill(model) else None
         reset_peak_memory(device)
         baseline = peak_memory_mb(device)
@@ -167,8 +168,8 @@ def run_prefill_bench(
     setting: PrefillSetting = PrefillSetting(),
     fresh_process: bool = True,
 ) -> list[PrefillRecord]:
-    """Measure every (size, arch, form, context) case, each in its own spawned process unless ``fresh_process``
-    is False (then CPU peak memory is the running process's high-water mark so far)."""
+    """Measure every (size, arch, form, context) case, each in a fresh process (``cases.in_fresh_process``) unless
+    ``fresh_process`` is False (then CPU peak memory is the running process's high-water mark so far)."""
     check_positive("contexts", contexts)
     if setting.chunk_size is not None:
         check_positive("chunk_size", [setting.chunk_size])
