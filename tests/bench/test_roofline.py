@@ -37,21 +37,26 @@ def test_flops_and_bytes_refuse_or_scale() -> None:
     assert roof.attainable(50.0) == 100.0
 
 
-def test_bench_roofline_writes_json_and_png(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+TINY = ["bench", "roofline", "--seqs", "16", "--mini-batch-sizes", "4,8", "--head-dims", "8", "--heads", "2"]
+TINY += ["--peak-sizes", "32,64", "--bandwidth-mb", "1", "--repeats", "1", "--warmup", "0"]
+
+
+@pytest.mark.parametrize("clock", ["cpu", "wall"])
+def test_bench_roofline_writes_json_and_png(tmp_path, capsys: pytest.CaptureFixture[str], clock: str) -> None:
     threads = torch.get_num_threads()
-    tiny = ["--seqs", "16", "--mini-batch-sizes", "4,8", "--head-dims", "8", "--heads", "2", "--peak-sizes", "32,64"]
-    tiny += ["--bandwidth-mb", "1", "--repeats", "1", "--warmup", "0"]
     json_path, png_path = tmp_path / "r.json", tmp_path / "r.png"
     try:
-        assert main(["bench", "roofline", *tiny, "--json", str(json_path), "--plot", str(png_path)]) == 0
+        assert main([*TINY, "--clock", clock, "--json", str(json_path), "--plot", str(png_path)]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert "matmul peak" in capsys.readouterr().out
+    assert "% of peak" in capsys.readouterr().out
     payload = json.loads(json_path.read_text())
     assert payload["benchmark"] == "roofline"
+    assert payload["argv"][:2] == ["bench", "roofline"]
     kinds = [r["kind"] for r in payload["records"]]
     assert kinds.count("matmul_peak") == 2
     assert kinds.count("bandwidth") == 2
+    assert {r["clock"] for r in payload["records"]} == {clock}
     points = [r for r in payload["records"] if r["kind"] == "ttt"]
     assert len(points) == 2 * 2 * 2  # ops × passes × mini-batch sizes
     peak = max(r["gflop_per_s"] for r in payload["records"] if r["kind"] == "matmul_peak")
@@ -61,3 +66,19 @@ def test_bench_roofline_writes_json_and_png(tmp_path, capsys: pytest.CaptureFixt
         assert r["gflop_per_s"] == pytest.approx(r["gflops"] / r["seconds"])
         assert r["intensity_flop_per_byte"] == pytest.approx(1e9 * r["gflops"] / r["bytes"])
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--threads", "2"], "cpu clock sees only the calling thread"), (["--seqs", "10"], "multiple of every b")],
+)
+def test_bench_roofline_refuses_before_measuring(
+    tmp_path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert main([*TINY, *extra, "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

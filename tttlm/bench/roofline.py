@@ -7,6 +7,10 @@ matrix products the implementation performs, a multiply-add being 2 FLOPs (``dua
 ``torch.utils.flop_counter.FlopCounterMode`` in the tests). Elementwise work (LayerNorm, GELU, masks) is not
 counted, as a FLOP counter for matmul-bound code would not count it either.
 
+Times are medians on the chosen clock: by default the CPU time of the (single) timing thread, which on a shared
+machine is what a call costs on an idle core (cache and memory-bandwidth contention from other jobs still show),
+for the peak and the ops alike.
+
 Arithmetic intensity uses the compulsory memory traffic (``compulsory_bytes``): every input read once, every
 output written once and, with a backward, the per-mini-batch states that autograd keeps written once and read
 once. Points far right of the ridge (peak / bandwidth) and far below the roof are bound neither by FLOPs nor by
@@ -23,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from tttlm.bench.forms import OPS, PASSES, FormsSetting, make_call, make_inputs
-from tttlm.bench.timing import time_call
+from tttlm.bench.tables import Record, TextTable, fmt, print_tables, wide_console
+from tttlm.bench.timing import CLOCKS, clock_function, load_1m, time_call
 
 FLOAT32_BYTES = 4
 
@@ -44,20 +47,27 @@ class Roof:
         """min(peak, bandwidth · intensity) in GFLOP/s for ``intensity`` FLOP/byte."""
         return min(self.peak_gflop_per_s, self.bandwidth_gb_per_s * intensity)
 
+    @classmethod
+    def from_records(cls, records: Sequence[Record]) -> Roof:
+        """The best matmul rate and the best bandwidth among the ``matmul_peak`` and ``bandwidth`` records."""
+        return cls(
+            max(r["gflop_per_s"] for r in records if r["kind"] == "matmul_peak"),
+            max(r["gb_per_s"] for r in records if r["kind"] == "bandwidth"),
+        )
 
-def measure_matmul_peak(sizes: Sequence[int], repeats: int = 5, warmup: int = 2) -> list[dict[str, object]]:
+
+def measure_matmul_peak(sizes: Sequence[int], clock: str = "wall", repeats: int = 5, warmup: int = 2) -> list[Record]:
     """Time ``A @ B`` (float32, n × n) for every n in ``sizes``; one record per size with its GFLOP/s."""
     records = []
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        out = torch.empty(n, n)
-        seconds = time_call(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), repeats, warmup).median
-        flops = 2 * n**3
-        records.append({"kind": "matmul_peak", "size": n, "seconds": seconds, "gflop_per_s": flops / seconds / 1e9})
+        a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        timing = time_call(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), repeats, warmup, clock=clock)
+        rate = 2 * n**3 / timing.median / 1e9
+        records.append({"kind": "matmul_peak", "size": n, "seconds": timing.median, "gflop_per_s": rate})
     return records
 
 
-def measure_bandwidth(megabytes: float, repeats: int = 5, warmup: int = 1) -> list[dict[str, object]]:
+def measure_bandwidth(megabytes: float, clock: str = "wall", repeats: int = 5, warmup: int = 1) -> list[Record]:
     """Memory bandwidth from a copy (reads n, writes n) and an add (reads 2n, writes n) of float32 arrays of
     ``megabytes`` each (choose them well above the last-level cache). One record per kernel, in GB/s."""
     n = max(1, int(megabytes * 1e6) // FLOAT32_BYTES)
@@ -68,7 +78,7 @@ def measure_bandwidth(megabytes: float, repeats: int = 5, warmup: int = 1) -> li
     }
     records = []
     for name, (fn, moved) in kernels.items():
-        seconds = time_call(fn, repeats, warmup).median
+        seconds = time_call(fn, repeats, warmup, clock=clock).median
         records.append(
             {"kind": "bandwidth", "kernel": name, "bytes": moved, "seconds": seconds, "gb_per_s": moved / seconds / 1e9}
         )
@@ -155,20 +165,31 @@ class RooflinePoint:
     bytes: int
     intensity_flop_per_byte: float
     attainable_gflop_per_s: float
+    clock: str
+    load_1m: float | None
 
-    def to_json(self) -> dict[str, object]:
-        record: dict[str, object] = {"kind": "ttt"}
+    def to_json(self) -> Record:
+        record: Record = {"kind": "ttt"}
         record.update(asdict(self))
         record["pass"] = record.pop("pass_")
         return record
 
 
 def time_dual(
-    op: str, pass_: str, seq: int, mini_batch: int, setting: FormsSetting, roof: Roof, repeats: int, warmup: int
+    op: str,
+    pass_: str,
+    seq: int,
+    mini_batch: int,
+    setting: FormsSetting,
+    roof: Roof,
+    repeats: int,
+    warmup: int,
+    clock: str = "wall",
 ) -> RooflinePoint:
     """Time one dual-form case and compute its achieved GFLOP/s and intensity."""
     inputs = make_inputs(op, seq, mini_batch, setting)
-    seconds = time_call(make_call(op, "dual", pass_, inputs, mini_batch), repeats=repeats, warmup=warmup).median
+    call = make_call(op, "dual", pass_, inputs, mini_batch)
+    seconds = time_call(call, repeats=repeats, warmup=warmup, clock=clock).median
     dims = (seq, mini_batch, setting.head_dim)
     flops = dual_matmul_flops(op, pass_, *dims, setting.batch, setting.heads)
     moved = compulsory_bytes(op, pass_, *dims, setting.batch, setting.heads)
@@ -188,6 +209,8 @@ def time_dual(
         moved,
         intensity,
         roof.attainable(intensity),
+        clock,
+        load_1m(),
     )
 
 
@@ -203,61 +226,71 @@ def run_roofline_bench(
     bandwidth_mb: float = 128.0,
     repeats: int = 3,
     warmup: int = 1,
-) -> tuple[Roof, list[dict[str, object]]]:
-    """Measure the roofline, then time every (op, pass, T, b, d) case. Returns the roof and all records
-    (kinds ``matmul_peak``, ``bandwidth``, ``ttt``)."""
-    records = measure_matmul_peak(peak_sizes) + measure_bandwidth(bandwidth_mb)
-    roof = Roof(
-        max(r["gflop_per_s"] for r in records if r["kind"] == "matmul_peak"),
-        max(r["gb_per_s"] for r in records if r["kind"] == "bandwidth"),
-    )
+    clock: str = "wall",
+) -> list[Record]:
+    """Measure the roofline, then time every (op, pass, T, b, d) case on ``clock`` (see
+    ``tttlm.bench.timing.clock_function``). Returns all records (kinds ``matmul_peak``, ``bandwidth``, ``ttt``)."""
+    clock_function(clock)  # refuse a clock that cannot work, or sizes that cannot be counted, before measuring
+    uneven = [(t, b) for t in seqs for b in mini_batch_sizes if t % b]
+    if uneven:
+        raise ValueError(f"every T must be a multiple of every b (whole mini-batches); got (T, b) = {uneven}")
+    records = measure_matmul_peak(peak_sizes, clock) + measure_bandwidth(bandwidth_mb, clock)
+    for r in records:
+        r.update(clock=clock, load_1m=load_1m())
+    roof = Roof.from_records(records)
     cases = [(op, p, t, b, d) for op in ops for d in head_dims for t in seqs for b in mini_batch_sizes for p in passes]
     with Progress(transient=True) as progress:
         task = progress.add_task("bench roofline", total=len(cases))
         for op, pass_, seq, b, d in cases:
             progress.update(task, description=f"{op} dual T={seq} b={b} d={d} {pass_}")
             setting = FormsSetting(batch=batch, heads=heads, head_dim=d)
-            records.append(time_dual(op, pass_, seq, b, setting, roof, repeats, warmup).to_json())
+            records.append(time_dual(op, pass_, seq, b, setting, roof, repeats, warmup, clock).to_json())
             progress.advance(task)
-    return roof, records
+    return records
 
 
-def print_table(roof: Roof, records: Sequence[dict[str, object]], console: Console | None = None) -> None:
-    """The roof, then one row per timed case: seconds, GFLOP, GFLOP/s, % of peak, intensity."""
-    console = console or Console()
-    console.print(
-        f"matmul peak {roof.peak_gflop_per_s:.1f} GFLOP/s, memory bandwidth {roof.bandwidth_gb_per_s:.1f} GB/s "
-        f"(ridge at {roof.peak_gflop_per_s / roof.bandwidth_gb_per_s:.1f} FLOP/byte)"
+def tables(records: Sequence[Record]) -> list[TextTable]:
+    """From JSON records: the measured roof (GEMM sizes, bandwidth kernels), then one row per timed dual-form
+    case with its GFLOP/s, % of the peak and arithmetic intensity."""
+    roof = Roof.from_records(records)
+    clock = "CPU time" if records[0].get("clock") == "cpu" else "wall clock"
+    measured = TextTable(
+        f"Roof ({clock}): peak {roof.peak_gflop_per_s:.1f} GFLOP/s, bandwidth {roof.bandwidth_gb_per_s:.1f} GB/s, "
+        f"ridge at {roof.peak_gflop_per_s / roof.bandwidth_gb_per_s:.1f} FLOP/byte",
+        ["kernel", "seconds", "rate"],
     )
-    table = Table(title="TTT dual form on the roofline (float32)")
-    columns = ("op", "pass", "T", "b", "d", "seconds", "GFLOP", "GFLOP/s", "% of peak", "FLOP/byte")
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("op", "pass") else "right")
     for r in records:
-        if r["kind"] != "ttt":
-            continue
-        table.add_row(
-            str(r["op"]),
-            str(r["pass"]),
-            str(r["seq"]),
-            str(r["mini_batch"]),
-            str(r["head_dim"]),
-            f"{r['seconds']:.4f}",
-            f"{r['gflops']:.3f}",
-            f"{r['gflop_per_s']:.1f}",
-            f"{100 * r['fraction_of_peak']:.1f}",
-            f"{r['intensity_flop_per_byte']:.1f}",
-        )
-    console.print(table)
+        if r["kind"] == "matmul_peak":
+            measured.rows.append([f"sgemm {r['size']}³", fmt(r["seconds"], ".4g"), f"{r['gflop_per_s']:.1f} GFLOP/s"])
+        elif r["kind"] == "bandwidth":
+            size = f"{r['bytes'] / 1e6:.0f} MB moved"
+            measured.rows.append([f"{r['kernel']} ({size})", fmt(r["seconds"], ".4g"), f"{r['gb_per_s']:.1f} GB/s"])
+    headers = ["op", "pass", "T", "b", "d", "heads", "seconds", "GFLOP", "GFLOP/s", "% of peak", "FLOP/byte"]
+    points = TextTable(f"TTT dual form, float32, batch 1 ({clock}, median)", headers, left=2)
+    for r in records:
+        if r["kind"] == "ttt":
+            points.rows.append(
+                [
+                    *(str(r[k]) for k in ("op", "pass", "seq", "mini_batch", "head_dim", "heads")),
+                    fmt(r["seconds"], ".4g"),
+                    fmt(r["gflops"], ".3g"),
+                    f"{r['gflop_per_s']:.1f}",
+                    f"{100 * r['fraction_of_peak']:.1f}",
+                    f"{r['intensity_flop_per_byte']:.1f}",
+                ]
+            )
+    return [measured, points]
 
 
-def plot(roof: Roof, records: Sequence[dict[str, object]], path: Path) -> None:
+def plot(records: Sequence[Record], path: Path) -> None:
     """Log-log roofline: attainable GFLOP/s vs FLOP/byte (the measured peak and bandwidth) with the timed points
     (marker per op, colour per pass, labelled with T/b)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    roof = Roof.from_records(records)
 
     points = [r for r in records if r["kind"] == "ttt"]
     intensities = [float(r["intensity_flop_per_byte"]) for r in points] or [1.0]
@@ -293,7 +326,8 @@ def plot(roof: Roof, records: Sequence[dict[str, object]], path: Path) -> None:
         xlabel="arithmetic intensity (FLOP / byte of compulsory traffic)",
         ylabel="GFLOP/s",
         title=f"TTT dual form vs roofline: peak {roof.peak_gflop_per_s:.0f} GFLOP/s, "
-        f"{roof.bandwidth_gb_per_s:.1f} GB/s, {torch.get_num_threads()} thread(s); labels T/b",
+        f"{roof.bandwidth_gb_per_s:.1f} GB/s, {torch.get_num_threads()} thread(s), {records[0].get('clock', 'wall')} "
+        "clock; labels T/b",
     )
     ax.title.set_fontsize(9)
     ax.grid(True, which="both", alpha=0.3)
@@ -332,31 +366,45 @@ def add_bench_roofline_command(benches: Any) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: PyTorch's default)")
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="cpu",
+        help="cpu: CPU time of the timing thread, what a call costs on an idle core of a shared machine (needs "
+        "--threads 1); wall: wall-clock time",
+    )
     parser.set_defaults(func=_bench_roofline)
 
 
 def _bench_roofline(args: argparse.Namespace) -> int:
+    import sys
+
     from tttlm.bench.records import write_records
 
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    roof, records = run_roofline_bench(
-        seqs=args.seqs,
-        mini_batch_sizes=args.mini_batch_sizes,
-        head_dims=args.head_dims,
-        ops=args.ops,
-        passes=args.passes,
-        heads=args.heads,
-        batch=args.batch,
-        peak_sizes=args.peak_sizes,
-        bandwidth_mb=args.bandwidth_mb,
-        repeats=args.repeats,
-        warmup=args.warmup,
-    )
-    print_table(roof, records)
-    write_records("roofline", records, args.json)
-    plot(roof, records, args.plot)
+    try:
+        records = run_roofline_bench(
+            seqs=args.seqs,
+            mini_batch_sizes=args.mini_batch_sizes,
+            head_dims=args.head_dims,
+            ops=args.ops,
+            passes=args.passes,
+            heads=args.heads,
+            batch=args.batch,
+            peak_sizes=args.peak_sizes,
+            bandwidth_mb=args.bandwidth_mb,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            clock=args.clock,
+        )
+    except ValueError as error:  # a clock that cannot time this setting, a T that is not a multiple of b
+        print(f"tttlm bench roofline: error: {error}", file=sys.stderr)
+        return 2
+    print_tables(tables(records), wide_console())
+    write_records("roofline", records, args.json, args.argv)
+    plot(records, args.plot)
     elapsed = time.perf_counter() - started
     print(f"wrote {len(records)} records to {args.json} and the figure to {args.plot} ({elapsed:.0f} s)")
     return 0
