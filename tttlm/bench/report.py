@@ -40,6 +40,8 @@ def _tables_for(benchmark: str) -> Callable[[Sequence[Record]], list[TextTable]]
         from tttlm.bench.decode import tables
     elif benchmark == "train":
         from tttlm.bench.train import tables
+    elif benchmark == "roofline":
+        from tttlm.bench.roofline import tables
     else:
         return None
     return tables
