@@ -31,8 +31,8 @@ def _results(tmp_path: Path) -> Path:
     }  # fmt: skip
     write_records("train", [train], results / "train-a.json", ["bench", "train", "--json", "train-a.json"])
     other = [{"kernel": "gemm", "gflops": 41.5, "note": None}, {"kernel": "copy", "gflops": 3.25, "note": "a|b"}]
-    write_records("roofline", other, results / "roofline-cpu.json")
-    (results / "roofline-cpu.png").write_bytes(b"\x89PNG")
+    write_records("sweep", other, results / "sweep-cpu.json")
+    (results / "sweep-cpu.png").write_bytes(b"\x89PNG")
     (results / "notes").mkdir()
     (results / "notes" / "_intro.md").write_text("# Speed\n\nIntro.\n")
     (results / "notes" / "_train.md").write_text("## Training\n\nOpening.\n")
@@ -44,15 +44,15 @@ def test_sections_notes_figures_and_generic_tables(tmp_path: Path) -> None:
     results = _results(tmp_path)
     text = render(results, tmp_path / "docs" / "BENCH.md")
     assert text.startswith("# Speed\n\nIntro.\n")
-    # train (a known benchmark) comes before roofline, opened by its notes; the file's notes wrap the generated part
-    parts = ("Opening.", "Before.", "tttlm bench train", "| 7,985 |", "After.", "## roofline: `roofline-cpu.json`")
+    # train (a known benchmark) comes before sweep, opened by its notes; the file's notes wrap the generated part
+    parts = ("Opening.", "Before.", "tttlm bench train", "| 7,985 |", "After.", "## sweep: `sweep-cpu.json`")
     positions = [text.index(s) for s in parts]
     assert positions == sorted(positions)
     assert "Machine: " in text
     # an unknown benchmark: every set key a column, "|" escaped, the figure linked relative to the document
     assert "| kernel | gflops | note |" in text
     assert "| copy | 3.25 | a\\|b |" in text
-    assert "![roofline-cpu](../results/roofline-cpu.png)" in text
+    assert "![sweep-cpu](../results/sweep-cpu.png)" in text
 
 
 def test_command_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
