@@ -76,7 +76,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _bench_train(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from tttlm.bench.records import write_records
+    from tttlm.bench.records import save_results
     from tttlm.bench.tables import print_tables
     from tttlm.bench.train import plot, run_train_bench, tables
 
@@ -85,11 +85,7 @@ def _bench_train(args: argparse.Namespace) -> int:
     )
     records = [asdict(r) for r in results]
     print_tables(tables(records))
-    write_records("train", records, args.json, args.argv)
-    print(f"wrote {len(records)} records to {args.json}")
-    if args.plot:
-        plot(records, args.plot)
-        print(f"wrote {args.plot}")
+    save_results("train", records, args.json, args.argv, plot, args.plot)
     return 0
 
 

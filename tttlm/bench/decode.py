@@ -227,7 +227,7 @@ def plot(records: Sequence[Record], path: Path) -> None:
 def _bench_decode(args: argparse.Namespace) -> int:
     import sys
 
-    from tttlm.bench.records import write_records
+    from tttlm.bench.records import save_results
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -243,11 +243,7 @@ def _bench_decode(args: argparse.Namespace) -> int:
     print_tables(tables(records))
     for line in skipped_lines(records):
         print(f"skipped {line}")
-    write_records("decode", records, args.json, args.argv)
-    print(f"wrote {len(records)} records to {args.json}")
-    if args.plot:
-        plot(records, args.plot)
-        print(f"wrote {args.plot}")
+    save_results("decode", records, args.json, args.argv, plot, args.plot)
     return 0
 
 

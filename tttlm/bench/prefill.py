@@ -348,7 +348,7 @@ def _memory(r: Record) -> float | None:
 
 
 def _bench_prefill(args: argparse.Namespace) -> int:
-    from tttlm.bench.records import write_records
+    from tttlm.bench.records import save_results
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -370,11 +370,7 @@ def _bench_prefill(args: argparse.Namespace) -> int:
         found = crossover(records, *pair, size)
         if found is not None:
             console.print(f"crossover: {found.describe()}")
-    write_records("prefill", records, args.json, args.argv)
-    print(f"wrote {len(records)} records to {args.json}")
-    if args.plot:
-        plot(records, args.plot)
-        print(f"wrote {args.plot}")
+    save_results("prefill", records, args.json, args.argv, plot, args.plot)
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,23 @@ def write_records(
     }
     tmp.write_text(json.dumps(payload, indent=1))
     tmp.replace(path)
+
+
+def save_results(
+    benchmark: str,
+    records: Sequence[dict[str, object]],
+    path: Path,
+    argv: Sequence[str] | None,
+    plot: Callable[[Sequence[dict[str, object]], Path], object] | None = None,
+    figure: Path | None = None,
+) -> None:
+    """The end of every ``tttlm bench`` command: ``write_records``, then ``plot(records, figure)`` when a figure
+    path is given, saying what was written."""
+    write_records(benchmark, records, path, argv)
+    print(f"wrote {len(records)} records to {path}")
+    if plot is not None and figure is not None:
+        plot(records, figure)
+        print(f"wrote {figure}")
 
 
 def read_records(path: Path) -> dict[str, Any]:
