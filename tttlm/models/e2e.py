@@ -56,7 +56,13 @@ from tttlm.layers.mlp import SwiGLU
 from tttlm.models.e2e_cache import E2EBlockCache, E2ECache, OpenMiniBatch
 from tttlm.models.e2e_config import E2EConfig
 from tttlm.models.e2e_inner import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
-from tttlm.models.modeling import _TIED_LM_HEAD, CausalLMHead, _check_attention_mask, check_input_ids
+from tttlm.models.modeling import (
+    _TIED_LM_HEAD,
+    CausalLMHead,
+    _check_attention_mask,
+    check_input_ids,
+    init_module_weights,
+)
 from tttlm.models.stack_cache import map_tensors
 
 FastWeights = tuple[Tensor, Tensor, Tensor]
@@ -201,16 +207,7 @@ class E2EPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise one module's own parameters, every one through ``nn.init`` (see ``TTTPreTrainedModel``)."""
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.RMSNorm):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
-        elif isinstance(module, PrimeMLP):
-            module.reset_parameters()
+        init_module_weights(module, self.config.initializer_range, (PrimeMLP,))
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

@@ -318,6 +318,22 @@ class CausalLMHead:
         )
 
 
+def init_module_weights(module: nn.Module, std: float, self_initialising: tuple[type[nn.Module], ...]) -> None:
+    """The ``_init_weights`` of every model here: linear and embedding weights ~ N(0, std) with zero biases, norms
+    ones and zeros, and the modules of ``self_initialising`` (ours, with their own ``reset_parameters``) reset."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, self_initialising):
+        module.reset_parameters()
+
+
 class TTTPreTrainedModel(PreTrainedModel):
     """Weight init, checkpointing support and the config class shared by the TTT models."""
 
@@ -337,18 +353,7 @@ class TTTPreTrainedModel(PreTrainedModel):
         the same distributions. Every init goes through ``nn.init``, so transformers 5 can skip parameters
         already loaded from a checkpoint.
         """
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (CausalConv, TTTLayer)):
-            module.reset_parameters()
+        init_module_weights(module, self.config.initializer_range, (CausalConv, TTTLayer))
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:

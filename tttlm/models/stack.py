@@ -22,7 +22,7 @@ from tttlm.layers.conv import CausalConv
 from tttlm.layers.gated_deltanet import GatedDeltaNet
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
-from tttlm.models.modeling import _TIED_LM_HEAD, BlockStackBackbone, CausalLMHead
+from tttlm.models.modeling import _TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, init_module_weights
 from tttlm.models.stack_cache import StackCache
 from tttlm.models.stack_config import StackConfig
 
@@ -109,18 +109,7 @@ class StackPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise one module's own parameters, every one through ``nn.init`` (see ``TTTPreTrainedModel``)."""
-        std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, (CausalConv, TTTLayer, GatedDeltaNet)):
-            module.reset_parameters()
+        init_module_weights(module, self.config.initializer_range, (CausalConv, TTTLayer, GatedDeltaNet))
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
