@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from synthetic_data import make_synthetic_data_dir
 from torch import nn
-
-from tttlm.data import Document, prepare_data
-
-WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "that",
-    "he",
-    "shall",
-    "unto",
-    "for",
-    "his",
-    "a",
-    "lord",
-    "they",
-    "be",
-    "is",
-    "him",
-    "not",
-    "them",
-    "it",
-    "with",
-    "all",
-    "thou",
-    "thy",
-    "was",
-]
 
 # a TTT-Linear small enough that a forward call takes milliseconds
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
@@ -46,13 +16,7 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
 
 def make_data_dir(out: Path, documents: int = 12, words: int = 500) -> Path:
     """A prepared data directory (corpus, 300-token BPE, packed tokens) of deterministic pseudo-English sentences."""
-    docs = []
-    for i in range(documents):
-        rng = random.Random(i)
-        text = " ".join(rng.choice(WORDS) + ("." if rng.random() < 0.15 else "") for _ in range(words))
-        docs.append(Document(id=f"syn/{i:02d}", text=text, source="syn"))
-    prepare_data(out, documents=docs, vocab_size=300, val_fraction=0.3, test_fraction=0.1, progress=False)
-    return out
+    return make_synthetic_data_dir(out, documents, words, vocabulary=25, sentence_end=0.15, val_fraction=0.3)
 
 
 class Output(SimpleNamespace):

@@ -2,77 +2,17 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
-from tttlm.data import Document, prepare_data
-from tttlm.train.config import TrainConfig, config_from_dict
+from synthetic_data import WORDS, make_synthetic_data_dir
 
-_WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "that",
-    "he",
-    "shall",
-    "unto",
-    "for",
-    "his",
-    "a",
-    "lord",
-    "they",
-    "be",
-    "is",
-    "him",
-    "not",
-    "them",
-    "it",
-    "with",
-    "all",
-    "thou",
-    "thy",
-    "was",
-    "god",
-    "which",
-    "my",
-    "me",
-    "said",
-    "but",
-    "ye",
-    "their",
-    "have",
-    "will",
-    "thee",
-    "from",
-    "as",
-    "are",
-    "when",
-    "this",
-    "out",
-    "were",
-    "by",
-    "you",
-    "up",
-    "there",
-    "hath",
-    "then",
-    "people",
-    "came",
-]
+from tttlm.train.config import TrainConfig, config_from_dict
 
 
 def make_data_dir(out: Path, documents: int = 16, words: int = 600) -> Path:
     """A data directory (corpus, 300-token BPE, packed tokens) from deterministic pseudo-English."""
-    docs = []
-    for i in range(documents):
-        rng = random.Random(i)
-        text = " ".join(rng.choice(_WORDS) + ("." if rng.random() < 0.1 else "") for _ in range(words))
-        docs.append(Document(id=f"syn/{i:02d}", text=text, source="syn"))
-    prepare_data(out, documents=docs, vocab_size=300, val_fraction=0.15, test_fraction=0.1, progress=False)
-    return out
+    return make_synthetic_data_dir(out, documents, words, len(WORDS), sentence_end=0.1, val_fraction=0.15)
 
 
 # a TTT-Linear small enough that a step takes milliseconds
