@@ -8,7 +8,6 @@ Re-running it continues where an interrupted run stopped (the trainer's exact re
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,6 +94,7 @@ def evaluate_by_position(runs: dict[str, Path], data_dir: Path, out: Path, lengt
     ranges of positions (``length`` may exceed the training context: that is the point of a long-context model)."""
     from tttlm.data.packing import PackedDataset
     from tttlm.eval import loss_by_position
+    from tttlm.eval.compare import position_ranges
     from tttlm.eval.report import plot_by_position
 
     data = PackedDataset(data_dir, "val")
@@ -106,12 +106,11 @@ def evaluate_by_position(runs: dict[str, Path], data_dir: Path, out: Path, lengt
     ref = list(runs)[-1]
     deltas = {name: curve - curves[ref] for name, curve in curves.items() if name != ref}
     plot_by_position(out / "by_position.png", curves, deltas, ref)
-    edges = [0, 16, 64, 256, length]
-    edges = sorted({e for e in edges if e <= length})
-    header = "| model | " + " | ".join(f"tokens {a + 1}–{b}" for a, b in itertools.pairwise(edges)) + " |"
-    rows = [header, "| --- |" + " --- |" * (len(edges) - 1)]
+    ranges = position_ranges(length)
+    header = "| model | " + " | ".join(f"tokens {a + 1}–{b}" for a, b in ranges) + " |"
+    rows = [header, "| --- |" + " --- |" * len(ranges)]
     for name, curve in curves.items():
-        cells = [f"{curve[a:b].mean():.3f}" for a, b in itertools.pairwise(edges)]
+        cells = [f"{curve[a:b].mean():.3f}" for a, b in ranges]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return (
         f"Loss by token index on the first {length} tokens of {documents} held-out (val) documents "

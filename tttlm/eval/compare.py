@@ -76,7 +76,7 @@ def _plot_curves(path: Path, curves: dict[str, tuple[list[dict], list[dict]]], s
     plt.close(fig)
 
 
-def _position_ranges(length: int) -> list[tuple[int, int]]:
+def position_ranges(length: int) -> list[tuple[int, int]]:
     """Ranges of token indices [a, b) growing 4x (1–16, 17–64, ...) up to ``length``, for the tables."""
     edges = [0, *[e for e in (16, 64, 256, 1024, 4096, 16384, 65536) if e < length], length]
     return list(itertools.pairwise(edges))
@@ -87,7 +87,7 @@ def _position_section(position: dict[str, np.ndarray], ref: str | None, out: Pat
     curves = {n: v[:length] for n, v in position.items()}
     deltas = {n: v - curves[ref] for n, v in curves.items() if n != ref} if ref else {}
     plot_by_position(out / "by_position.png", curves, deltas, ref)
-    ranges = _position_ranges(length)
+    ranges = position_ranges(length)
     header = ["run", *[f"tokens {a + 1}–{b}" for a, b in ranges], f"mean over {length}"]
     rows = [[n, *[float(v[a:b].mean()) for a, b in ranges], float(v.mean())] for n, v in curves.items()]
     lines = ["## Loss by token index", "", "![loss by position](by_position.png)", "", "Mean loss:", ""]
