@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from tttlm.bench.timing import machine_info, time_call
-from tttlm.data.prepare import default_data_dir, prepare_data
+from tttlm.data.prepare import ensure_prepared
 from tttlm.demo import demo_config, plot_training, run_summary
 from tttlm.models import load
 from tttlm.train import config_from_dict, train
@@ -161,10 +161,7 @@ def run_ablations(
 ) -> Path:
     """Train the ladder and the mini-batch sweep (or continue/reuse their runs), time the sweep, write the report."""
     out = Path(out)
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
-    if not (data / "manifest.json").exists():
-        say(f"preparing the corpus and tokenizer in {data}")
-        prepare_data(data)
+    data = ensure_prepared(data_dir, say=say)
     rungs, sweep = ladder(seq_len), minibatch_sweep(mini_batch_sizes)
     variants: dict[str, Variant] = {}
     for variant in (*rungs, *sweep):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-from tttlm.data.prepare import default_data_dir, prepare_data
+from tttlm.data.prepare import ensure_prepared
 from tttlm.models import load
 from tttlm.train import config_from_dict, read_metrics, train
 from tttlm.train.checkpoint import list_checkpoints
 
 DEMO_ARCHS = ("ttt-linear", "transformer")
+QUICK = {"steps": 20, "seq_len": 64}  # ``tttlm demo --quick``: every stage of the pipeline in about a minute
 
 
 def demo_config(
@@ -158,12 +159,7 @@ def run_demo(
 ) -> Path:
     """Prepare the data if needed, train every arch of ``archs`` (or continue/reuse its run), write the report."""
     out = Path(out)
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
-    if not (data / "manifest.json").exists():
-        say(f"[1/3] preparing the corpus and tokenizer in {data} (downloads once, then cached)")
-        prepare_data(data)
-    else:
-        say(f"[1/3] using the prepared data in {data}")
+    data = ensure_prepared(data_dir, say=lambda line: say(f"[1/3] {line}"))
     runs = {}
     for i, arch in enumerate(archs, 1):
         run_dir = out / arch

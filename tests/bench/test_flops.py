@@ -25,6 +25,7 @@ from tttlm.bench.flops import (
     ttt_chunks,
 )
 from tttlm.models import build
+from tttlm.models.hf_compat import cache_argument, output_cache
 from tttlm.models.registry import make_config, param_count
 
 TOLERANCE = 0.02
@@ -33,8 +34,8 @@ TOLERANCE = 0.02
 def _counted(model: torch.nn.Module, ids: torch.Tensor, cache: object = None) -> tuple[int, object]:
     """FLOPs the counter sees in one call, with the math SDPA backend (the CPU fused kernel is not counted)."""
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return counter.get_total_flops(), out.past_key_values
+        out = model(input_ids=ids, **cache_argument(cache), use_cache=True, logits_to_keep=1)
+    return counter.get_total_flops(), output_cache(out)
 
 
 def _matmuls(flops: Flops) -> int:

@@ -10,6 +10,8 @@ import torch
 from synthetic_data import make_synthetic_data_dir
 from torch import nn
 
+from tttlm.models.hf_compat import cache_argument, pop_cache
+
 # a TTT-Linear small enough that a forward call takes milliseconds
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
 
@@ -17,11 +19,6 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num
 def make_data_dir(out: Path, documents: int = 12, words: int = 500) -> Path:
     """A prepared data directory (corpus, 300-token BPE, packed tokens) of deterministic pseudo-English sentences."""
     return make_synthetic_data_dir(out, documents, words, vocabulary=25, sentence_end=0.15, val_fraction=0.3)
-
-
-class Output(SimpleNamespace):
-    logits: torch.Tensor
-    past_key_values: list[int]
 
 
 class CopyOracle(nn.Module):
@@ -36,11 +33,11 @@ class CopyOracle(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(1))  # gives the evaluator a device
         self.vocab = len(tokenizer)
 
-    def forward(self, input_ids, past_key_values=None, use_cache=True, **_) -> Output:
-        seen = (past_key_values or []) + input_ids[0].tolist()
+    def forward(self, input_ids, use_cache=True, **kwargs) -> SimpleNamespace:
+        seen = (pop_cache(None, kwargs) or []) + input_ids[0].tolist()
         logits = torch.zeros(1, input_ids.shape[1], self.vocab)
         logits[0, -1, self._next(seen)] = 1.0
-        return Output(logits=logits, past_key_values=seen)
+        return SimpleNamespace(logits=logits, **cache_argument(seen))
 
     def _next(self, seen: list[int]) -> int:
         text = self.tokenizer.decode(seen)

@@ -133,7 +133,12 @@ def test_every_arch_streams_exactly(arch) -> None:
         model = build(arch, "tiny", vocab_size=300)
     model = model.double().eval()
     ids = torch.randint(0, 300, (40,), generator=torch.Generator().manual_seed(1))
-    np.testing.assert_allclose(token_losses(model, ids, 7), token_losses(model, ids, 1000), rtol=0, atol=1e-10)
+    # float64 paths agree to 1e-10. transformers' Mamba2 runs its scan in float32 even in a float64 model (it casts
+    # x, B, C, dt and the states to float32), so there chunked and one-pass losses differ by float32 rounding of
+    # O(1) values: a few 1e-7 (seen: 4.8e-7 with transformers 5.23, 0 with 5.24); 1e-5 bounds that and still fails
+    # a lost or misplaced state, which moves the loss by O(0.1)
+    atol = 1e-5 if arch == "mamba2" else 1e-10
+    np.testing.assert_allclose(token_losses(model, ids, 7), token_losses(model, ids, 1000), rtol=0, atol=atol)
     prompt = ids[:10].tolist()
     new = generate_tokens(model, prompt, 3, chunk_size=4)
     with torch.no_grad():

@@ -7,6 +7,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from tttlm.models import ARCHS, build
+from tttlm.models.hf_compat import cache_argument, output_cache
 
 # (arch, overrides): every registry arch, the TTT archs with both backbones
 CASES: list[tuple[str, dict]] = [
@@ -53,8 +54,8 @@ def logits_in_pieces(model: PreTrainedModel, ids: Tensor, lengths: list[int]) ->
     assert sum(lengths) == ids.shape[1]
     cache, pieces, start = None, [], 0
     for n in lengths:
-        out = model(ids[:, start : start + n], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(ids[:, start : start + n], **cache_argument(cache), use_cache=True)
+        cache = output_cache(out)
         pieces.append(out.logits.double())
         start += n
     return torch.cat(pieces, dim=1)

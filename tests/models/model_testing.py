@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from tttlm import TTTCache, TTTConfig, TTTForCausalLM
+from tttlm.models.hf_compat import cache_argument, output_cache
 
 # (layer_type, backbone): every combination the model supports
 VARIANTS = [("linear", "transformer"), ("linear", "mamba"), ("mlp", "transformer"), ("mlp", "mamba")]
@@ -40,9 +41,9 @@ def logits_in_pieces(model: TTTForCausalLM, ids: Tensor, lengths: list[int]) -> 
     assert sum(lengths) == ids.shape[1]
     cache, pieces, start = None, [], 0
     for n in lengths:
-        out = model(ids[:, start : start + n], past_key_values=cache, use_cache=True)
-        assert cache is None or out.past_key_values is cache  # updated in place
-        cache = out.past_key_values
+        out = model(ids[:, start : start + n], **cache_argument(cache), use_cache=True)
+        assert cache is None or output_cache(out) is cache  # updated in place
+        cache = output_cache(out)
         pieces.append(out.logits)
         start += n
     return torch.cat(pieces, dim=1), cache

@@ -12,6 +12,7 @@ from baseline_testing import CASE_IDS, CASES, logits_in_pieces, make, random_ids
 from transformers import LlamaForCausalLM, PreTrainedModel
 
 from tttlm.models import arch_of, load, prefill
+from tttlm.models.hf_compat import cache_argument, output_cache
 
 # Cached vs uncached logits, float64 models. Our models and Llama compute the same sums in another order:
 # ~1e-15 measured, 1e-10 leaves room and still fails on any real state error (those show up at 1e-3 or more).
@@ -68,7 +69,7 @@ def test_prefill_gives_the_full_forward_losses_and_a_cache_to_continue(arch: str
     with torch.no_grad():
         full = model(ids, use_cache=False).logits.double()
         result = prefill(model, ids[:, :19], chunk_size=6)
-        after = model(ids[:, 19:], past_key_values=result.past_key_values, use_cache=True).logits
+        after = model(ids[:, 19:], **cache_argument(result.past_key_values), use_cache=True).logits
     expected = F.cross_entropy(full[:, :18].flatten(0, 1), ids[:, 1:19].flatten(), reduction="none").view(2, 18)
     assert result.token_loss.shape == (2, 18)
     assert result.token_loss.dtype == torch.float32
@@ -99,7 +100,7 @@ def test_greedy_generate_with_a_cache_equals_a_manual_argmax_loop(arch: str, ove
     prompt = random_ids(2, 6)
     out = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0, return_dict_in_generate=True)
     assert out.sequences.shape == (2, 14)
-    assert out.past_key_values is not None  # the cache was used
+    assert output_cache(out) is not None  # the cache was used
     assert torch.equal(out.sequences, _greedy_by_hand(model, prompt, 8))
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from tttlm.models import E2ECache, E2EConfig, E2EForCausalLM, build, make_config, prefill
 from tttlm.models.e2e_cache import E2EBlockCache
+from tttlm.models.hf_compat import cache_argument, output_cache
 
 TOL64 = 1e-10  # float64, same maths summed in another order: ~1e-15 measured; real state errors show at 1e-3+
 
@@ -117,7 +118,7 @@ def test_bad_calls_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="input_ids"):
         model(inputs_embeds=torch.randn(1, 6, 64, dtype=torch.float64))
     with pytest.raises(TypeError, match="E2ECache"):
-        model(ids, past_key_values=build("swa", "tiny")(ids, use_cache=True).past_key_values)
+        model(ids, past_key_values=output_cache(build("swa", "tiny")(ids, use_cache=True)))
     with pytest.raises(TypeError, match="lm_head"):
         model.model(ids)
     with pytest.raises(ValueError, match="padding"):
@@ -327,7 +328,7 @@ def test_streaming_prefill_then_generation_equals_one_call(chunk: int) -> None:
     with torch.no_grad():
         full = model(ids, use_cache=False).logits.double()
         result = prefill(model, ids[:, :40], chunk_size=chunk)
-        after = model(ids[:, 40:], past_key_values=result.past_key_values, use_cache=True).logits
+        after = model(ids[:, 40:], **cache_argument(result.past_key_values), use_cache=True).logits
     expected = F.cross_entropy(full[0, :39], ids[0, 1:40], reduction="none")
     torch.testing.assert_close(result.token_loss[0].double(), expected, rtol=1e-5, atol=1e-5)
     assert rel_err(after[:, -1], full[:, 40]) < TOL64
@@ -363,7 +364,7 @@ def test_inference_mode_equals_no_grad_and_continues_the_same_cache() -> None:
         expected = model(ids).logits
     with torch.inference_mode():
         first = model(ids[:, :10], use_cache=True)
-        second = model(ids[:, 10:], past_key_values=first.past_key_values, use_cache=True)
+        second = model(ids[:, 10:], past_key_values=output_cache(first), use_cache=True)
     assert rel_err(torch.cat([first.logits, second.logits], dim=1), expected) < TOL64
 
 
@@ -402,7 +403,7 @@ def test_bfloat16_model_keeps_its_fast_weights_in_float32() -> None:
     out.loss.backward()
     assert model.model.layers[1].prime.gate.grad.dtype == torch.bfloat16
     with torch.no_grad():
-        cache = model(ids, use_cache=True).past_key_values
+        cache = output_cache(model(ids, use_cache=True))
     assert all(w.dtype == torch.float32 for w in cache.blocks[1].fast)
 
 

@@ -9,6 +9,7 @@ from model_testing import VARIANT_IDS, VARIANTS, random_ids
 
 from tttlm import TTTCache, TTTForCausalLM
 from tttlm.layers.ttt import TTTLayer
+from tttlm.models.hf_compat import cache_argument, output_cache
 
 # pad_token_id given so generate does not warn about a missing one; no attention_mask needed (no padding)
 GEN = {"pad_token_id": 0}
@@ -81,8 +82,8 @@ def test_decode_steps_are_single_tokens_and_the_state_does_not_grow() -> None:
 
     def cache_numel(prefill: int) -> int:
         with torch.no_grad():
-            cache = model(random_ids(1, prefill), use_cache=True).past_key_values
-            cache = model(random_ids(1, 1), past_key_values=cache).past_key_values
+            cache = output_cache(model(random_ids(1, prefill), use_cache=True))
+            cache = output_cache(model(random_ids(1, 1), past_key_values=cache))
         tensors = [t for block in cache.blocks for t in (*block.ttt.state.weights, *block.ttt.state.grad_sums)]
         tensors += [t for block in cache.blocks for t in (block.ttt.conv_q, block.ttt.conv_k, block.pre_conv)]
         return sum(t.numel() for t in tensors)
@@ -96,8 +97,8 @@ def test_generate_continues_a_user_cache() -> None:
     prompt = random_ids(1, 11)
     expected = model.generate(prompt, max_new_tokens=8, do_sample=False, **GEN)
     with torch.no_grad():
-        cache = model(prompt[:, :9], use_cache=True).past_key_values
-    out = model.generate(prompt, past_key_values=cache, max_new_tokens=8, do_sample=False, **GEN)
+        cache = output_cache(model(prompt[:, :9], use_cache=True))
+    out = model.generate(prompt, **cache_argument(cache), max_new_tokens=8, do_sample=False, **GEN)
     assert torch.equal(out, expected)
     assert isinstance(cache, TTTCache)
     assert cache.get_seq_length() == 11 + 8 - 1
@@ -107,7 +108,7 @@ def test_generate_returns_the_cache_and_beam_search_runs() -> None:
     model = make_model(torch.float64, layer_type="mlp")
     prompt = random_ids(2, 5)
     out = model.generate(prompt, max_new_tokens=4, return_dict_in_generate=True, output_logits=True, **GEN)
-    assert isinstance(out.past_key_values, TTTCache)
+    assert isinstance(output_cache(out), TTTCache)
     assert len(out.logits) == 4
     beams = model.generate(prompt, max_new_tokens=4, num_beams=3, do_sample=False, **GEN)
     # beam search reorders the cache rows (TTTCache.reorder_cache); recomputing without a cache must agree

@@ -20,6 +20,7 @@ from model_testing import (
 from tttlm import TTTCache
 from tttlm.layers.ttt import TTTLayerCache
 from tttlm.models.cache import TTTBlockCache
+from tttlm.models.hf_compat import output_cache
 from tttlm.ops.state import TTTState
 
 # float64: the dual form (prefill) and the step path (decode) are the same maths summed in different orders, so
@@ -59,7 +60,7 @@ def test_decode_tests_are_sensitive() -> None:
     with torch.no_grad():
         full = model(ids).logits
         out = model(ids[:, :7], use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         assert cache.blocks[0].ttt.state.position == 3  # 7 = 4 + 3: a mini-batch is open
         for i, block in enumerate(cache.blocks):
             state = block.ttt.state
@@ -262,17 +263,17 @@ def test_cache_defaults() -> None:
     model = make_model()
     ids = random_ids(1, 5)
     with torch.no_grad():
-        assert isinstance(model(ids).past_key_values, TTTCache)  # config.use_cache in eval mode
-        assert model(ids, use_cache=False).past_key_values is None
+        assert isinstance(output_cache(model(ids)), TTTCache)  # config.use_cache in eval mode
+        assert output_cache(model(ids, use_cache=False)) is None
         model.train()
-        assert model(ids).past_key_values is None  # no cache by default while training
+        assert output_cache(model(ids)) is None  # no cache by default while training
 
 
 def test_cache_batch_ops_and_detach() -> None:
     model = make_model()
     ids = random_ids(3, 10)
     with torch.no_grad():
-        cache = model(ids[:, :6], use_cache=True).past_key_values
+        cache = output_cache(model(ids[:, :6], use_cache=True))
         expected = model(ids).logits[:, 6:]
     assert cache.detach().get_seq_length() == 6
     cache.reorder_cache(torch.tensor([2, 0]))
@@ -328,7 +329,7 @@ def test_bad_call_arguments() -> None:
         model(ids, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]))
     with pytest.raises(TypeError, match="past_key_values must be a TTTCache"):
         model(ids, past_key_values=((torch.zeros(1),),))
-    cache = model(ids, use_cache=True).past_key_values
+    cache = output_cache(model(ids, use_cache=True))
     with pytest.raises(ValueError, match="batch of 2 sequences but the input has 1"):
         model(ids[:1], past_key_values=cache)
     with pytest.raises(ValueError, match="3 layers but the model has 2"):

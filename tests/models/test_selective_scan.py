@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from baseline_testing import random_ids
 from torch import Tensor
 from transformers import DynamicCache, MambaConfig, MambaForCausalLM
-from transformers.models.mamba.modeling_mamba import MambaMixer
+from transformers.models.mamba.modeling_mamba import MambaMixer, MambaModel
 
 from tttlm.layers.selective_scan import default_chunk_size, selective_scan
 from tttlm.models import build
-from tttlm.models.ssm import SelectiveScanMixer, SSMCache
+from tttlm.models.ssm import SelectiveScanMixer, SSMCache, library_cache_argument
 
 # float64: our scan and the reference loop differ only in summation order (~1e-16 measured)
 TOLERANCE = 1e-12
@@ -241,10 +241,10 @@ def test_mixer_continues_a_cache_with_calls_of_any_length() -> None:
         # the library's one call, with a cache to compare the states it leaves (its single-token decode rounds the
         # state to float32, so it is not a float64 reference)
         cache = DynamicCache(config=config)
-        full = library(hidden, cache_params=cache)
+        full = library(hidden, **library_cache_argument(MambaMixer.forward, cache))
         ours_cache, pieces, start = DynamicCache(config=config), [], 0
         for n in (2, 1, 5, 3, 4):  # calls shorter and longer than the conv kernel
-            pieces.append(ours(hidden[:, start : start + n], cache_params=ours_cache))
+            pieces.append(ours(hidden[:, start : start + n], **library_cache_argument(MambaMixer.forward, ours_cache)))
             start += n
     assert _rel(torch.cat(pieces, dim=1), full) < MIXER_TOLERANCE
     assert _rel(ours_cache.get_recurrent_state(0), cache.get_recurrent_state(0)) < MIXER_STATE_TOLERANCE
@@ -274,7 +274,11 @@ def test_model_split_prefill_equals_one_call_and_token_by_token_decoding() -> No
     def hidden_in_pieces(lengths: list[int]) -> Tensor:
         cache, pieces, start = SSMCache(config=model.config), [], 0
         for n in lengths:
-            pieces.append(model.backbone(ids[:, start : start + n], cache_params=cache, use_cache=True)[0])
+            pieces.append(
+                model.backbone(
+                    ids[:, start : start + n], **library_cache_argument(MambaModel.forward, cache), use_cache=True
+                )[0]
+            )
             start += n
         return torch.cat(pieces, dim=1)
 

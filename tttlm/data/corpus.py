@@ -22,6 +22,7 @@ from typing import Any
 
 import tttlm
 from tttlm.data.documents import SPLITS, Document, read_path
+from tttlm.data.fetch import FetchError
 from tttlm.data.io import replace_dir, sha256_file, write_json_atomic
 from tttlm.data.split import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SALT, assign_splits
 
@@ -51,8 +52,11 @@ def _collect_default(names: Sequence[str]) -> tuple[list[Document], list[dict[st
     infos: list[dict[str, Any]] = []
     for name in names:
         source = SOURCES[name]
-        path = source.fetch()
-        docs = source.read(path)
+        try:
+            path = source.fetch()
+            docs = source.read(path)
+        except FetchError as error:
+            raise FetchError(f"corpus source {name!r} ({source.origin}): {error}") from None
         documents += docs
         infos.append(
             {
@@ -126,6 +130,11 @@ def prepare_corpus(
     """
     out_dir = Path(out_dir).expanduser()
     summary = CorpusSummary(path=out_dir)
+    if not sources and not inputs and documents is None:
+        raise ValueError(
+            "no documents to build a corpus from: name default-corpus sources, input files or documents "
+            "(prepare_data with none of them builds the default corpus)"
+        )
     collected, infos = collect_documents(sources, inputs, text_field=text_field) if sources or inputs else ([], [])
     if documents is not None:
         collected = [*collected, *documents]

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tttlm.models.hf_compat import cache_argument, output_cache
 from tttlm.models.streaming import prefill, supports_chunked_prefill
 
 
@@ -43,8 +44,8 @@ def token_losses(model: torch.nn.Module, ids: Sequence[int] | np.ndarray | Tenso
     cache, out_losses = None, []
     for start in range(0, seq - 1, step):  # the last token is only a target
         end = min(start + step, seq - 1)
-        out = model(ids[:, start:end], past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(ids[:, start:end], **cache_argument(cache), use_cache=True)
+        cache = output_cache(out)
         logits = out.logits[0]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         out_losses.append(F.cross_entropy(logits, ids[0, start + 1 : end + 1], reduction="none").double().cpu())
@@ -113,6 +114,6 @@ def generate_tokens(
             on_token(token)
         if len(new) == max_new_tokens:
             break  # no forward call for a token that nobody reads
-        out = model(torch.tensor([[token]], device=ids.device), past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[0, -1]
+        out = model(torch.tensor([[token]], device=ids.device), **cache_argument(cache), use_cache=True)
+        cache, logits = output_cache(out), out.logits[0, -1]
     return new

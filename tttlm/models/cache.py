@@ -82,6 +82,12 @@ class BlockCache:
         )
 
     @property
+    def is_linear(self) -> list[bool]:
+        """Per layer, whether transformers (5.24 on) should treat it as a linear-attention state whose length it
+        cannot ask; ours count their tokens (``get_seq_length``), so ``generate`` may slice a prompt by it."""
+        return [False] * len(self.blocks)
+
+    @property
     def batch_size(self) -> int | None:
         """Batch size of the stored state, or None while the cache is empty."""
         tensor = _first_tensor(tuple(self.blocks))

@@ -56,6 +56,7 @@ from tttlm.layers.mlp import SwiGLU
 from tttlm.models.e2e_cache import E2EBlockCache, E2ECache, OpenMiniBatch
 from tttlm.models.e2e_config import E2EConfig
 from tttlm.models.e2e_inner import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
+from tttlm.models.hf_compat import pop_cache, with_cache
 from tttlm.models.modeling import (
     _TIED_LM_HEAD,
     CausalLMHead,
@@ -258,7 +259,7 @@ class E2EModel(E2EPreTrainedModel):
         Args:
             input_ids: (batch, seq) token ids (required: the inner loss predicts them; embeddings are refused).
             attention_mask: None or all ones (padding would be learnt by the inner loop; it is refused).
-            past_key_values: an ``E2ECache`` from an earlier call, updated in place.
+            past_key_values: an ``E2ECache`` from an earlier call, updated in place (or passed as ``cache``).
             use_cache: return the cache (default: when one is given, or ``config.use_cache`` outside training).
             output_hidden_states: also return the embeddings and every block's output.
             lm_head: the LM head (hidden → vocab) the inner loss reads the logits from.
@@ -266,8 +267,9 @@ class E2EModel(E2EPreTrainedModel):
 
         Returns:
             ``last_hidden_state`` (batch, seq, hidden) after the final norm, ``logits`` (batch, kept, vocab),
-            ``past_key_values``, ``hidden_states``.
+            the cache (see ``hf_compat.output_cache``), ``hidden_states``.
         """
+        past_key_values = pop_cache(past_key_values, kwargs)
         config = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -319,8 +321,8 @@ class E2EModel(E2EPreTrainedModel):
         hidden_states = tuple(all_hidden) if all_hidden is not None else None
         if not return_dict:
             return tuple(v for v in (normed, cache_out, hidden_states, logits) if v is not None)
-        return E2EModelOutput(
-            last_hidden_state=normed, past_key_values=cache_out, hidden_states=hidden_states, logits=logits
+        return with_cache(
+            E2EModelOutput, cache_out, last_hidden_state=normed, hidden_states=hidden_states, logits=logits
         )
 
     def _check_cache(self, cache: object, batch: int) -> E2ECache | None:

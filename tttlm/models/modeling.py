@@ -26,6 +26,7 @@ from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
 from tttlm.models.cache import BlockCache, TTTBlockCache, TTTCache
 from tttlm.models.configuration import TTTConfig
+from tttlm.models.hf_compat import output_cache, pop_cache, with_cache
 
 # transformers 5 describes tied weights as {target: source}; 4.x as a list of the tied (target) names
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -175,15 +176,17 @@ class BlockStackBackbone:
         Args:
             input_ids: (batch, seq) token ids in [0, vocab_size); or give ``inputs_embeds`` (batch, seq, hidden).
             attention_mask: accepted for API compatibility; must be all ones (padding is not supported).
-            past_key_values: a cache (``cache_class``) to continue from; it is updated in place and returned.
+            past_key_values: a cache (``cache_class``) to continue from; it is updated in place and returned. It may
+                also be passed as ``cache`` or ``cache_params`` (the names of other transformers releases).
             use_cache: return a cache (a new one when none is given). Default: ``config.use_cache`` when not training.
             output_hidden_states: also return the embeddings and every block's output (num_layers + 1 tensors).
             return_dict: return a ``BaseModelOutputWithPast`` (default) or a tuple.
 
         Returns:
-            ``last_hidden_state`` (batch, seq, hidden) after the final norm, ``past_key_values`` (the cache or
-            None) and optionally ``hidden_states``.
+            ``last_hidden_state`` (batch, seq, hidden) after the final norm, the cache (or None; in the field the
+            installed transformers reads, see ``hf_compat.output_cache``) and optionally ``hidden_states``.
         """
+        past_key_values = pop_cache(past_key_values, kwargs)
         config = self.config
         output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -239,7 +242,7 @@ class BlockStackBackbone:
         hidden_states = tuple(all_hidden) if all_hidden is not None else None
         if not return_dict:
             return tuple(v for v in (hidden, cache_out, hidden_states) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache_out, hidden_states=hidden_states)
+        return with_cache(BaseModelOutputWithPast, cache_out, last_hidden_state=hidden, hidden_states=hidden_states)
 
 
 class CausalLMHead:
@@ -289,15 +292,14 @@ class CausalLMHead:
                 other keys that ``generate`` or the Trainer pass along are ignored.
 
         Returns:
-            ``logits`` (batch, kept positions, vocab), ``loss`` (scalar or None), ``past_key_values``,
-            ``hidden_states``.
+            ``logits`` (batch, kept positions, vocab), ``loss`` (scalar or None), the cache, ``hidden_states``.
         """
         logits, outputs = self._backbone_logits(
             logits_to_keep,
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
+            past_key_values=pop_cache(past_key_values, kwargs),
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
@@ -310,12 +312,11 @@ class CausalLMHead:
                 )
             loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        cache = output_cache(outputs)
         if not return_dict:
-            out = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
+            out = tuple(v for v in (logits, cache, outputs.hidden_states) if v is not None)
             return (loss, *out) if loss is not None else out
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
-        )
+        return with_cache(CausalLMOutputWithPast, cache, loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
 def init_module_weights(module: nn.Module, std: float, self_initialising: tuple[type[nn.Module], ...]) -> None:

@@ -1,8 +1,9 @@
 """Mamba and Mamba-2 baselines: transformers' own ``MambaForCausalLM`` / ``Mamba2ForCausalLM``, adapted to the
 common call contract of the registry (``past_key_values`` in and out, like every other arch).
 
-transformers' Mamba classes take and return the cache as ``cache_params``; the subclasses here accept
-``past_key_values`` (and still ``cache_params``) and return a ``CausalLMOutputWithPast``. Their weights and maths are
+transformers' Mamba classes take and return the cache as ``cache_params`` (``cache`` from 5.24 on); the subclasses
+here accept ``past_key_values``, ``cache`` or ``cache_params`` and return a ``CausalLMOutputWithPast`` with the cache
+where the installed release reads it (``tttlm.models.hf_compat``). Their weights and maths are
 the library's; the state dict keys are those of the library classes, so a checkpoint loads into either.
 
 Mamba-1's mixer runs our scan (``SelectiveScanMixer``, ``tttlm.layers.selective_scan``) instead of the library's
@@ -18,11 +19,13 @@ Each gets its own config subclass and model type ("tttlm_mamba", "tttlm_mamba2")
 creates an ``SSMCache``, the library's ``DynamicCache`` of Mamba layers plus a count of the tokens seen, which
 ``generate`` asks for (a plain ``DynamicCache`` of linear-attention layers cannot say its length). The class names
 avoid the word "mamba" on purpose: ``generate`` in transformers 5 switches to the ``cache_params`` argument for
-classes so named, and we want the ``past_key_values`` contract everywhere.
+classes so named, and we want one contract everywhere.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,8 +43,10 @@ from transformers import (
 from transformers.integrations.accelerate import force_accelerate_hooks
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_padding_states
+from transformers.utils import ModelOutput
 
 from tttlm.layers.selective_scan import selective_scan
+from tttlm.models.hf_compat import given_cache, pop_cache, with_cache
 
 
 class MambaLMConfig(MambaConfig):
@@ -72,8 +77,19 @@ class SSMCache(DynamicCache):
         return self.seen_tokens
 
 
+def library_cache_argument(forward: Callable[..., Any], cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` for a ``forward`` of the library's Mamba classes, which take the cache as ``cache_params``
+    before transformers 5.24 and as ``cache`` from then on."""
+    return {"cache" if "cache" in inspect.signature(forward).parameters else "cache_params": cache}
+
+
+def _returned_cache(out: ModelOutput) -> Any:
+    """The cache in an output of the library's Mamba classes (field ``cache_params`` or, from 5.24, ``cache``)."""
+    return next((out[name] for name in ("cache", "cache_params") if out.get(name) is not None), None)
+
+
 def _adapted_forward(parent: type, model: Any, cache: Any, **kwargs: Any) -> CausalLMOutputWithPast | tuple:
-    """``parent.forward`` with ``cache`` passed as ``cache_params`` and returned as ``past_key_values``."""
+    """``parent.forward`` with ``cache`` passed under the library's name and returned where ``generate`` reads it."""
     tokens = kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
     seq = 0 if tokens is None else tokens.shape[1]
     return_dict = kwargs.pop("return_dict", None)
@@ -82,11 +98,11 @@ def _adapted_forward(parent: type, model: Any, cache: Any, **kwargs: Any) -> Cau
     use_cache = use_cache if use_cache is not None else (model.config.use_cache and not model.training)
     if use_cache and cache is None:
         cache = SSMCache(config=model.config)
-    out = parent.forward(model, cache_params=cache, return_dict=True, **kwargs)
+    out = parent.forward(model, return_dict=True, **library_cache_argument(parent.forward, cache), **kwargs)
     if isinstance(cache, SSMCache):
         cache.seen_tokens += seq
-    result = CausalLMOutputWithPast(
-        loss=out.loss, logits=out.logits, past_key_values=out.cache_params, hidden_states=out.hidden_states
+    result = with_cache(
+        CausalLMOutputWithPast, _returned_cache(out), loss=out.loss, logits=out.logits, hidden_states=out.hidden_states
     )
     return result if return_dict else result.to_tuple()
 
@@ -123,8 +139,10 @@ class SelectiveScanMixer(MambaMixer):
         starts from its conv and SSM states of this layer (if it has any) and updates them to the end of the input.
 
         ``attention_mask`` (batch, T) zeroes padded positions before the projection and after the conv, as the
-        library's mixer does. ``kwargs`` (the library's signature) are not used.
+        library's mixer does. The cache may come as ``cache`` instead (transformers 5.24 on); other ``kwargs`` (the
+        library's signature) are not used.
         """
+        cache_params = given_cache(cache_params=cache_params, cache=kwargs.get("cache"))  # 5.24 passes ``cache``
         seq, dtype = hidden_states.shape[1], hidden_states.dtype
         scan_dtype = torch.promote_types(dtype, torch.float32)
         state = None if cache_params is None else cache_params.get_recurrent_state(self.layer_idx)
@@ -169,14 +187,14 @@ class SelectiveScanForCausalLM(MambaForCausalLM):
         past_key_values: Any = None,
         labels: Tensor | None = None,
         use_cache: bool | None = None,
-        cache_params: Any = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
-        """``MambaForCausalLM.forward``, with the cache given and returned as ``past_key_values``."""
+        """``MambaForCausalLM.forward``, with the cache given as ``past_key_values`` (or ``cache``/``cache_params``) and
+        returned in the output field that the installed transformers reads."""
         return _adapted_forward(
             MambaForCausalLM,
             self,
-            past_key_values if past_key_values is not None else cache_params,
+            pop_cache(past_key_values, kwargs),
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
@@ -206,14 +224,14 @@ class SSDForCausalLM(Mamba2ForCausalLM):
         past_key_values: Any = None,
         labels: Tensor | None = None,
         use_cache: bool | None = None,
-        cache_params: Any = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
-        """``Mamba2ForCausalLM.forward``, with the cache given and returned as ``past_key_values``."""
+        """``Mamba2ForCausalLM.forward``, with the cache given as ``past_key_values`` (or ``cache``/``cache_params``)
+        and returned in the output field that the installed transformers reads."""
         return _adapted_forward(
             Mamba2ForCausalLM,
             self,
-            past_key_values if past_key_values is not None else cache_params,
+            pop_cache(past_key_values, kwargs),
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from tttlm.models.hf_compat import cache_argument, output_cache
+
 
 def supports_chunked_prefill(model: PreTrainedModel) -> bool:
     """Whether a multi-token forward call continues the model's cache exactly: True for every registry arch; a model
@@ -56,8 +58,8 @@ def prefill(model: PreTrainedModel, input_ids: Tensor, chunk_size: int, *, token
         end = min(start + step, seq)
         # without per-token losses only the last position's logits are needed: skip the LM head elsewhere
         keep = {} if token_loss else {"logits_to_keep": 1}
-        out = model(input_ids[:, start:end], past_key_values=cache, use_cache=True, **keep)
-        cache = out.past_key_values
+        out = model(input_ids[:, start:end], **cache_argument(cache), use_cache=True, **keep)
+        cache = output_cache(out)
         logits = out.logits.float()
         last = logits[:, -1].clone()  # not a view that would keep the chunk's logits alive
         if token_loss:
