@@ -53,11 +53,8 @@ def synthetic_documents(n: int, seed: int = 0, source: str = "synthetic", words:
 # ---------------------------------------------------------------- Unix compress (LZW)
 
 
-def lzw_compress(data: bytes, max_bits: int = 16, clear_when_full: bool = False) -> bytes:
-    """An LZW encoder writing compress's .Z format (block mode), quirks included (group padding on width changes).
-
-    With ``clear_when_full`` it emits CLEAR as soon as the dictionary is full, to exercise the decoder's reset.
-    """
+def lzw_compress(data: bytes, max_bits: int = 16) -> bytes:
+    """An LZW encoder writing compress's .Z format (block mode), quirks included (group padding on width changes)."""
     payload = bytearray()
     position = 0  # bits written
     group_start = 0
@@ -96,12 +93,6 @@ def lzw_compress(data: bytes, max_bits: int = 16, clear_when_full: bool = False)
         if next_code < (1 << max_bits):
             table[candidate] = next_code
             next_code += 1
-        elif clear_when_full:
-            emit(256)
-            pad_group()
-            n_bits = 9
-            table = {bytes([i]): i for i in range(256)}
-            next_code = 257
         current = bytes([value])
     if current:
         if next_code > (1 << n_bits) and n_bits < max_bits:
@@ -189,11 +180,14 @@ def r_serialize(obj: object) -> bytes:
 
 
 def lazyload_db(variables: dict[str, object], compression: str = "zlib") -> tuple[bytes, bytes]:
-    """(rdx, rdb) bytes of an R lazy-load database; ``compression`` "zlib" (compressed=TRUE) or "xz" (=3)."""
+    """(rdx, rdb) bytes of an R lazy-load database; ``compression`` "zlib" (compressed=TRUE) or "xz" (=3).
+
+    A value given as ``bytes`` is stored as it is (already serialized, e.g. by ``RWriter``).
+    """
     db = bytearray()
     index: dict[str, list[int]] = {}
     for name, value in variables.items():
-        raw = r_serialize(value)
+        raw = value if isinstance(value, bytes) else r_serialize(value)
         body = zlib.compress(raw) if compression == "zlib" else b"X" + lzma.compress(raw)
         entry = struct.pack(">I", len(raw)) + body
         index[name] = [len(db), len(entry)]

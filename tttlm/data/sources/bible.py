@@ -3,8 +3,9 @@
 The package holds ``usr/lib/bible.data``, the "Bible Retrieval System" text file: a header (magic ``EC02``, a
 description, then big-endian 32-bit words at byte 0x54: block size, block count, and count + 1 block offsets, the
 last being the file size), one 3-byte Unix ``compress`` header just before the first block, and the blocks, each an
-LZW stream of ``block size`` bytes of text that shares that header. The text is one verse per line,
-``<book abbreviation><chapter>:<verse> <text>`` (e.g. ``Ge1:1 In the beginning ...``) after a title line.
+LZW stream of ``block size`` bytes of text that shares that header (decoded with the ``unlzw3`` library). The text
+is one verse per line, ``<book abbreviation><chapter>:<verse> <text>`` (e.g. ``Ge1:1 In the beginning ...``) after
+a title line.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import re
 import struct
 from pathlib import Path
 
+from unlzw3 import unlzw
+
 from tttlm.data.documents import Document, normalize_text
 from tttlm.data.fetch import FetchError, apt_deb, deb_files, downloads_dir
-from tttlm.data.lzw import LZWError, decompress
 
 PACKAGE = "bible-kjv-text"
 DATA_FILE = "usr/lib/bible.data"
@@ -52,8 +54,8 @@ def decode_data_file(data: bytes) -> bytes:
     blocks = []
     for i, (start, end) in enumerate(itertools.pairwise(offsets)):
         try:
-            block = decompress(header + data[start:end])
-        except LZWError as error:
+            block = unlzw(header + data[start:end])
+        except ValueError as error:  # unlzw3's report of a bad header or code
             raise FetchError(f"corrupt Bible data file: block {i}: {error}") from None
         if i < count - 1 and len(block) != block_size:
             raise FetchError(f"corrupt Bible data file: block {i} holds {len(block)} bytes, expected {block_size}")
@@ -80,7 +82,14 @@ def read_bible(deb: Path) -> list[Document]:
     files = deb_files(deb, lambda name: name == DATA_FILE)
     if DATA_FILE not in files:
         raise FetchError(f"{deb} has no {DATA_FILE}; is it the {PACKAGE} package?")
-    books = split_books(decode_data_file(files[DATA_FILE]).decode("latin-1"))
+    try:
+        text = decode_data_file(files[DATA_FILE])
+    except FetchError as error:
+        raise FetchError(
+            f"{deb}: {DATA_FILE}: {error}. The file is damaged or not the {PACKAGE} package we know: delete it and "
+            "run tttlm data prepare again to download it afresh"
+        ) from None
+    books = split_books(text.decode("latin-1"))
     if not books:
         raise FetchError(f"{deb}: {DATA_FILE} holds no verses")
     names = BOOKS if len(books) == len(BOOKS) else [abbreviation for abbreviation, _ in books]
