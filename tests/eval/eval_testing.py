@@ -34,7 +34,7 @@ class CopyOracle(nn.Module):
         self.vocab = len(tokenizer)
 
     def forward(self, input_ids, use_cache=True, **kwargs) -> SimpleNamespace:
-        seen = (pop_cache(None, kwargs) or []) + input_ids[0].tolist()
+        seen = (pop_cache(kwargs.pop("past_key_values", None), kwargs) or []) + input_ids[0].tolist()
         logits = torch.zeros(1, input_ids.shape[1], self.vocab)
         logits[0, -1, self._next(seen)] = 1.0
         return SimpleNamespace(logits=logits, **cache_argument(seen))
