@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from baseline_testing import rel_err
 
-from tttlm.layers.gated_deltanet import GatedDeltaNet, fla_available, gated_delta_rule
+from tttlm.layers.gated_deltanet import GatedDeltaNet
+from tttlm.ops.gated_delta_rule import fla_available, gated_delta_rule
 
 TOL64 = 1e-12  # the same maths in float64, different association
 

@@ -15,9 +15,9 @@ from torch import Tensor
 from transformers import DynamicCache, MambaConfig, MambaForCausalLM
 from transformers.models.mamba.modeling_mamba import MambaMixer, MambaModel
 
-from tttlm.layers.selective_scan import default_chunk_size, selective_scan
 from tttlm.models import build
 from tttlm.models.ssm import SelectiveScanMixer, SSMCache, library_cache_argument
+from tttlm.ops.selective_scan import default_chunk_size, selective_scan
 
 # float64: our scan and the reference loop differ only in summation order (~1e-16 measured)
 TOLERANCE = 1e-12

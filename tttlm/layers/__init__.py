@@ -1,10 +1,12 @@
-"""Sequence-mixing layers built on the functional ops."""
+"""Sequence-mixing layers built on the functional ops (``gated_delta_rule`` and ``selective_scan`` are ops, kept
+importable from here for the layers that use them)."""
 
 from tttlm.layers.attention import Attention, KVCache, causal_attention
 from tttlm.layers.conv import CausalConv, causal_depthwise_conv
-from tttlm.layers.gated_deltanet import GatedDeltaNet, GatedDeltaNetCache, gated_delta_rule
-from tttlm.layers.selective_scan import selective_scan
+from tttlm.layers.gated_deltanet import GatedDeltaNet, GatedDeltaNetCache
 from tttlm.layers.ttt import TTTMLP, TTTLayer, TTTLayerCache, TTTLinear
+from tttlm.ops.gated_delta_rule import gated_delta_rule
+from tttlm.ops.selective_scan import selective_scan
 
 __all__ = [
     "TTTMLP",

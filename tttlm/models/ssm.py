@@ -6,7 +6,7 @@ here accept ``past_key_values``, ``cache`` or ``cache_params`` and return a ``Ca
 where the installed release reads it (``tttlm.models.hf_compat``). Their weights and maths are
 the library's; the state dict keys are those of the library classes, so a checkpoint loads into either.
 
-Mamba-1's mixer runs our scan (``SelectiveScanMixer``, ``tttlm.layers.selective_scan``) instead of the library's
+Mamba-1's mixer runs our scan (``SelectiveScanMixer``, ``tttlm.ops.selective_scan``) instead of the library's
 pure-PyTorch fallback, which is used whenever ``mamba_ssm`` is absent (always on CPU) and has two flaws: its backward
 is quadratic in T (245 s per training step at tiny, 8 × 1024 tokens), and it starts every multi-token call from a zero
 state, so a cache could only be continued one token at a time. Mamba-2's mixer is the library's (its chunked scan
@@ -45,8 +45,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_padding_states
 from transformers.utils import ModelOutput
 
-from tttlm.layers.selective_scan import selective_scan
 from tttlm.models.hf_compat import given_cache, pop_cache, with_cache
+from tttlm.ops.selective_scan import selective_scan
 
 
 class MambaLMConfig(MambaConfig):

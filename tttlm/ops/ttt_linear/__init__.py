@@ -18,7 +18,7 @@ from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
 from tttlm.ops.scan import ScanForm, run_ttt
 from tttlm.ops.state import TTTState
 from tttlm.ops.ttt_linear.dual import dual_chunk, dual_linear_span
-from tttlm.ops.ttt_linear.naive import primal_chunk
+from tttlm.ops.ttt_linear.primal import primal_chunk
 from tttlm.ops.ttt_linear.step import step_chunk
 
 _TRITON = KernelForm("tttlm.ops.ttt_linear.triton", "triton_linear")  # imports triton on first call only

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tttlm.ops.scan import Norm, Weights, reconstruction_grad_from, reconstruction_offsets
-from tttlm.ops.ttt_linear.naive import affine, linear_chunk
+from tttlm.ops.ttt_linear.primal import affine, linear_chunk
 
 
 def causal_step_sizes(scale: Tensor, lr: Tensor) -> Tensor:

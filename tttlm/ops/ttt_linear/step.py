@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from tttlm.ops.scan import Weights
-from tttlm.ops.ttt_linear.naive import affine, linear_chunk
+from tttlm.ops.ttt_linear.primal import affine, linear_chunk
 
 
 def step_linear_layer(

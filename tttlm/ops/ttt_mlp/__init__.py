@@ -13,7 +13,7 @@ from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
 from tttlm.ops.scan import ScanForm, run_ttt
 from tttlm.ops.state import TTTState
 from tttlm.ops.ttt_mlp.dual import dual_chunk, dual_mlp_span
-from tttlm.ops.ttt_mlp.naive import primal_chunk
+from tttlm.ops.ttt_mlp.primal import primal_chunk
 from tttlm.ops.ttt_mlp.step import step_chunk
 
 _TRITON = KernelForm("tttlm.ops.ttt_mlp.triton", "triton_mlp")  # imports triton on first call only

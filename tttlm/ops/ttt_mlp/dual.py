@@ -26,7 +26,7 @@ from tttlm.ops.ttt_linear.dual import (
     update_operand,
     with_ones,
 )
-from tttlm.ops.ttt_mlp.naive import mlp_chunk
+from tttlm.ops.ttt_mlp.primal import mlp_chunk
 
 dual_chunk = mlp_chunk(dual_linear_layer)
 

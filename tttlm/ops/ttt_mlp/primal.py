@@ -12,7 +12,7 @@ from torch import Tensor
 
 from tttlm.ops.inner_norm import gelu_tanh, gelu_tanh_backward
 from tttlm.ops.scan import ChunkFn, Norm, Weights, close_or_pend, reconstruction_grad
-from tttlm.ops.ttt_linear.naive import LinearLayerFn, affine, primal_linear_layer
+from tttlm.ops.ttt_linear.primal import LinearLayerFn, affine, primal_linear_layer
 
 
 def key_side_grads(k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -32,7 +32,7 @@ def key_side_grads(k: Tensor, v: Tensor, weights: Weights, norm: Norm, eps: floa
 def mlp_chunk(layer: LinearLayerFn) -> ChunkFn:
     """The TTT-MLP chunk function whose two inner layers are each read by ``layer`` (primal, dual or step).
 
-    Same contract as ``tttlm.ops.ttt_linear.naive.linear_chunk``; weights = (W1, b1, W2, b2).
+    Same contract as ``tttlm.ops.ttt_linear.primal.linear_chunk``; weights = (W1, b1, W2, b2).
     """
 
     def chunk(
