@@ -5,7 +5,7 @@ use_cache=True)`` returning ``.logits`` and ``.past_key_values``) and ``supports
 arch in ``tttlm.models.registry`` without arch-specific code.
 """
 
-from tttlm.eval.checkpoint import Checkpoint, resolve_checkpoint
+from tttlm.eval.loading import Checkpoint, resolve_checkpoint
 from tttlm.eval.niah import TASKS, NiahSample, NiahTaskMaker, score_answer
 from tttlm.eval.perplexity import loss_by_position, perplexity_vs_context
 from tttlm.eval.stream import generate_tokens, token_losses

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tttlm.eval.checkpoint import DTYPES
+from tttlm.eval.loading import DTYPES
 
 
 def _ints(text: str) -> list[int]:
@@ -43,7 +43,7 @@ def _setup(args: argparse.Namespace, path: Path):
     import torch
 
     from tttlm.data.packing import PackedDataset
-    from tttlm.eval.checkpoint import resolve_checkpoint
+    from tttlm.eval.loading import resolve_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,7 +165,7 @@ def _niah(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from tttlm.eval.checkpoint import resolve_checkpoint
+    from tttlm.eval.loading import resolve_checkpoint
     from tttlm.eval.stream import generate_tokens, make_sampler
 
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tttlm.eval.checkpoint import EVAL_DIR, MODEL_DIR
+from tttlm.eval.loading import EVAL_DIR, MODEL_DIR
 from tttlm.eval.niah import depth_grid
 from tttlm.eval.report import (
     _pyplot,

@@ -1,4 +1,4 @@
-"""Finding a checkpoint's model, tokenizer, data and output directories from one ``--ckpt`` path.
+"""Loading what an evaluation needs from one ``--ckpt`` path: the model, its tokenizer, the data and output directories.
 
 ``--ckpt`` may be a run directory (``runs/<name>/`` with ``model/``, ``config.yaml``, ``metrics.jsonl``) or a model
 directory (``save_pretrained`` output, e.g. ``runs/<name>/model``).
