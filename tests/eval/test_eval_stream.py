@@ -10,8 +10,9 @@ import torch
 from eval_testing import TINY
 
 from tttlm.data.packing import PackedDataset
+from tttlm.eval.generate import generate_tokens, greedy, make_sampler
 from tttlm.eval.perplexity import NotEnoughDataError, log_smooth, loss_by_position, perplexity_vs_context
-from tttlm.eval.stream import generate_tokens, greedy, make_sampler, token_losses
+from tttlm.eval.token_loss import token_losses
 from tttlm.models import ARCHS as ALL_ARCHS
 from tttlm.models import build
 

@@ -5,10 +5,11 @@ use_cache=True)`` returning ``.logits`` and ``.past_key_values``) and ``supports
 arch in ``tttlm.models.registry`` without arch-specific code.
 """
 
+from tttlm.eval.generate import generate_tokens
 from tttlm.eval.loading import Checkpoint, resolve_checkpoint
 from tttlm.eval.niah import TASKS, NiahSample, NiahTaskMaker, score_answer
 from tttlm.eval.perplexity import loss_by_position, perplexity_vs_context
-from tttlm.eval.stream import generate_tokens, token_losses
+from tttlm.eval.token_loss import token_losses
 
 __all__ = [
     "TASKS",

@@ -165,8 +165,8 @@ def _niah(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from tttlm.eval.generate import generate_tokens, make_sampler
     from tttlm.eval.loading import resolve_checkpoint
-    from tttlm.eval.stream import generate_tokens, make_sampler
 
     try:
         ckpt = resolve_checkpoint(args.ckpt)

@@ -18,6 +18,12 @@ EVAL_DIR = "eval"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters, where its inputs must go (CPU for a model without parameters)."""
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 class CheckpointError(ValueError):
     """A ``--ckpt`` path that is not a run or model directory, or that does not match the data."""
 

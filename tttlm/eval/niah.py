@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from tttlm.eval.stream import generate_tokens
+from tttlm.eval.generate import generate_tokens
 
 TASKS = {"s-niah-1": ("noise", "number"), "s-niah-2": ("prose", "number"), "s-niah-3": ("prose", "uuid")}
 NOISE = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from tttlm.data.packing import PackedDataset
-from tttlm.eval.stream import token_losses
+from tttlm.eval.token_loss import token_losses
 
 
 class NotEnoughDataError(ValueError):
