@@ -39,7 +39,7 @@ def grads_by_form(inputs: TTTInputs, initial_state: TTTState | None) -> dict[str
 
 
 def compare(grads: dict[str, dict[str, Tensor | None]], expect_none: set[str]) -> None:
-    ref = grads["naive"]
+    ref = grads["primal"]
     for name, g in ref.items():
         if name in expect_none:
             assert g is None, f"{name} should not receive a gradient"
@@ -53,7 +53,7 @@ def compare(grads: dict[str, dict[str, Tensor | None]], expect_none: set[str]) -
                 assert g is None, f"{form}: unexpected gradient for {name}"
             else:
                 assert g is not None, f"{form}: no gradient for {name}"
-                assert_close(g, g_ref, rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=f"d/d{name} ({form} vs naive)")
+                assert_close(g, g_ref, rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=f"d/d{name} ({form} vs primal)")
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -63,7 +63,7 @@ def test_input_gradients_agree(variant: Variant, b: int, seq: int) -> None:
     grads = grads_by_form(inputs, None)
     compare(grads, expect_none=set())
     if seq < b:  # offsets of positions no token reached get a zero gradient
-        assert not grads["naive"]["token_offset"][seq:].any()
+        assert not grads["primal"]["token_offset"][seq:].any()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -82,7 +82,7 @@ def test_initial_state_gradients_agree(variant: Variant, prefix: int) -> None:
     # with a state the initial weights are not used; at position 0 the (zero) pending sums are not read
     expect_none = {n for n in inputs.named_tensors() if n.startswith(("weight", "bias"))}
     if state.position == 0:
-        expect_none |= {n for n in grads["naive"] if n.startswith("state.grad_sums")}
+        expect_none |= {n for n in grads["primal"] if n.startswith("state.grad_sums")}
     compare(grads, expect_none)
 
 

@@ -1,4 +1,4 @@
-"""naive == dual == step for both TTT ops, in one call and when the sequence is split across calls."""
+"""primal == dual == step for both TTT ops, in one call and when the sequence is split across calls."""
 
 from __future__ import annotations
 
@@ -30,14 +30,24 @@ SIZES = [
 @pytest.mark.parametrize(("b", "seq"), SIZES)
 def test_forms_agree(variant: Variant, b: int, seq: int) -> None:
     inputs = make_inputs(variant, seq=seq, mini_batch_size=b, seed=seq * 100 + b)
-    z_ref, state_ref = inputs.run("naive")
+    z_ref, state_ref = inputs.run("primal")
     assert z_ref.shape == inputs.q.shape
     assert z_ref.dtype == torch.float64
     assert state_ref.position == seq % b
     for form in ("dual", "step"):
         z, state = inputs.run(form)
-        assert_close(z, z_ref, msg=f"z ({form} vs naive)")
+        assert_close(z, z_ref, msg=f"z ({form} vs primal)")
         assert_state_close(state, state_ref)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_naive_is_the_primal_form(variant: Variant) -> None:
+    """ "naive", the primal form's earlier name, still selects it (saved configs and scripts use it)."""
+    inputs = make_inputs(variant, seq=11, mini_batch_size=4, seed=3)
+    z_primal, state_primal = inputs.run("primal")
+    z_naive, state_naive = inputs.run("naive")
+    assert torch.equal(z_naive, z_primal)
+    assert_state_close(state_naive, state_primal, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -105,11 +115,11 @@ SPLIT_VARIANTS = [Variant("linear"), Variant("linear", bias=False, ln=False), Va
 
 @pytest.mark.parametrize("variant", SPLIT_VARIANTS, ids=[v.id for v in SPLIT_VARIANTS])
 @pytest.mark.parametrize(("b", "seq", "split"), SPLITS)
-@pytest.mark.parametrize("prefill_form", ["dual", "naive"])
+@pytest.mark.parametrize("prefill_form", ["dual", "primal"])
 @pytest.mark.parametrize("form", FORMS)
 def test_split_continuation(variant: Variant, b: int, seq: int, split: int, prefill_form: str, form: str) -> None:
     inputs = make_inputs(variant, seq=seq, mini_batch_size=b, seed=split)
-    z_full, state_full = inputs.run("naive")
+    z_full, state_full = inputs.run("primal")
     z1, state1 = inputs.run(prefill_form, stop=split)
     assert state1.position == split % b
     z2, state2 = inputs.run(form, start=split, initial_state=state1)
@@ -143,7 +153,7 @@ def test_many_pieces(variant: Variant) -> None:
     """Irregular pieces, cycling through the forms, equal one call."""
     seq, b = 29, 5
     inputs = make_inputs(variant, seq=seq, mini_batch_size=b, seed=7)
-    z_full, state_full = inputs.run("naive")
+    z_full, state_full = inputs.run("primal")
     cuts = [0, 2, 3, 5, 11, 12, 20, 24, 29]
     outputs, state = [], None
     for i, (start, stop) in enumerate(itertools.pairwise(cuts)):
@@ -168,7 +178,7 @@ def test_initial_state_from_params_equals_no_state(variant: Variant) -> None:
 @pytest.mark.parametrize("variant", [Variant("linear"), Variant("mlp")], ids=["linear", "mlp"])
 def test_forms_agree_float32(variant: Variant) -> None:
     inputs = make_inputs(variant, seq=21, mini_batch_size=8, dtype=torch.float32)
-    z_ref, state_ref = inputs.run("naive")
+    z_ref, state_ref = inputs.run("primal")
     assert z_ref.dtype == torch.float32
     for form in ("dual", "step"):
         z, state = inputs.run(form)

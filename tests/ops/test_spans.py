@@ -35,12 +35,12 @@ def test_short_spans_equal_primal(monkeypatch: pytest.MonkeyPatch, variant: Vari
     inputs = make_inputs(variant, seq=17, mini_batch_size=3, seed=5).as_leaves()
     leaves = list(inputs.named_tensors().values())
     results = {}
-    for form in ("naive", "dual"):
-        _, state = inputs.run("naive", stop=2)
+    for form in ("primal", "dual"):
+        _, state = inputs.run("primal", stop=2)
         z, state = inputs.run(form, start=2, initial_state=state)  # starts inside a mini-batch, ends inside one
         grads = torch.autograd.grad((z * z).sum() + sum((w * w).sum() for w in state.weights), leaves)
         results[form] = z, state, grads
-    assert_close(results["dual"][0], results["naive"][0])
-    assert_state_close(results["dual"][1], results["naive"][1])
-    for g_dual, g_naive in zip(results["dual"][2], results["naive"][2], strict=True):
-        assert_close(g_dual, g_naive, rtol=1e-9, atol=1e-11)
+    assert_close(results["dual"][0], results["primal"][0])
+    assert_state_close(results["dual"][1], results["primal"][1])
+    for g_dual, g_primal in zip(results["dual"][2], results["primal"][2], strict=True):
+        assert_close(g_dual, g_primal, rtol=1e-9, atol=1e-11)

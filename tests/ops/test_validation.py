@@ -122,7 +122,7 @@ BAD_MLP = {
     "k shape": ({"k": f64(B, T, H, D + 1)}, ValueError, "k"),
     "q 1-D": ({"q": f64(D)}, ValueError, "q"),
     "q not a tensor": ({"q": None}, TypeError, "q"),
-    "unknown form": ({"form": "primal"}, ValueError, "form"),
+    "unknown form": ({"form": "fast"}, ValueError, "form"),
     "mini_batch_size 0": ({"mini_batch_size": 0}, (ValueError, TypeError), "mini_batch_size"),
 }
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from tttlm.ops import TTTState, ttt_linear, ttt_mlp
 
-FORMS = ("naive", "dual", "step")
+FORMS = ("primal", "dual", "step")
 RTOL = 1e-10
 ATOL = 1e-12
 

@@ -18,11 +18,12 @@ from torch import Tensor, nn
 
 from tttlm.layers.conv import CausalConv
 from tttlm.layers.rope import apply_rope, rope_angles
-from tttlm.ops import TTTState, ttt_linear, ttt_mlp
+from tttlm.ops.forms import INNER_MODELS, SEQUENCE_FORMS, canonical_form, run_form
 from tttlm.ops.inner_norm import gelu_tanh
-from tttlm.ops.ttt_linear import FORMS
+from tttlm.ops.state import TTTState
+from tttlm.ops.ttt_linear import FORMS as LINEAR_FORMS
+from tttlm.ops.ttt_mlp import FORMS as MLP_FORMS
 
-INNER_MODELS = ("linear", "mlp")
 # the paper's inner learning rates: TTT-Linear 1.0, TTT-MLP 0.1
 DEFAULT_BASE_LR = {"linear": 1.0, "mlp": 0.1}
 
@@ -48,7 +49,8 @@ class TTTLayer(nn.Module):
         use_gate: multiply the output by gelu_tanh(x θG).
         share_qk: the Mamba-backbone variant: one projection for q and k followed by two causal depthwise
             convs (kernel ``conv_kernel``) that give q and k.
-        form: op form for training and prefill ("dual" or "naive"); single-token decoding uses "step".
+        form: op form for training and prefill (one of ``tttlm.ops.SEQUENCE_FORMS``: "dual", "primal", "triton",
+            "auto"); single-token decoding uses "step" with "dual", the fused step kernel with "triton".
         eps: epsilon of the inner and output LayerNorms.
         initializer_range: std of the normal init of projections, W0 and θ_lr.
         inner_norm: LayerNorm + residual in the inner model, ``f(x) = x + LN(g(x))``; False gives the plain
@@ -89,8 +91,7 @@ class TTTLayer(nn.Module):
             raise ValueError(f"head dim hidden_size / num_heads = {hidden_size // num_heads} must be even (RoPE)")
         if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be an integer >= 1; got {mini_batch_size!r}")
-        if form not in FORMS:
-            raise ValueError(f"form must be one of {list(FORMS)}; got {form!r}")
+        form = canonical_form(form, SEQUENCE_FORMS)
         self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, hidden_size // num_heads
         self.inner, self.mini_batch_size, self.form, self.eps = inner, mini_batch_size, form, eps
         self.base_lr = DEFAULT_BASE_LR[inner] if base_lr is None else float(base_lr)
@@ -175,19 +176,22 @@ class TTTLayer(nn.Module):
         # The inner loop runs in at least float32 (also under bf16 autocast or in a bf16 model): its state is
         # accumulated over the whole sequence and its gradients go through a LayerNorm backward.
         dtype = torch.promote_types(self.W1.dtype, torch.float32)
-        op = ttt_linear if self.inner == "linear" else ttt_mlp
+        # the op's unchecked core: the layer's inputs are valid by construction, so nothing is re-checked per call
+        op = LINEAR_FORMS if self.inner == "linear" else MLP_FORMS
         form = "step" if seq == 1 and self.form == "dual" else self.form
         norm = (self.ttt_norm_weight, self.ttt_norm_bias) if self.inner_norm else (None, None)
+        inner = tuple(p.to(dtype) for p in self.inner_params())
         with torch.autocast(x.device.type, enabled=False):
-            z, state = op(
+            z, state = run_form(
+                op,
+                form,
                 *(t.to(dtype) for t in (q, k, v, lr)),
-                *(p.to(dtype) for p in self.inner_params()),
+                inner,
                 *(None if p is None else p.to(dtype) for p in norm),
                 self.token_offset.to(dtype),
-                mini_batch_size=self.mini_batch_size,
-                initial_state=None if cache is None else cache.state,
-                form=form,
-                eps=self.eps,
+                None if cache is None else cache.state,
+                self.eps,
+                inner[0].shape[-1] if self.inner == "mlp" else None,
             )
         z = self.post_norm(z.flatten(-2).to(x.dtype))
         if self.use_gate:

@@ -34,22 +34,20 @@ def check_ttt_inputs(
     v: Tensor,
     lr: Tensor,
     inner_params: Callable[[int, int], Mapping[str, tuple[Tensor | None, Sequence[int]]]],
+    *,
     ln_weight: Tensor | None,
     ln_bias: Tensor | None,
     token_offset: Tensor | None,
     mini_batch_size: int,
     initial_state: TTTState | None,
-    form: str,
-    forms: Sequence[str],
     check_finite: bool,
 ) -> None:
-    """Validate the arguments of a TTT op (see ``tttlm.ops.ttt_linear`` for their meaning).
+    """Validate the arguments of a TTT op (see ``tttlm.ops.ttt_linear`` for their meaning); the form is
+    validated by ``forms.canonical_form``.
 
     ``inner_params(heads, d)`` maps each inner-weight argument name to (the tensor, or None for an absent
     optional one; its required shape). It is called once q is known to be a valid (batch, seq, heads, d) tensor.
     """
-    if form not in forms:
-        raise ValueError(f"form must be one of {list(forms)}; got {form!r}")
     if isinstance(mini_batch_size, bool) or not isinstance(mini_batch_size, int) or mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be an integer >= 1; got {mini_batch_size!r}")
     if not isinstance(q, Tensor):

@@ -83,9 +83,9 @@ def resolve_kernel_form(form: str, q: Tensor, mini_batch_size: int, hidden: int 
 class KernelForm:
     """A whole-sequence form whose implementation is imported on first call (``module.function``).
 
-    Unlike the chunk functions of the other forms it is not driven by ``scan.run_ttt``: it takes the op's
-    arguments ``(q, k, v, lr, inner_params, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state,
-    eps)`` and returns ``(z, TTTState)``.
+    Unlike the chunk functions of the other forms it is not driven by ``scan.run_ttt``: it takes the arguments
+    of ``forms.run_form`` ``(q, k, v, lr, inner, ln_weight, ln_bias, token_offset, initial_state, eps)`` and returns
+    ``(z, TTTState)``.
     """
 
     def __init__(self, module: str, function: str) -> None:

@@ -118,17 +118,17 @@ def scan_minibatches(
     lr: Tensor,
     state: TTTState,
     token_offset: Tensor,
-    mini_batch_size: int,
     norm: Norm,
     eps: float,
     max_chunk: int | None = None,
 ) -> tuple[Tensor, TTTState]:
     """Run ``form`` over the sequence in mini-batch-aligned chunks (and spans of whole mini-batches).
 
-    q, k, v: (B, H, T, d); lr: (B, H, T). ``max_chunk`` caps chunk length (1 for token-by-token decoding).
-    Returns the query outputs (B, H, T, d), after the inner norm and residual when ``norm`` is given, and the
-    final state.
+    q, k, v: (B, H, T, d); lr: (B, H, T); token_offset: (b,) the step-size offsets δ, whose length is the
+    mini-batch size b. ``max_chunk`` caps chunk length (1 for token-by-token decoding). Returns the query outputs
+    (B, H, T, d), after the inner norm and residual when ``norm`` is given, and the final state.
     """
+    mini_batch_size = token_offset.shape[0]
     weights = state.weights
     pending = state.grad_sums if state.position else None
     scales = token_scales(token_offset)
@@ -165,8 +165,7 @@ def run_ttt(
     params: tuple[Tensor, ...],
     ln_weight: Tensor | None,
     ln_bias: Tensor | None,
-    token_offset: Tensor | None,
-    mini_batch_size: int,
+    token_offset: Tensor,
     initial_state: TTTState | None,
     eps: float,
     max_chunk: int | None = None,
@@ -175,8 +174,6 @@ def run_ttt(
     qh, kh, vh = (x.transpose(1, 2).contiguous() for x in (q, k, v))
     lrh = lr.transpose(1, 2).contiguous()
     state = initial_state if initial_state is not None else TTTState.initial(params, q.shape[0])
-    if token_offset is None:
-        token_offset = q.new_zeros(mini_batch_size)
     norm = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
-    z, state = scan_minibatches(form, qh, kh, vh, lrh, state, token_offset, mini_batch_size, norm, eps, max_chunk)
+    z, state = scan_minibatches(form, qh, kh, vh, lrh, state, token_offset, norm, eps, max_chunk)
     return z.transpose(1, 2), state

@@ -1,12 +1,8 @@
 """TTT-Linear: the hidden state is a linear model ``g(x) = x W + b`` per head, trained on the sequence.
 
-``ttt_linear(..., form=...)`` runs the same maths in several forms with one signature:
-
-- ``"naive"``: primal mini-batch form, every per-token W_i materialised (readable reference, slow);
-- ``"dual"``: matmul-only dual form (default; training and prefill);
-- ``"step"``: token by token through the O(1) decode step;
-- ``"triton"``: fused GPU kernels (``triton.py``; CUDA, or CPU under ``TRITON_INTERPRET=1``), else an error;
-- ``"auto"``: ``"triton"`` on CUDA tensors when triton is installed and the shapes are supported, else ``"dual"``.
+``ttt_linear(..., form=...)`` runs the same maths in every form of ``tttlm.ops.forms`` ("primal", "dual", "step",
+"triton", "auto") with one signature; it validates its arguments and calls ``run_form`` with ``FORMS``, which the
+TTT layers call directly (their inputs are valid by construction).
 """
 
 from __future__ import annotations
@@ -14,21 +10,20 @@ from __future__ import annotations
 from torch import Tensor
 
 from tttlm.ops.checks import check_ttt_inputs
-from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
-from tttlm.ops.scan import ScanForm, run_ttt
+from tttlm.ops.forms import OpForms, canonical_form, run_form
+from tttlm.ops.kernel_forms import KernelForm
+from tttlm.ops.scan import ScanForm
 from tttlm.ops.state import TTTState
 from tttlm.ops.ttt_linear.dual import dual_chunk, dual_linear_span
 from tttlm.ops.ttt_linear.primal import primal_chunk
 from tttlm.ops.ttt_linear.step import step_chunk
 
-_TRITON = KernelForm("tttlm.ops.ttt_linear.triton", "triton_linear")  # imports triton on first call only
-FORMS: dict[str, ScanForm | KernelForm] = {
-    "naive": ScanForm(primal_chunk),
-    "dual": ScanForm(dual_chunk, dual_linear_span),
-    "step": ScanForm(step_chunk),
-    "triton": _TRITON,
-    "auto": _TRITON,
-}
+FORMS = OpForms(
+    primal=ScanForm(primal_chunk),
+    dual=ScanForm(dual_chunk, dual_linear_span),
+    step=ScanForm(step_chunk),
+    kernel=KernelForm("tttlm.ops.ttt_linear.triton", "triton_linear"),  # imports triton on first call only
+)
 
 
 def ttt_linear(
@@ -63,48 +58,31 @@ def ttt_linear(
         token_offset: (mini_batch_size,) learnable per-position offsets δ; None means zeros.
         mini_batch_size: TTT mini-batch size b >= 1 (b = 1 is online gradient descent).
         initial_state: continue from a state returned by an earlier call (prefill in pieces, decoding).
-        form: "naive", "dual", "step", "triton" or "auto" — the same function computed differently.
+        form: "primal" (alias "naive"), "dual", "step", "triton" or "auto" — the same function computed
+            differently (``tttlm.ops.forms``).
         eps: LayerNorm epsilon.
         check_finite: also reject NaN/Inf inputs (costs a pass over the data).
 
     Returns:
         z: (batch, seq, heads, d) outputs ``f(q_i; W_i)``; and the ``TTTState`` after the last token.
     """
+    form = canonical_form(form)
     check_ttt_inputs(
         q,
         k,
         v,
         lr,
         lambda heads, d: {"weight": (weight, (heads, d, d)), "bias": (bias, (heads, d))},
-        ln_weight,
-        ln_bias,
-        token_offset,
-        mini_batch_size,
-        initial_state,
-        form,
-        FORMS,
-        check_finite,
+        ln_weight=ln_weight,
+        ln_bias=ln_bias,
+        token_offset=token_offset,
+        mini_batch_size=mini_batch_size,
+        initial_state=initial_state,
+        check_finite=check_finite,
     )
     inner = (weight,) if bias is None else (weight, bias)
-    if isinstance(FORMS[form], KernelForm):
-        form = resolve_kernel_form(form, q, mini_batch_size)
-        if form == "triton":
-            return _TRITON(q, k, v, lr, inner, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, eps)
-    return run_ttt(
-        FORMS[form],
-        q,
-        k,
-        v,
-        lr,
-        inner,
-        ln_weight,
-        ln_bias,
-        token_offset,
-        mini_batch_size,
-        initial_state,
-        eps,
-        max_chunk=1 if form == "step" else None,
-    )
+    offsets = q.new_zeros(mini_batch_size) if token_offset is None else token_offset
+    return run_form(FORMS, form, q, k, v, lr, inner, ln_weight, ln_bias, offsets, initial_state, eps)
 
 
 __all__ = ["FORMS", "TTTState", "ttt_linear"]

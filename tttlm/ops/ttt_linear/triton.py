@@ -673,19 +673,17 @@ def triton_linear(
     inner: tuple[Tensor, ...],
     ln_weight: Tensor | None,
     ln_bias: Tensor | None,
-    token_offset: Tensor | None,
-    mini_batch_size: int,
+    token_offset: Tensor,
     initial_state: TTTState | None,
     eps: float,
 ) -> tuple[Tensor, TTTState]:
-    """``ttt_linear(..., form="triton")`` (arguments already validated by the op). Returns (z, TTTState)."""
+    """``ttt_linear(..., form="triton")`` (arguments already validated by the op; ``token_offset`` (b,) gives the
+    mini-batch size b). Returns (z, TTTState)."""
     check_launchable(q)
     state = initial_state if initial_state is not None else TTTState.initial(inner, q.shape[0])
     has_bias = len(state.weights) > 1
     has_norm = ln_weight is not None
-    s = _Setup(q, mini_batch_size, state.position, has_bias, has_norm, eps)
-    if token_offset is None:
-        token_offset = q.new_zeros(mini_batch_size)
+    s = _Setup(q, token_offset.shape[0], state.position, has_bias, has_norm, eps)  # b = len(token_offset)
     scale = token_scales(token_offset.to(torch.float32)).contiguous()
     q, k, v, lr = (x.contiguous() for x in (q, k, v, lr))
     ln_w = None if ln_weight is None else ln_weight.contiguous()

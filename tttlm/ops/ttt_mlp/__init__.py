@@ -1,7 +1,7 @@
 """TTT-MLP: the hidden state is a two-layer MLP ``g(x) = gelu(x W1 + b1) W2 + b2`` per head.
 
-``ttt_mlp(..., form=...)`` has the forms of ``tttlm.ops.ttt_linear``: "naive", "dual" (default), "step",
-"triton" (fused GPU kernels, ``triton.py``) and "auto" (triton on CUDA when possible, else dual).
+``ttt_mlp(..., form=...)`` has the forms of ``tttlm.ops.ttt_linear`` ("primal", "dual", "step", "triton",
+"auto"); like it, it validates its arguments and calls ``run_form`` with ``FORMS``.
 """
 
 from __future__ import annotations
@@ -9,21 +9,20 @@ from __future__ import annotations
 from torch import Tensor
 
 from tttlm.ops.checks import check_ttt_inputs
-from tttlm.ops.kernel_forms import KernelForm, resolve_kernel_form
-from tttlm.ops.scan import ScanForm, run_ttt
+from tttlm.ops.forms import OpForms, canonical_form, run_form
+from tttlm.ops.kernel_forms import KernelForm
+from tttlm.ops.scan import ScanForm
 from tttlm.ops.state import TTTState
 from tttlm.ops.ttt_mlp.dual import dual_chunk, dual_mlp_span
 from tttlm.ops.ttt_mlp.primal import primal_chunk
 from tttlm.ops.ttt_mlp.step import step_chunk
 
-_TRITON = KernelForm("tttlm.ops.ttt_mlp.triton", "triton_mlp")  # imports triton on first call only
-FORMS: dict[str, ScanForm | KernelForm] = {
-    "naive": ScanForm(primal_chunk),
-    "dual": ScanForm(dual_chunk, dual_mlp_span),
-    "step": ScanForm(step_chunk),
-    "triton": _TRITON,
-    "auto": _TRITON,
-}
+FORMS = OpForms(
+    primal=ScanForm(primal_chunk),
+    dual=ScanForm(dual_chunk, dual_mlp_span),
+    step=ScanForm(step_chunk),
+    kernel=KernelForm("tttlm.ops.ttt_mlp.triton", "triton_mlp"),  # imports triton on first call only
+)
 
 
 def ttt_mlp(
@@ -67,41 +66,24 @@ def ttt_mlp(
         shapes = ((heads, d, hidden), (heads, hidden), (heads, hidden, d), (heads, d))
         return {name: (tensor, shape) for (name, tensor), shape in zip(required.items(), shapes, strict=True)}
 
+    form = canonical_form(form)
     check_ttt_inputs(
         q,
         k,
         v,
         lr,
         inner_params,
-        ln_weight,
-        ln_bias,
-        token_offset,
-        mini_batch_size,
-        initial_state,
-        form,
-        FORMS,
-        check_finite,
+        ln_weight=ln_weight,
+        ln_bias=ln_bias,
+        token_offset=token_offset,
+        mini_batch_size=mini_batch_size,
+        initial_state=initial_state,
+        check_finite=check_finite,
     )
     inner = (weight1, bias1, weight2, bias2)
-    if isinstance(FORMS[form], KernelForm):
-        form = resolve_kernel_form(form, q, mini_batch_size, hidden=weight1.shape[-1])
-        if form == "triton":
-            return _TRITON(q, k, v, lr, inner, ln_weight, ln_bias, token_offset, mini_batch_size, initial_state, eps)
-    return run_ttt(
-        FORMS[form],
-        q,
-        k,
-        v,
-        lr,
-        inner,
-        ln_weight,
-        ln_bias,
-        token_offset,
-        mini_batch_size,
-        initial_state,
-        eps,
-        max_chunk=1 if form == "step" else None,
-    )
+    offsets = q.new_zeros(mini_batch_size) if token_offset is None else token_offset
+    hidden = weight1.shape[-1]
+    return run_form(FORMS, form, q, k, v, lr, inner, ln_weight, ln_bias, offsets, initial_state, eps, hidden)
 
 
 __all__ = ["FORMS", "TTTState", "ttt_mlp"]

@@ -952,18 +952,16 @@ def triton_mlp(
     inner: tuple[Tensor, ...],
     ln_weight: Tensor | None,
     ln_bias: Tensor | None,
-    token_offset: Tensor | None,
-    mini_batch_size: int,
+    token_offset: Tensor,
     initial_state: TTTState | None,
     eps: float,
 ) -> tuple[Tensor, TTTState]:
-    """``ttt_mlp(..., form="triton")`` (arguments already validated by the op). Returns (z, TTTState)."""
+    """``ttt_mlp(..., form="triton")`` (arguments already validated by the op; ``token_offset`` (b,) gives the
+    mini-batch size b). Returns (z, TTTState)."""
     check_launchable(q)
     state = initial_state if initial_state is not None else TTTState.initial(inner, q.shape[0])
     hidden = state.weights[0].shape[-1]
-    s = _Setup(q, hidden, mini_batch_size, state.position, ln_weight is not None, eps)
-    if token_offset is None:
-        token_offset = q.new_zeros(mini_batch_size)
+    s = _Setup(q, hidden, token_offset.shape[0], state.position, ln_weight is not None, eps)  # b = len(offsets)
     scale = token_scales(token_offset.to(torch.float32)).contiguous()
     q, k, v, lr = (x.contiguous() for x in (q, k, v, lr))
     ln_w = None if ln_weight is None else ln_weight.contiguous()
