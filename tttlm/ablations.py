@@ -34,6 +34,7 @@ from tttlm.demo import demo_config, plot_training, run_summary
 from tttlm.models import load
 from tttlm.train import config_from_dict, train
 from tttlm.train.checkpoint import list_checkpoints
+from tttlm.train.run_dir import RunDir
 
 MINI_BATCH_SIZES = (1, 4, 16, 64)
 
@@ -79,7 +80,7 @@ def minibatch_sweep(sizes: Sequence[int]) -> list[Variant]:
 def forward_ms_per_token(run_dir: Path, seq_len: int, repeats: int = 5) -> float:
     """Median forward time per token (ms) of the trained model on one random sequence of ``seq_len`` tokens,
     without the LM head (``logits_to_keep=1``: the head costs the same for every b)."""
-    model = load(run_dir / "model").eval()
+    model = load(RunDir(run_dir).model).eval()
     ids = torch.randint(model.config.vocab_size, (1, seq_len), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         timing = time_call(lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1), repeats=repeats)
@@ -179,7 +180,7 @@ def run_ablations(
     say(f"timing the forward pass of the mini-batch sweep ({timing_seq_len} tokens, {threads} thread(s))")
     summaries = {name: run_summary(run_dir) for name, run_dir in runs.items()}
     setting = {"steps": steps, "seq_len": seq_len, "timing_seq_len": timing_seq_len, "threads": threads, "seed": seed}
-    setting["vocab_size"] = load(runs[rungs[0].name] / "model").config.vocab_size
+    setting["vocab_size"] = load(RunDir(runs[rungs[0].name]).model).config.vocab_size
     setting["machine"], setting["load_average"] = machine_info(), os.getloadavg()
     results: dict[str, Any] = {
         "setting": setting,

@@ -18,6 +18,7 @@ from tttlm.data.prepare import ensure_prepared
 from tttlm.models import load
 from tttlm.train import config_from_dict, read_metrics, train
 from tttlm.train.checkpoint import list_checkpoints
+from tttlm.train.run_dir import RunDir
 
 DEMO_ARCHS = ("ttt-linear", "transformer")
 QUICK = {"steps": 20, "seq_len": 64}  # ``tttlm demo --quick``: every stage of the pipeline in about a minute
@@ -47,7 +48,7 @@ def run_summary(run_dir: Path) -> dict[str, float]:
     records = read_metrics(run_dir)
     train_records = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
-    model = load(run_dir / "model")
+    model = load(RunDir(run_dir).model)
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": train_records[-1]["step"],
@@ -102,8 +103,9 @@ def evaluate_by_position(runs: dict[str, Path], data_dir: Path, out: Path, lengt
     length = min(length, max(len(data.document(i)) for i in range(data.num_documents)))
     curves = {}
     for name, run_dir in runs.items():
+        model = load(RunDir(run_dir).model).eval()
         with torch.no_grad():
-            curves[name], documents = loss_by_position(load(run_dir / "model").eval(), data, length, max_documents=8)
+            curves[name], documents = loss_by_position(model, data, length, max_documents=8)
     ref = list(runs)[-1]
     deltas = {name: curve - curves[ref] for name, curve in curves.items() if name != ref}
     plot_by_position(out / "by_position.png", curves, deltas, ref)

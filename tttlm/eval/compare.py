@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tttlm.eval.loading import EVAL_DIR, MODEL_DIR
 from tttlm.eval.niah import depth_grid
 from tttlm.eval.report import (
     _pyplot,
@@ -27,14 +26,13 @@ from tttlm.eval.report import (
     plot_ppl,
     read_position_csv,
 )
+from tttlm.train.metrics import read_metrics
+from tttlm.train.run_dir import RunDir
 
 
 def _metrics(run: Path) -> tuple[list[dict], list[dict]]:
     """(train records, eval records with ``tokens`` filled from the train record of the same step)."""
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return [], []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_metrics(run)
     train = [r for r in records if r.get("kind") == "train" and "tokens" in r]
     tokens_at = {r["step"]: r["tokens"] for r in train}
     evals = [
@@ -49,7 +47,7 @@ def _parameters(run: Path) -> int | None:
 
         from tttlm.models.registry import count_parameters
 
-        return count_parameters(AutoConfig.from_pretrained(run / MODEL_DIR))
+        return count_parameters(AutoConfig.from_pretrained(RunDir(run).model))
     except (OSError, ValueError, KeyError):
         return None
 
@@ -140,8 +138,19 @@ def write_comparison(runs: Sequence[Path | str], out: Path | str, ref: Path | st
     lines = ["# Run comparison", "", "Runs: " + ", ".join(f"`{r}`" for r in runs), ""]
     missing: list[str] = []
 
+    def results(file: str) -> dict[str, Path]:
+        """``eval/<file>`` of each run that has it, by run name; the others are listed as missing."""
+        found = {}
+        for n, r in zip(names, runs, strict=True):
+            path = RunDir(r).eval / file
+            if path.exists():
+                found[n] = path
+            else:
+                missing.append(f"{n}: {path.relative_to(r)}")
+        return found
+
     curves = {n: _metrics(r) for n, r in zip(names, runs, strict=True)}
-    missing += [f"{n}: metrics.jsonl" for n, (train, _) in curves.items() if not train]
+    missing += [f"{n}: {RunDir(r).metrics.name}" for n, r in zip(names, runs, strict=True) if not curves[n][0]]
     curves = {n: c for n, c in curves.items() if c[0]}
     if curves:
         _plot_curves(out / "training_tokens.png", curves, dict.fromkeys(curves, 1.0), "training tokens")
@@ -157,13 +166,7 @@ def write_comparison(runs: Sequence[Path | str], out: Path | str, ref: Path | st
             rows.append([n, params.get(n) or "?", train[-1]["step"], train[-1]["tokens"], train[-1]["loss"], final_val])
         lines += [markdown_table(["run", "parameters", "steps", "tokens", "final train loss", "final val loss"], rows)]
 
-    ppl = {}
-    for n, r in zip(names, runs, strict=True):
-        path = r / EVAL_DIR / "ppl.json"
-        if path.exists():
-            ppl[n] = json.loads(path.read_text())["results"]
-        else:
-            missing.append(f"{n}: {EVAL_DIR}/ppl.json")
+    ppl = {n: json.loads(path.read_text())["results"] for n, path in results("ppl.json").items()}
     if ppl:
         plot_ppl(out / "ppl.png", ppl)
         contexts = sorted({x["context"] for res in ppl.values() for x in res})
@@ -180,26 +183,18 @@ def write_comparison(runs: Sequence[Path | str], out: Path | str, ref: Path | st
         ]
 
     position = {}
-    for n, r in zip(names, runs, strict=True):
-        path = r / EVAL_DIR / "by_position.csv"
-        if path.exists():
-            columns = read_position_csv(path)
-            first = next(k for k in columns if not k.startswith("delta_"))
-            position[n] = columns[first]  # the run's own (first) checkpoint
-        else:
-            missing.append(f"{n}: {EVAL_DIR}/by_position.csv")
+    for n, path in results("by_position.csv").items():
+        columns = read_position_csv(path)
+        first = next(k for k in columns if not k.startswith("delta_"))
+        position[n] = columns[first]  # the run's own (first) checkpoint
     if position:
         lines += _position_section(position, ref_name if ref_name in position else None, out)
 
     niah, niah_records = {}, {}
-    for n, r in zip(names, runs, strict=True):
-        path = r / EVAL_DIR / "niah.json"
-        if path.exists():
-            payload = json.loads(path.read_text())
-            niah[n] = {t: {int(k): v for k, v in by_len.items()} for t, by_len in payload["accuracy"].items()}
-            niah_records[n] = payload["records"]
-        else:
-            missing.append(f"{n}: {EVAL_DIR}/niah.json")
+    for n, path in results("niah.json").items():
+        payload = json.loads(path.read_text())
+        niah[n] = {t: {int(k): v for k, v in by_len.items()} for t, by_len in payload["accuracy"].items()}
+        niah_records[n] = payload["records"]
     if niah:
         _niah_heatmaps(out / "niah.png", niah_records)
         lines += ["## S-NIAH", "", niah_markdown(niah), "", "![S-NIAH heatmaps](niah.png)", ""]

@@ -1,7 +1,7 @@
 """Loading what an evaluation needs from one ``--ckpt`` path: the model, its tokenizer, the data and output directories.
 
-``--ckpt`` may be a run directory (``runs/<name>/`` with ``model/``, ``config.yaml``, ``metrics.jsonl``) or a model
-directory (``save_pretrained`` output, e.g. ``runs/<name>/model``).
+``--ckpt`` may be a run directory (``tttlm.train.run_dir``: ``runs/<name>/`` with ``model/``, ``config.yaml``,
+``metrics.jsonl``) or a model directory (``save_pretrained`` output, e.g. ``runs/<name>/model``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MODEL_DIR = "model"
-EVAL_DIR = "eval"
+from tttlm.train.run_dir import RunDir
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
@@ -45,14 +45,15 @@ class Checkpoint:
     @property
     def eval_dir(self) -> Path:
         """Default output directory: ``<run>/eval`` (or ``<model dir>/eval`` for a bare model)."""
-        return (self.run_dir or self.model_dir) / EVAL_DIR
+        return RunDir(self.run_dir or self.model_dir).eval  # a bare model keeps its results as a run would
 
     def data_dir(self, override: Path | str | None = None) -> Path:
         """The prepared data: ``override``, else the run's ``data.dir``, else the default prepared corpus."""
         if override is not None:
             return Path(override).expanduser()
-        if self.run_dir is not None and (self.run_dir / "config.yaml").exists():
-            config = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
+        run_config = RunDir(self.run_dir).config if self.run_dir is not None else None
+        if run_config is not None and run_config.exists():
+            config = yaml.safe_load(run_config.read_text()) or {}
             data = (config.get("data") or {}).get("dir")
             if data:
                 return Path(data).expanduser()
@@ -84,14 +85,14 @@ def resolve_checkpoint(path: Path | str) -> Checkpoint:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {path} does not exist")
-    if (path / MODEL_DIR / "config.json").exists():
-        return Checkpoint(name=path.resolve().name, model_dir=path / MODEL_DIR, run_dir=path)
+    run = RunDir(path)
+    if (run.model / "config.json").exists():
+        return Checkpoint(name=path.resolve().name, model_dir=run.model, run_dir=path)
     if (path / "config.json").exists():
-        parent = path.resolve().parent
-        is_run = path.name == MODEL_DIR and (parent / "metrics.jsonl").exists()
-        return Checkpoint(
-            name=parent.name if is_run else path.resolve().name, model_dir=path, run_dir=parent if is_run else None
-        )
+        owner = RunDir.of_model(path)  # a run's final model reports into that run
+        if owner is not None:
+            return Checkpoint(name=owner.path.name, model_dir=path, run_dir=owner.path)
+        return Checkpoint(name=path.resolve().name, model_dir=path, run_dir=None)
     raise CheckpointError(
         f"{path} is neither a run directory (with model/config.json; is training finished?) nor a model directory "
         "(with config.json)"

@@ -41,8 +41,8 @@ from torch.distributed.checkpoint.state_dict import (
 
 from tttlm.data.io import apply_umask, fsync_dir, sha256_file
 from tttlm.train.distributed import DistContext, barrier, gather_objects, unwrap
+from tttlm.train.run_dir import RunDir
 
-CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -62,7 +62,7 @@ def checkpoint_name(step: int) -> str:
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of every checkpoint directory of a run, oldest first (temporary directories excluded)."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
+    root = RunDir(Path(run_dir)).checkpoints
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
@@ -71,7 +71,7 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def remove_temporaries(run_dir: Path) -> None:
     """Delete leftovers of checkpoint writes that were interrupted (``.tmp-*`` directories)."""
-    root = Path(run_dir) / CHECKPOINTS_DIR
+    root = RunDir(Path(run_dir)).checkpoints
     if root.is_dir():
         for path in root.iterdir():
             if path.name.startswith(".tmp-"):
@@ -198,7 +198,7 @@ def save(
     model_state = get_model_state_dict(model, options=_FULL)
     optim_state = get_optimizer_state_dict(model, optimizer, options=_FULL)
     rng_states = gather_objects(capture_rng(ctx.device), ctx)
-    root = Path(run_dir) / CHECKPOINTS_DIR
+    root = RunDir(Path(run_dir)).checkpoints
     final = root / checkpoint_name(step)
     if ctx.is_main:
         root.mkdir(parents=True, exist_ok=True)
@@ -299,7 +299,7 @@ def latest_valid(run_dir: Path, report: Callable[[str], None] = print) -> tuple[
             problems.append(str(error))
     if checkpoints:
         raise CorruptCheckpointError(
-            f"every checkpoint in {Path(run_dir) / CHECKPOINTS_DIR} is corrupt ({'; '.join(problems)}); "
+            f"every checkpoint in {RunDir(Path(run_dir)).checkpoints} is corrupt ({'; '.join(problems)}); "
             "delete them to start over, or restore a good copy"
         )
     return None

@@ -43,10 +43,9 @@ from tttlm.train import distributed as dist_utils
 from tttlm.train.batches import TrainWindows, eval_windows, micro_batch_samples
 from tttlm.train.config import ConfigError, TrainConfig, accumulation_steps, load_config
 from tttlm.train.factory import make_model
-from tttlm.train.metrics import TENSORBOARD_DIR, MetricsWriter
+from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at, split_decay
-
-FINAL_MODEL_DIR = "model"
+from tttlm.train.run_dir import RunDir
 
 
 class TrainingInterrupted(RuntimeError):  # noqa: N818 (a stop, not an error)
@@ -116,10 +115,10 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool, say: Call
     ckpt.remove_temporaries(run_dir)
     if not existing:
         # nothing to continue: drop logs of an earlier attempt that never reached a checkpoint
-        shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
+        shutil.rmtree(RunDir(run_dir).tensorboard, ignore_errors=True)
         if resume:
             say(f"no checkpoint in {run_dir}: starting from step 0")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    RunDir(run_dir).config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
@@ -166,7 +165,7 @@ def _export_final(model: nn.Module, run_dir: Path, data_dir: Path, ctx: dist_uti
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    out = run_dir / FINAL_MODEL_DIR
+    out = RunDir(run_dir).model
     if ctx.is_main:
         shutil.rmtree(out, ignore_errors=True)
         bar_was_on = hf_logging.is_progress_bar_enabled()
@@ -396,7 +395,7 @@ def _train(config: TrainConfig, ctx: dist_utils.DistContext, *, resume: bool, pr
     finally:
         bar.close()
         metrics.close()
-    if start_step < config.train.steps or not (run_dir / FINAL_MODEL_DIR).exists():
+    if start_step < config.train.steps or not RunDir(run_dir).model.exists():
         out = _export_final(model, run_dir, data_dir, ctx)
         say(f"done: {config.train.steps} steps; final model in {out}")
     return run_dir

@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+from tttlm.train.run_dir import RunDir
 
 
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     """All records of a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / METRICS_FILE
+    path = RunDir(Path(run_dir)).metrics
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -29,7 +28,8 @@ class MetricsWriter:
 
     def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, resume_step: int | None) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / METRICS_FILE
+        run = RunDir(Path(run_dir))
+        self.path = run.metrics
         self._tb = None
         if not enabled:
             return
@@ -43,12 +43,12 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 print(
-                    "tensorboard is not installed: metrics go to metrics.jsonl only (pip install tensorboard)",
+                    f"tensorboard is not installed: metrics go to {self.path.name} only (pip install tensorboard)",
                     file=sys.stderr,
                 )
             else:
                 purge = None if resume_step is None else resume_step + 1
-                self._tb = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge)
+                self._tb = SummaryWriter(str(run.tensorboard), purge_step=purge)
 
     def log(self, record: dict[str, Any]) -> None:
         """Write one record (must have an integer ``step``); numbers also go to TensorBoard as ``<kind>/<key>``."""
