@@ -1,17 +1,19 @@
-"""The training loop: ``train(config) -> run directory``.
+"""The training loop: ``train(config) -> run directory``, as named steps, in the order they run:
+
+1. ``load_data``: open the packed splits and check them against the model's vocabulary and the tokenizer.
+2. ``prepare_run_dir`` (main process): refuse to overwrite a run, write ``config.yaml``.
+3. ``build``: the model (the same initial weights on every process), DDP/FSDP2 around it, AdamW.
+4. ``resume_from_checkpoint`` (with ``--resume``): weights, optimizer state and RNG of the newest valid checkpoint.
+5. ``Trainer.fit``: for each optimizer step, ``Trainer.step`` (forward/backward/update) then ``Trainer.after_step``
+   (log, evaluate and checkpoint when due; stop after a signal).
+6. ``export_model``: the final ``from_pretrained``-loadable model with the tokenizer.
 
 One optimizer step = ``accumulation`` micro-steps of ``micro_batch_size`` sequences on each process, the loss of
 each micro-step divided by ``accumulation`` (DDP/FSDP average over processes), then global-norm clipping, the
 learning rate of the step, and AdamW. Mixed precision: bf16 autocast on CUDA ("auto"), float32 on CPU; "float64"
 runs the whole model in double precision (used by tests that compare runs to 1e-10).
 
-Run directory (``out_dir``, default ``runs/<name>``)::
-
-    config.yaml             the resolved config of the run
-    metrics.jsonl           train records (loss, lr, grad_norm, tokens, tokens_per_s) and eval records (val_loss)
-    tensorboard/            the same as TensorBoard events
-    checkpoints/step-N/     see ``tttlm.train.checkpoint``
-    model/                  the final weights + config + tokenizer (``from_pretrained``-loadable), at the end
+What the run directory holds: ``tttlm.train.run_dir``; a checkpoint's files: ``tttlm.train.checkpoint``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +48,191 @@ from tttlm.train.batches import TrainWindows, eval_windows, micro_batch_samples
 from tttlm.train.config import ConfigError, TrainConfig, accumulation_steps, load_config
 from tttlm.train.factory import make_model
 from tttlm.train.metrics import MetricsWriter
-from tttlm.train.optim import build_optimizer, lr_at, split_decay
+from tttlm.train.optim import build_optimizer, lr_at
 from tttlm.train.run_dir import RunDir
+
+Say = Callable[[str], None]
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+def train(
+    config: TrainConfig | Path | str, *, resume: bool = False, overrides: list[str] = (), progress: bool | None = None
+) -> Path:
+    """Train a model as ``config`` says (a ``TrainConfig`` or a YAML path); return the run directory.
+
+    With ``resume``, continue from the newest valid checkpoint of the run directory (exactly: the same loss curve as
+    an uninterrupted run). ``overrides`` are ``KEY=VALUE`` config changes (YAML path only). Under torchrun, every
+    process calls this. Raises ``TrainingInterrupted`` after SIGINT/SIGTERM, once a checkpoint is saved.
+    """
+    if not isinstance(config, TrainConfig):
+        config = load_config(config, list(overrides))
+    ctx = dist_utils.setup(config.device)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run_steps(config, ctx, resume=resume, progress=progress)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the process as it found it
+        dist_utils.teardown(ctx)
+
+
+def _run_steps(config: TrainConfig, ctx: dist_utils.DistContext, *, resume: bool, progress: bool | None) -> Path:
+    """The steps of the module docstring, in order, on this process."""
+    console = _Console(enabled=ctx.is_main)
+    run = RunDir(config.run_dir)
+    data = load_data(config)
+    if ctx.is_main:
+        prepare_run_dir(config, run, resume=resume, say=console.say)
+    dist_utils.barrier(ctx)  # no process reads the run directory before it is ready
+    model, optimizer = build(config, ctx, data)
+    start = resume_from_checkpoint(config, ctx, run, data, model, optimizer, console.say) if resume else 0
+    trainer = Trainer(config, ctx, run, data, model, optimizer, console)
+    trainer.fit(start, resumed=resume, progress=config.log.progress if progress is None else progress)
+    if start < config.train.steps or not run.model.exists():  # a finished run resumed again keeps its export
+        out = export_model(model, run, data.dir, ctx)
+        console.say(f"done: {config.train.steps} steps; final model in {out}")
+    return run.path
+
+
+# ---------------------------------------------------------------- 1. load data
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The data of a run, checked (``load_data``).
+
+    Attributes:
+        dir: the prepared data directory.
+        train: the packed train split.
+        val: the packed val split; None when ``eval.tokens`` is 0.
+        vocab_size: the model's vocabulary: ``model.overrides.vocab_size``, else the tokenizer's.
+        identity: the tokenizer's fingerprint and the train split's sha256; checkpoints record it so that a resume
+            refuses other tokens under the same path.
+    """
+
+    dir: Path
+    train: PackedDataset
+    val: PackedDataset | None
+    vocab_size: int
+    identity: dict[str, str]
+
+
+def load_data(config: TrainConfig) -> TrainData:
+    """Open the splits of ``data.dir`` (default: the prepared corpus); ``DataMismatchError`` if the model's vocabulary
+    does not cover the data or the data was made with another tokenizer than the one in the data directory."""
+    data_dir = Path(config.data.dir).expanduser() if config.data.dir else default_data_dir()
+    train_split = PackedDataset(data_dir, "train")
+    val_split = PackedDataset(data_dir, "val") if config.eval.tokens else None
+    vocab_size = config.model.overrides.get("vocab_size", train_split.vocab_size)
+    train_split.check_vocab(vocab_size)
+    tokenizer_dir = data_dir / TOKENIZER_DIR
+    if tokenizer_dir.is_dir():  # the tokenizer shipped with the final model must be the one the data was made with
+        train_split.check_tokenizer(load_tokenizer(tokenizer_dir))
+    identity = {"tokenizer": train_split.fingerprint, "train_sha256": train_split.meta["splits"]["train"]["sha256"]}
+    return TrainData(data_dir, train_split, val_split, vocab_size, identity)
+
+
+# ---------------------------------------------------------------- 2. prepare the run directory
+
+
+def prepare_run_dir(config: TrainConfig, run: RunDir, *, resume: bool, say: Say) -> None:
+    """Refuse to overwrite a run that has checkpoints unless resuming; start a fresh run's directory clean; write
+    the resolved ``config.yaml``."""
+    existing = ckpt.list_checkpoints(run.path)
+    if existing and not resume:
+        raise ConfigError(
+            f"{run.path} already holds checkpoints (newest: {existing[-1][1].name}); pass --resume to continue that "
+            "run, or set out_dir (or name) to start a new one"
+        )
+    run.path.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_temporaries(run.path)
+    if not existing:
+        # nothing to continue: drop logs of an earlier attempt that never reached a checkpoint
+        shutil.rmtree(run.tensorboard, ignore_errors=True)
+        if resume:
+            say(f"no checkpoint in {run.path}: starting from step 0")
+    run.config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------- 3. build
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def build(config: TrainConfig, ctx: dist_utils.DistContext, data: TrainData) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The model to train (wrapped for DDP/FSDP2 under torchrun) and its AdamW.
+
+    The weights are initialised from ``config.seed`` on every process alike; afterwards each process's RNG is
+    reseeded with its rank, so whatever draws random numbers during training draws differently on each.
+    """
+    _seed_everything(config.seed)
+    model = make_model(config.model.arch, config.model.size, {**config.model.overrides, "vocab_size": data.vocab_size})
+    # the data's end-of-text token starts and ends documents; generate() reads it from the generation config
+    for settings in (model.config, getattr(model, "generation_config", None)):
+        if settings is not None:
+            settings.bos_token_id = settings.eos_token_id = data.train.eos_token_id
+    model.to(device=ctx.device, dtype=torch.float64 if config.precision == "float64" else torch.float32)
+    model.train()
+    model = dist_utils.wrap(model, ctx, fsdp=config.distributed.fsdp)
+    optimizer = build_optimizer(dist_utils.unwrap(model), config.optim)
+    _seed_everything(config.seed + 1000003 * ctx.rank)
+    return model, optimizer
+
+
+# ---------------------------------------------------------------- 4. resume
+
+
+def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    current = config.trajectory()
+    old = {key: saved.get(key) for key in current}
+    if old != current:
+        changed = [key for key in current if old[key] != current[key]]
+        details = "; ".join(f"{key}: {old[key]} -> {current[key]}" for key in changed)
+        raise ConfigError(
+            f"the config differs from the one {path} was trained with in {', '.join(changed)} ({details}); an exact "
+            "resume needs the same model, data, batch, optimizer and seed (eval, checkpoint and log may change)"
+        )
+
+
+def resume_from_checkpoint(
+    config: TrainConfig,
+    ctx: dist_utils.DistContext,
+    run: RunDir,
+    data: TrainData,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    say: Say,
+) -> int:
+    """Load the newest valid checkpoint of ``run`` into ``model``, ``optimizer`` and this process's RNG; return its
+    step (0 when the run has none).
+
+    Corrupt checkpoints are reported and skipped; a checkpoint of another trajectory (``ConfigError``) or of other
+    data (``DataMismatchError``) is refused.
+    """
+    found = ckpt.latest_valid(run.path, report=say)
+    if found is None:
+        return 0
+    path, payload = found
+    _check_trajectory(payload["config"], config, path)
+    if payload["train_state"].get("data", data.identity) != data.identity:
+        raise DataMismatchError(
+            f"the data in {data.dir} changed since {path} was written (other tokens or tokenizer); resume "
+            "with the data it was trained on, or start a new run"
+        )
+    ckpt.load(path, payload, model=model, optimizer=optimizer, ctx=ctx)
+    step = payload["step"]
+    saved_world = payload["train_state"].get("world_size", 1)
+    extra = "" if saved_world == ctx.world_size else f" (saved with {saved_world} processes: RNG streams reset)"
+    say(f"resuming from {path} (step {step}, checksums verified){extra}")
+    return step
+
+
+# ---------------------------------------------------------------- 5. train: step, after-step
 
 
 class TrainingInterrupted(RuntimeError):  # noqa: N818 (a stop, not an error)
@@ -72,8 +259,6 @@ class _StopFlag:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_StopFlag]:
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield self  # signal handlers can only be set from the main thread
             return
@@ -86,51 +271,50 @@ class _StopFlag:
                 signal.signal(sig, handler)
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+class _Console:
+    """The run's messages: on the main process only, to stderr, written above the progress bar while it is shown."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: tqdm | None = None
+
+    def say(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def progress_bar(self, total: int, initial: int, *, shown: bool) -> Iterator[None]:
+        """A bar of optimizer steps, moved by ``advance``, for the duration of the context (if ``shown``)."""
+        if not (self.enabled and shown):
+            yield
+            return
+        self._bar = tqdm(total=total, initial=initial, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+        try:
+            yield
+        finally:
+            self._bar.close()
+            self._bar = None
+
+    def advance(self, loss: float, tokens_per_s: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            self._bar.update(1)
 
 
-def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+def _autocast(precision: str, device: torch.device) -> Autocast:
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     if use_bf16:
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 
-def _data_dir(config: TrainConfig) -> Path:
-    return Path(config.data.dir).expanduser() if config.data.dir else default_data_dir()
-
-
-def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool, say: Callable[[str], None]) -> None:
-    """Refuse to overwrite a run that has checkpoints unless resuming; start a fresh run's directory clean."""
-    existing = ckpt.list_checkpoints(run_dir)
-    if existing and not resume:
-        raise ConfigError(
-            f"{run_dir} already holds checkpoints (newest: {existing[-1][1].name}); pass --resume to continue that "
-            "run, or set out_dir (or name) to start a new one"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.remove_temporaries(run_dir)
-    if not existing:
-        # nothing to continue: drop logs of an earlier attempt that never reached a checkpoint
-        shutil.rmtree(RunDir(run_dir).tensorboard, ignore_errors=True)
-        if resume:
-            say(f"no checkpoint in {run_dir}: starting from step 0")
-    RunDir(run_dir).config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    current = config.trajectory()
-    old = {key: saved.get(key) for key in current}
-    if old != current:
-        changed = [key for key in current if old[key] != current[key]]
-        details = "; ".join(f"{key}: {old[key]} -> {current[key]}" for key in changed)
-        raise ConfigError(
-            f"the config differs from the one {path} was trained with in {', '.join(changed)} ({details}); an exact "
-            "resume needs the same model, data, batch, optimizer and seed (eval, checkpoint and log may change)"
-        )
+def _due(done: int, every: int) -> bool:
+    """Whether something done every ``every`` steps (0: never) is due after step ``done``."""
+    return every > 0 and done % every == 0
 
 
 @torch.no_grad()
@@ -142,7 +326,7 @@ def evaluate(
     seq_len: int,
     micro_batch_size: int,
     ctx: dist_utils.DistContext,
-    autocast: Callable[[], contextlib.AbstractContextManager],
+    autocast: Autocast,
 ) -> float:
     """Mean next-token loss over the windows ``starts`` (shared round-robin between processes)."""
     was_training = model.training
@@ -151,7 +335,7 @@ def evaluate(
     total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     for i in range(0, len(mine), micro_batch_size):
         rows = [np.asarray(dataset.tokens[s : s + seq_len], dtype=np.int64) for s in mine[i : i + micro_batch_size]]
-        batch = torch.from_numpy(np.stack(rows)).to(ctx.device)
+        batch = torch.from_numpy(np.stack(rows)).to(ctx.device)  # (micro_batch_size, seq_len)
         with autocast():
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
         total[0] += loss.double() * len(rows)
@@ -161,11 +345,205 @@ def evaluate(
     return float(total[0] / total[1])
 
 
-def _export_final(model: nn.Module, run_dir: Path, data_dir: Path, ctx: dist_utils.DistContext) -> Path:
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step reports to ``Trainer.after_step``.
+
+    Attributes:
+        done: optimizer steps completed, this one included.
+        loss: the step's training loss, averaged over processes.
+        lr: the learning rate of the step.
+        grad_norm: the global gradient norm before clipping.
+        seconds: wall-clock time of the step.
+        signum: SIGINT/SIGTERM that any process had received by the end of the step (0: none).
+    """
+
+    done: int
+    loss: float
+    lr: float
+    grad_norm: float
+    seconds: float
+    signum: int
+
+
+class Trainer:
+    """The training loop of one process, over a built (and possibly resumed) model and optimizer."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        ctx: dist_utils.DistContext,
+        run: RunDir,
+        data: TrainData,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        console: _Console,
+    ) -> None:
+        self.config, self.ctx, self.run, self.data = config, ctx, run, data
+        self.model, self.optimizer, self.console = model, optimizer, console
+        self.inner = dist_utils.unwrap(model)
+        self.accumulation = accumulation_steps(config, ctx.world_size)
+        self.autocast = _autocast(config.precision, ctx.device)
+        self.windows = TrainWindows(data.train, config.data.seq_len, config.seed)
+        self.eval_starts = (
+            eval_windows(data.val, config.data.seq_len, config.eval.tokens, ctx.world_size)
+            if data.val is not None
+            else []
+        )
+        self.stop = _StopFlag()
+        self.last_val: float | None = None  # the latest validation loss, recorded in checkpoints
+
+    def summary(self) -> str:
+        """Three lines for the log: the model, the data and processes, the batch."""
+        config, ctx = self.config, self.ctx
+        n_params = sum(p.numel() for p in self.inner.parameters())
+        # the optimizer's groups are the weight-decay split (build_optimizer leaves out an empty group)
+        tensors = {group["name"]: len(group["params"]) for group in self.optimizer.param_groups}
+        return (
+            f"{config.model.arch} {config.model.size}: {n_params / 1e6:.2f}M parameters ({tensors.get('decay', 0)} "
+            f"tensors with weight decay, {tensors.get('no_decay', 0)} without), vocab {self.data.vocab_size}\n"
+            f"data {self.data.dir}: {len(self.data.train):,} train tokens ({self.windows.num_windows:,} windows of "
+            f"{config.data.seq_len}); {ctx.world_size} process(es) on {ctx.device}, precision {config.precision}\n"
+            f"{config.train.steps} steps x {config.train.batch_tokens:,} tokens = {config.train.micro_batch_size} "
+            f"sequences x {self.accumulation} micro-steps x {ctx.world_size} process(es); run dir {self.run.path}"
+        )
+
+    def fit(self, start: int, *, resumed: bool, progress: bool) -> None:
+        """Optimizer steps ``start`` … ``train.steps − 1``: ``step``, then ``after_step``.
+
+        ``resumed``: the run continues from the checkpoint of step ``start``, so the metrics logged after it are
+        dropped (they are about to be logged again); otherwise the metrics start empty.
+        """
+        self.console.say(self.summary())
+        steps = self.config.train.steps
+        metrics = MetricsWriter(
+            self.run.path,
+            enabled=self.ctx.is_main,
+            tensorboard=self.config.log.tensorboard,
+            resume_step=start if resumed else None,
+        )
+        with (
+            contextlib.closing(metrics),
+            self.console.progress_bar(steps, start, shown=progress),
+            self.stop.installed(),
+        ):
+            for step in range(start, steps):
+                self.after_step(self.step(step), metrics)
+
+    def step(self, step: int) -> StepResult:
+        """Optimizer step ``step`` (0-based): this process's ``accumulation`` micro-batches, forward and backward,
+        then clipping and AdamW at the step's learning rate."""
+        config, ctx, model = self.config, self.ctx, self.model
+        began = time.perf_counter()
+        lr = lr_at(step, config.optim, config.train.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        for m in range(self.accumulation):
+            samples = micro_batch_samples(
+                step, m, ctx.rank, ctx.world_size, config.train.micro_batch_size, self.accumulation
+            )
+            batch = self.windows.batch(samples).to(ctx.device)  # (micro_batch_size, seq_len)
+            # gradients are reduced over processes once, on the last micro-step
+            with dist_utils.gradient_sync(model, m == self.accumulation - 1), self.autocast():
+                loss = model(input_ids=batch, labels=batch, use_cache=False).loss / self.accumulation
+            loss.backward()
+            loss_sum += loss.detach().double()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.inner.parameters(), config.optim.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+            grad_norm = grad_norm.full_tensor()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        # a signal on any process stops every process after this step (max over processes)
+        signum = torch.tensor(float(self.stop.signum), dtype=torch.float64, device=ctx.device)
+        dist_utils.all_reduce(loss_sum, ctx)
+        dist_utils.all_reduce(signum, ctx, op="max")
+        loss_value = float(loss_sum) / ctx.world_size
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"the training loss became {loss_value} at step {step + 1}; lower optim.lr or raise "
+                "optim.warmup_steps (the last checkpoint is untouched)"
+            )
+        return StepResult(
+            done=step + 1,
+            loss=loss_value,
+            lr=lr,
+            grad_norm=float(grad_norm),
+            seconds=time.perf_counter() - began,
+            signum=int(signum.item()),
+        )
+
+    def after_step(self, result: StepResult, metrics: MetricsWriter) -> None:
+        """Log the step; evaluate and checkpoint when due (both after the last step; a checkpoint also after a
+        signal); then raise ``TrainingInterrupted`` if a signal came."""
+        config, done = self.config, result.done
+        last = done == config.train.steps
+        tokens_per_s = config.train.batch_tokens / result.seconds
+        if last or _due(done, config.log.every):
+            metrics.log(
+                {
+                    "step": done,
+                    "kind": "train",
+                    "loss": result.loss,
+                    "lr": result.lr,
+                    "grad_norm": result.grad_norm,
+                    "tokens": done * config.train.batch_tokens,
+                    "tokens_per_s": tokens_per_s,
+                }
+            )
+        self.console.advance(result.loss, tokens_per_s)
+        if self.eval_starts and (last or _due(done, config.eval.every)):
+            self.last_val = evaluate(
+                self.model,
+                self.data.val,
+                self.eval_starts,
+                seq_len=config.data.seq_len,
+                micro_batch_size=config.train.micro_batch_size,
+                ctx=self.ctx,
+                autocast=self.autocast,
+            )
+            metrics.log({"step": done, "kind": "eval", "val_loss": self.last_val, "val_ppl": math.exp(self.last_val)})
+            self.console.say(f"step {done}: val_loss {self.last_val:.4f}")
+        if last or result.signum or _due(done, config.checkpoint.every):
+            self.save_checkpoint(done)
+        if result.signum:
+            raise TrainingInterrupted(self.run.path, done, result.signum)
+
+    def save_checkpoint(self, done: int) -> None:
+        """The checkpoint after step ``done`` (every process takes part: sharded state is gathered)."""
+        batch_tokens = self.config.train.batch_tokens
+        train_state = {
+            "step": done,
+            "samples_seen": done * (batch_tokens // self.config.data.seq_len),
+            "tokens_seen": done * batch_tokens,
+            "world_size": self.ctx.world_size,
+            "val_loss": self.last_val,
+            "data": self.data.identity,
+        }
+        path = ckpt.save(
+            self.run.path,
+            done,
+            model=self.model,
+            optimizer=self.optimizer,
+            ctx=self.ctx,
+            train_state=train_state,
+            config=self.config.to_dict(),
+            keep_last=self.config.checkpoint.keep_last,
+        )
+        self.console.say(f"saved checkpoint {path}")
+
+
+# ---------------------------------------------------------------- 6. export
+
+
+def export_model(model: nn.Module, run: RunDir, data_dir: Path, ctx: dist_utils.DistContext) -> Path:
+    """Write the final model to ``run.model``: weights and config (``save_pretrained``) and the data's tokenizer;
+    every process takes part (sharded weights are gathered). Returns that directory."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    out = RunDir(run_dir).model
+    out = run.model
     if ctx.is_main:
         shutil.rmtree(out, ignore_errors=True)
         bar_was_on = hf_logging.is_progress_bar_enabled()
@@ -184,218 +562,3 @@ def _export_final(model: nn.Module, run_dir: Path, data_dir: Path, ctx: dist_uti
                     shutil.copy2(file, out / file.name)
     dist_utils.barrier(ctx)
     return out
-
-
-def train(
-    config: TrainConfig | Path | str, *, resume: bool = False, overrides: list[str] = (), progress: bool | None = None
-) -> Path:
-    """Train a model as ``config`` says (a ``TrainConfig`` or a YAML path); return the run directory.
-
-    With ``resume``, continue from the newest valid checkpoint of the run directory (exactly: the same loss curve as
-    an uninterrupted run). ``overrides`` are ``KEY=VALUE`` config changes (YAML path only). Under torchrun, every
-    process calls this. Raises ``TrainingInterrupted`` after SIGINT/SIGTERM, once a checkpoint is saved.
-    """
-    if not isinstance(config, TrainConfig):
-        config = load_config(config, list(overrides))
-    ctx = dist_utils.setup(config.device)
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        return _train(config, ctx, resume=resume, progress=progress)
-    finally:
-        torch.set_num_threads(threads)  # a library call leaves the process as it found it
-        dist_utils.teardown(ctx)
-
-
-def _train(config: TrainConfig, ctx: dist_utils.DistContext, *, resume: bool, progress: bool | None) -> Path:
-    def say(message: str) -> None:
-        if ctx.is_main:
-            print(message, file=sys.stderr, flush=True)
-
-    run_dir = config.run_dir
-    data_dir = _data_dir(config)
-    train_data = PackedDataset(data_dir, "train")
-    val_data = PackedDataset(data_dir, "val") if config.eval.tokens else None
-    accumulation = accumulation_steps(config, ctx.world_size)
-    seq_len = config.data.seq_len
-    micro = config.train.micro_batch_size
-    step_tokens = config.train.batch_tokens
-
-    overrides = dict(config.model.overrides)
-    overrides.setdefault("vocab_size", train_data.vocab_size)
-    train_data.check_vocab(overrides["vocab_size"])
-    tokenizer_dir = data_dir / TOKENIZER_DIR
-    if tokenizer_dir.is_dir():  # the tokenizer shipped with the final model must be the one the data was made with
-        train_data.check_tokenizer(load_tokenizer(tokenizer_dir))
-    data_identity = {"tokenizer": train_data.fingerprint, "train_sha256": train_data.meta["splits"]["train"]["sha256"]}
-
-    if ctx.is_main:
-        _prepare_run_dir(config, run_dir, resume, say)
-    dist_utils.barrier(ctx)
-
-    _seed_everything(config.seed)
-    model = make_model(config.model.arch, config.model.size, overrides)
-    # the data's end-of-text token starts and ends documents; generate() reads it from the generation config
-    for settings in (model.config, getattr(model, "generation_config", None)):
-        if settings is not None:
-            settings.bos_token_id = settings.eos_token_id = train_data.eos_token_id
-    dtype = torch.float64 if config.precision == "float64" else torch.float32
-    model.to(device=ctx.device, dtype=dtype)
-    model.train()
-    model = dist_utils.wrap(model, ctx, fsdp=config.distributed.fsdp)
-    inner = dist_utils.unwrap(model)
-    optimizer = build_optimizer(inner, config.optim)
-    # each process its own stream from here on (model init above was identical everywhere)
-    _seed_everything(config.seed + 1000003 * ctx.rank)
-
-    start_step = 0
-    if resume:
-        found = ckpt.latest_valid(run_dir, report=say)
-        if found is not None:
-            path, payload = found
-            _check_trajectory(payload["config"], config, path)
-            if payload["train_state"].get("data", data_identity) != data_identity:
-                raise DataMismatchError(
-                    f"the data in {data_dir} changed since {path} was written (other tokens or tokenizer); resume "
-                    "with the data it was trained on, or start a new run"
-                )
-            ckpt.load(path, payload, model=model, optimizer=optimizer, ctx=ctx)
-            start_step = payload["step"]
-            saved_world = payload["train_state"].get("world_size", 1)
-            extra = "" if saved_world == ctx.world_size else f" (saved with {saved_world} processes: RNG streams reset)"
-            say(f"resuming from {path} (step {start_step}, checksums verified){extra}")
-
-    autocast = _autocast(config.precision, ctx.device)
-    windows = TrainWindows(train_data, seq_len, config.seed)
-    eval_starts = eval_windows(val_data, seq_len, config.eval.tokens, ctx.world_size) if val_data is not None else []
-    decay, no_decay = split_decay(inner, config.optim.no_decay)
-    n_params = sum(p.numel() for p in inner.parameters())
-    say(
-        f"{config.model.arch} {config.model.size}: {n_params / 1e6:.2f}M parameters ({len(decay)} tensors with weight "
-        f"decay, {len(no_decay)} without), vocab {overrides['vocab_size']}\n"
-        f"data {data_dir}: {len(train_data):,} train tokens ({windows.num_windows:,} windows of {seq_len}); "
-        f"{ctx.world_size} process(es) on {ctx.device}, precision {config.precision}\n"
-        f"{config.train.steps} steps x {step_tokens:,} tokens = {micro} sequences x {accumulation} micro-steps x "
-        f"{ctx.world_size} process(es); run dir {run_dir}"
-    )
-
-    metrics = MetricsWriter(
-        run_dir, enabled=ctx.is_main, tensorboard=config.log.tensorboard, resume_step=start_step if resume else None
-    )
-    show_bar = ctx.is_main and (config.log.progress if progress is None else progress)
-    bar = tqdm(
-        total=config.train.steps,
-        initial=start_step,
-        desc="train",
-        unit="step",
-        disable=not show_bar,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    stop = _StopFlag()
-
-    def note(message: str) -> None:  # above the progress bar when there is one
-        if show_bar:
-            bar.write(message, file=sys.stderr)
-        else:
-            say(message)
-
-    tokens_seen = start_step * step_tokens
-    last_val: float | None = None
-
-    def save_checkpoint(step: int) -> Path:
-        train_state = {
-            "step": step,
-            "samples_seen": step * (step_tokens // seq_len),
-            "tokens_seen": step * step_tokens,
-            "world_size": ctx.world_size,
-            "val_loss": last_val,
-            "data": data_identity,
-        }
-        path = ckpt.save(
-            run_dir,
-            step,
-            model=model,
-            optimizer=optimizer,
-            ctx=ctx,
-            train_state=train_state,
-            config=config.to_dict(),
-            keep_last=config.checkpoint.keep_last,
-        )
-        note(f"saved checkpoint {path}")
-        return path
-
-    try:
-        with stop.installed():
-            for step in range(start_step, config.train.steps):
-                began = time.perf_counter()
-                lr = lr_at(step, config.optim, config.train.steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-                for m in range(accumulation):
-                    samples = micro_batch_samples(step, m, ctx.rank, ctx.world_size, micro, accumulation)
-                    batch = windows.batch(samples).to(ctx.device)
-                    with dist_utils.gradient_sync(model, m == accumulation - 1), autocast():
-                        loss = model(input_ids=batch, labels=batch, use_cache=False).loss / accumulation
-                    loss.backward()
-                    loss_sum += loss.detach().double()
-                grad_norm = torch.nn.utils.clip_grad_norm_(inner.parameters(), config.optim.grad_clip)
-                if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
-                    grad_norm = grad_norm.full_tensor()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
-                flags = torch.tensor([float(stop.signum), 0.0], dtype=torch.float64, device=ctx.device)
-                dist_utils.all_reduce(loss_sum, ctx)
-                dist_utils.all_reduce(flags, ctx, op="max")
-                loss_value = float(loss_sum) / ctx.world_size
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"the training loss became {loss_value} at step {step + 1}; lower optim.lr or raise "
-                        "optim.warmup_steps (the last checkpoint is untouched)"
-                    )
-                done = step + 1
-                tokens_seen += step_tokens
-                seconds = time.perf_counter() - began
-                if done % config.log.every == 0 or done == config.train.steps:
-                    metrics.log(
-                        {
-                            "step": done,
-                            "kind": "train",
-                            "loss": loss_value,
-                            "lr": lr,
-                            "grad_norm": float(grad_norm),
-                            "tokens": tokens_seen,
-                            "tokens_per_s": step_tokens / seconds,
-                        }
-                    )
-                bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{step_tokens / seconds:,.0f}", refresh=False)
-                bar.update(1)
-
-                last = done == config.train.steps
-                if eval_starts and (last or (config.eval.every and done % config.eval.every == 0)):
-                    last_val = evaluate(
-                        model,
-                        val_data,
-                        eval_starts,
-                        seq_len=seq_len,
-                        micro_batch_size=micro,
-                        ctx=ctx,
-                        autocast=autocast,
-                    )
-                    metrics.log({"step": done, "kind": "eval", "val_loss": last_val, "val_ppl": math.exp(last_val)})
-                    note(f"step {done}: val_loss {last_val:.4f}")
-                interrupted = int(flags[0].item())
-                if last or interrupted or (config.checkpoint.every and done % config.checkpoint.every == 0):
-                    save_checkpoint(done)
-                if interrupted:
-                    raise TrainingInterrupted(run_dir, done, interrupted)
-    finally:
-        bar.close()
-        metrics.close()
-    if start_step < config.train.steps or not RunDir(run_dir).model.exists():
-        out = _export_final(model, run_dir, data_dir, ctx)
-        say(f"done: {config.train.steps} steps; final model in {out}")
-    return run_dir
