@@ -57,7 +57,7 @@ def _bench_forms(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from tttlm.models.convert import load_reference
+    from tttlm.models.ttt.convert import load_reference
 
     try:
         model = load_reference(args.source)
@@ -111,7 +111,7 @@ def _ablations(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from tttlm.bench.forms import OPS, PASSES, FormsSetting
     from tttlm.models import ARCHS
-    from tttlm.models.configuration import PRESETS
+    from tttlm.models.ttt.configuration import PRESETS
 
     parser = argparse.ArgumentParser(prog="tttlm", description="Test-Time-Training sequence models.")
     parser.add_argument("--version", action="version", version=f"tttlm {tttlm.__version__}")

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from tttlm.layers.rope import apply_rope, rope_angles
 from tttlm.models import TTTConfig, TTTForCausalLM
-from tttlm.models.convert import convert_reference_config, load_reference
+from tttlm.models.ttt.convert import convert_reference_config, load_reference
 
 
 def to_reference(model: TTTForCausalLM) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -16,7 +16,7 @@ from baseline_testing import logits_in_pieces, random_ids, rel_err
 from torch import Tensor
 
 from tttlm.models import E2ECache, E2EConfig, E2EForCausalLM, build, make_config, prefill
-from tttlm.models.e2e_cache import E2EBlockCache
+from tttlm.models.e2e.cache import E2EBlockCache
 from tttlm.models.hf_compat import cache_argument, output_cache
 
 TOL64 = 1e-10  # float64, same maths summed in another order: ~1e-15 measured; real state errors show at 1e-3+

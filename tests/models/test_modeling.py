@@ -19,8 +19,8 @@ from model_testing import (
 
 from tttlm import TTTCache
 from tttlm.layers.ttt import TTTLayerCache
-from tttlm.models.cache import TTTBlockCache
 from tttlm.models.hf_compat import output_cache
+from tttlm.models.ttt.cache import TTTBlockCache
 from tttlm.ops.state import TTTState
 
 # float64: the dual form (prefill) and the step path (decode) are the same maths summed in different orders, so

@@ -16,7 +16,8 @@ from transformers import DynamicCache, MambaConfig, MambaForCausalLM
 from transformers.models.mamba.modeling_mamba import MambaMixer, MambaModel
 
 from tttlm.models import build
-from tttlm.models.ssm import SelectiveScanMixer, SSMCache, library_cache_argument
+from tttlm.models.ssm.cache import SSMCache
+from tttlm.models.ssm.modeling import SelectiveScanMixer, library_cache_argument
 from tttlm.ops.selective_scan import default_chunk_size, selective_scan
 
 # float64: our scan and the reference loop differ only in summation order (~1e-16 measured)

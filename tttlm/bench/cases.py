@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from tttlm.models.configuration import TTTConfig
 from tttlm.models.registry import ARCHS, build, make_config
-from tttlm.models.stack_config import StackConfig
+from tttlm.models.stack.configuration import StackConfig
+from tttlm.models.ttt.configuration import TTTConfig
 
 # the architectures of the papers' speed figures (issue 10), the default of every model benchmark
 DEFAULT_ARCHS = ("ttt-linear", "ttt-mlp", "transformer", "swa", "mamba", "mamba2", "gated-deltanet")

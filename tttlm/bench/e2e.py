@@ -21,7 +21,7 @@ from rich.table import Table
 from tttlm.bench.cases import check_positive
 from tttlm.bench.timing import time_call
 from tttlm.models import build
-from tttlm.models.e2e_config import META_GRADIENTS
+from tttlm.models.e2e.configuration import META_GRADIENTS
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tttlm.models.configuration import PRESETS
-from tttlm.models.e2e_config import META_GRADIENTS
+from tttlm.models.e2e.configuration import META_GRADIENTS
+from tttlm.models.ttt.configuration import PRESETS
 
 
 def _bench_e2e(args: argparse.Namespace) -> int:

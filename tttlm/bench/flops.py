@@ -30,9 +30,9 @@ from dataclasses import dataclass, fields
 
 from transformers import LlamaConfig, PretrainedConfig
 
-from tttlm.models.configuration import TTTConfig
-from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig
-from tttlm.models.stack_config import StackConfig
+from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
+from tttlm.models.stack.configuration import StackConfig
+from tttlm.models.ttt.configuration import TTTConfig
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ class KernelRecord:
 
 def layer_dims(size: str) -> tuple[int, int, int]:
     """(hidden, heads, mini-batch size) of a ``TTTConfig`` preset."""
-    from tttlm.models.configuration import TTTConfig
+    from tttlm.models.ttt.configuration import TTTConfig
 
     config = TTTConfig.from_preset(size)
     return config.hidden_size, config.num_attention_heads, config.mini_batch_size
@@ -366,7 +366,7 @@ def add_bench_kernels_command(benches: Any) -> None:
     import argparse
 
     from tttlm.cli import _choice_list, _int_list
-    from tttlm.models.configuration import PRESETS
+    from tttlm.models.ttt.configuration import PRESETS
 
     parser = benches.add_parser(
         "kernels",

@@ -377,7 +377,7 @@ def _bench_prefill(args: argparse.Namespace) -> int:
 def add_bench_prefill_command(benches: Any) -> None:
     """Register ``tttlm bench prefill`` on the ``bench`` sub-parsers."""
     from tttlm.cli import _choice_list, _int_list
-    from tttlm.models.configuration import PRESETS
+    from tttlm.models.ttt.configuration import PRESETS
 
     parser = benches.add_parser(
         "prefill",

@@ -8,18 +8,19 @@ Importing this package registers our model types ("tttlm", "tttlm_stack", "tttlm
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from tttlm.models.cache import TTTBlockCache, TTTCache
-from tttlm.models.configuration import PRESETS, TTTConfig
-from tttlm.models.e2e import E2EForCausalLM, E2EModel
-from tttlm.models.e2e_cache import E2ECache
-from tttlm.models.e2e_config import E2EConfig
-from tttlm.models.modeling import TTTBlock, TTTForCausalLM, TTTModel, TTTPreTrainedModel
+from tttlm.models.e2e.cache import E2ECache
+from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.e2e.modeling import E2EForCausalLM, E2EModel
 from tttlm.models.registry import ARCHS, SIZES, arch_of, build, load, make_config, param_count
-from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig, SelectiveScanForCausalLM, SSDForCausalLM
-from tttlm.models.stack import StackForCausalLM, StackModel
-from tttlm.models.stack_cache import StackCache
-from tttlm.models.stack_config import StackConfig
+from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
+from tttlm.models.ssm.modeling import SelectiveScanForCausalLM, SSDForCausalLM
+from tttlm.models.stack.cache import StackCache
+from tttlm.models.stack.configuration import StackConfig
+from tttlm.models.stack.modeling import StackForCausalLM, StackModel
 from tttlm.models.streaming import Prefill, prefill, supports_chunked_prefill
+from tttlm.models.ttt.cache import TTTBlockCache, TTTCache
+from tttlm.models.ttt.configuration import PRESETS, TTTConfig
+from tttlm.models.ttt.modeling import TTTBlock, TTTForCausalLM, TTTModel, TTTPreTrainedModel
 
 # exist_ok: re-registering our own classes (e.g. after importlib.reload) is harmless
 AutoConfig.register(TTTConfig.model_type, TTTConfig, exist_ok=True)
@@ -32,7 +33,7 @@ AutoConfig.register(MambaLMConfig.model_type, MambaLMConfig, exist_ok=True)
 AutoModelForCausalLM.register(MambaLMConfig, SelectiveScanForCausalLM, exist_ok=True)
 AutoConfig.register(Mamba2LMConfig.model_type, Mamba2LMConfig, exist_ok=True)
 AutoModelForCausalLM.register(Mamba2LMConfig, SSDForCausalLM, exist_ok=True)
-# TTT-E2E: no AutoModel (E2EModel's inner loop needs the LM head, see models/e2e.py)
+# TTT-E2E: no AutoModel (E2EModel's inner loop needs the LM head, see models/e2e/modeling.py)
 AutoConfig.register(E2EConfig.model_type, E2EConfig, exist_ok=True)
 AutoModelForCausalLM.register(E2EConfig, E2EForCausalLM, exist_ok=True)
 

@@ -1,26 +1,18 @@
-"""Model caches: ``BlockCache`` (what a stack of blocks carries between forward calls) and ``TTTCache``.
+"""``BlockCache``: what a stack of blocks carries between forward calls, the base of every family's cache
+(``ttt.cache.TTTCache``, ``stack.cache.StackCache``, ``e2e.cache.E2ECache``).
 
-Unlike an attention KV cache it has a fixed size: per block, the TTT layer's inner state (W at the start of the
-open mini-batch, the pending gradient sums, the position inside the mini-batch), the shared-q/k conv states
-(mamba backbone) and the pre-conv state. Decoding one more token therefore costs the same at any context length.
+Each block's entry is a nest of named tuples of tensors; the cache maps a function over all of them for the
+transformers ``Cache`` methods that ``generate`` uses (beam reordering, batch selection), so a family only says
+what its blocks hold.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import Tensor
-
-from tttlm.layers.ttt import TTTLayerCache
-
-
-class TTTBlockCache(NamedTuple):
-    """What one block carries: its TTT layer's cache and, with ``pre_conv``, the pre-conv state."""
-
-    ttt: TTTLayerCache
-    # (batch, conv_kernel - 1, hidden): the last normalised inputs of the pre-conv sub-block
-    pre_conv: Tensor | None = None
 
 
 def map_tensors(tree: Any, fn: Callable[[Tensor], Tensor]) -> Any:
@@ -123,9 +115,8 @@ class BlockCache:
 
     def detach(self) -> BlockCache:
         """A copy cut from the autograd graph (between truncated-BPTT segments); this cache is unchanged."""
-        out = type(self)(len(self.blocks))
-        out.blocks = [map_tensors(block, Tensor.detach) for block in self.blocks]
-        out.seen_tokens = self.seen_tokens
+        out = copy.copy(self)  # the same attributes; ``_map`` then replaces every nest holding tensors
+        out._map(Tensor.detach)
         return out
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -135,8 +126,3 @@ class BlockCache:
                 f"{type(self).__name__} cannot remove {tokens_to_remove} tokens: recurrent states and sliding KV "
                 "windows cannot be rolled back; keep a copy (cache.detach()) of the state you want to return to instead"
             )
-
-
-class TTTCache(BlockCache):
-    """Recurrent state of a ``TTTModel``: one ``TTTBlockCache`` per block (fixed size, so decoding one more token
-    costs the same at any context length)."""

@@ -7,9 +7,7 @@ from typing import Any
 
 from transformers import LlamaConfig, PretrainedConfig
 
-from tttlm.models.configuration import TTTConfig
-from tttlm.models.e2e_config import E2EConfig
-from tttlm.models.modeling import TTTForCausalLM
+from tttlm.models.e2e.configuration import E2EConfig
 from tttlm.models.registry import (
     ARCHS,
     SIZES,
@@ -17,8 +15,10 @@ from tttlm.models.registry import (
     make_config,
     reference_config,
 )
-from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig
-from tttlm.models.stack_config import StackConfig
+from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
+from tttlm.models.stack.configuration import StackConfig
+from tttlm.models.ttt.configuration import TTTConfig
+from tttlm.models.ttt.modeling import TTTForCausalLM
 
 
 def _size(text: str) -> str:

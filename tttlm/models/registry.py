@@ -56,13 +56,14 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 
-from tttlm.models.configuration import PRESETS, TTTConfig
-from tttlm.models.e2e import E2EForCausalLM
-from tttlm.models.e2e_config import E2EConfig
-from tttlm.models.modeling import TTTForCausalLM
-from tttlm.models.ssm import Mamba2LMConfig, MambaLMConfig, SelectiveScanForCausalLM, SSDForCausalLM
-from tttlm.models.stack import StackForCausalLM
-from tttlm.models.stack_config import StackConfig
+from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.e2e.modeling import E2EForCausalLM
+from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
+from tttlm.models.ssm.modeling import SelectiveScanForCausalLM, SSDForCausalLM
+from tttlm.models.stack.configuration import StackConfig
+from tttlm.models.stack.modeling import StackForCausalLM
+from tttlm.models.ttt.configuration import PRESETS, TTTConfig
+from tttlm.models.ttt.modeling import TTTForCausalLM
 
 SIZES = tuple(PRESETS)
 # config attribute that records the registry name (saved in config.json, read back by ``arch_of``)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from tttlm.layers.attention import KVCache
-from tttlm.models.stack_cache import StackCache, map_tensors
+from tttlm.models.cache import BlockCache, map_tensors
 
 
 class E2EBlockCache(NamedTuple):
@@ -47,7 +47,7 @@ class OpenMiniBatch(NamedTuple):
     ids: Tensor
 
 
-class E2ECache(StackCache):
+class E2ECache(BlockCache):
     """Rolling KV windows, fast weights and the open mini-batch of an ``E2EForCausalLM``, updated in place.
 
     Attributes:
@@ -55,8 +55,9 @@ class E2ECache(StackCache):
         open: the open mini-batch, or None.
         seen_tokens: number of tokens consumed so far.
 
-    The transformers ``Cache`` methods that ``generate`` needs (``reorder_cache`` for beam search, ...) come from
-    ``StackCache`` and act on every tensor here, the fast weights and the open mini-batch included.
+    The transformers ``Cache`` methods that ``generate`` needs (``reorder_cache`` for beam search, ...) and
+    ``detach`` come from ``BlockCache`` and act on every tensor here, the fast weights and the open mini-batch
+    included.
     """
 
     def __init__(self, num_layers: int) -> None:
@@ -78,11 +79,3 @@ class E2ECache(StackCache):
     def _map(self, fn: Callable[[Tensor], Tensor]) -> None:
         super()._map(fn)
         self.open = map_tensors(self.open, fn)
-
-    def detach(self) -> E2ECache:
-        """A copy cut from the autograd graph (between truncated-BPTT segments); this cache is unchanged."""
-        out = E2ECache(len(self.blocks))
-        out.blocks = [map_tensors(block, Tensor.detach) for block in self.blocks]
-        out.open = map_tensors(self.open, Tensor.detach)
-        out.seen_tokens = self.seen_tokens
-        return out

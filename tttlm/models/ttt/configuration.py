@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from tttlm.models.config_checks import choice, positive_int, positive_number
+from tttlm.models.base import choice, positive_int, positive_number
 
 LAYER_TYPES = ("linear", "mlp")
 BACKBONES = ("transformer", "mamba")

@@ -11,7 +11,7 @@ mini-batches of b tokens aligned to absolute stream positions; mini-batch i is p
 
     W_{i+1} = W_i − η · min(1, c / ‖g_i‖) · g_i,    g_i = ∇_W (mean next-token loss of mini-batch i)(W_i)
 
-per sequence (``e2e_inner.sgd_step``); W_0 is the prime MLPs' parameters, learned in the outer loop.
+per sequence (``inner_loop.sgd_step``); W_0 is the prime MLPs' parameters, learned in the outer loop.
 
 Decisions (see also docs/ARCHITECTURE.md, "TTT-E2E"):
 
@@ -48,23 +48,23 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from tttlm.layers.attention import Attention, KVCache
 from tttlm.layers.mlp import SwiGLU
-from tttlm.models.e2e_cache import E2EBlockCache, E2ECache, OpenMiniBatch
-from tttlm.models.e2e_config import E2EConfig
-from tttlm.models.e2e_inner import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
-from tttlm.models.hf_compat import pop_cache, with_cache
-from tttlm.models.modeling import (
-    _TIED_LM_HEAD,
+from tttlm.models.base import (
+    TIED_LM_HEAD,
     CausalLMHead,
-    _check_attention_mask,
+    StatefulPreTrainedModel,
+    check_attention_mask,
     check_input_ids,
-    init_module_weights,
 )
-from tttlm.models.stack_cache import map_tensors
+from tttlm.models.cache import map_tensors
+from tttlm.models.e2e.cache import E2EBlockCache, E2ECache, OpenMiniBatch
+from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.e2e.inner_loop import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
+from tttlm.models.hf_compat import pop_cache, with_cache
 
 FastWeights = tuple[Tensor, Tensor, Tensor]
 
@@ -73,7 +73,7 @@ class PrimeMLP(nn.Module):
     """The updated MLP of a block: ``SwiGLU(RMSNorm(x); W)``; its parameters hold W_0 and the step sizes.
 
     The RMSNorm is static. W_0 is ``gate`` (d, m), ``up`` (d, m), ``down`` (m, d), in the (in, out) layout of the
-    fast weights (``e2e_inner``; the transpose of ``nn.Linear.weight``), initialised N(0, initializer_range²) like
+    fast weights (``inner_loop``; the transpose of ``nn.Linear.weight``), initialised N(0, initializer_range²) like
     every linear layer. ``log_lr`` (3,), if the step size is learnable, holds log η for gate, up and down.
     """
 
@@ -193,27 +193,14 @@ class _Stream:
         return 0 if self.open is None else self.open.ids.shape[1]
 
 
-class E2EPreTrainedModel(PreTrainedModel):
-    """Weight init, checkpointing support and the config class shared by the TTT-E2E models."""
+class E2EPreTrainedModel(StatefulPreTrainedModel):
+    """Weight init, checkpointing support and the config class shared by the TTT-E2E models. Gradient
+    checkpointing applies to the blocks below the first updated one (the updated blocks are differentiated twice,
+    which recomputation does not support)."""
 
     config_class = E2EConfig
-    base_model_prefix = "model"
-    # checkpointing applies to the blocks below the first updated one (the updated blocks are differentiated
-    # twice, which recomputation does not support)
-    supports_gradient_checkpointing = True
     _no_split_modules: ClassVar[list[str]] = ["E2EBlock"]
-    # generate: no assisted decoding (fast weights and KV windows cannot be rolled back)
-    _is_stateful = True
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """Initialise one module's own parameters, every one through ``nn.init`` (see ``TTTPreTrainedModel``)."""
-        init_module_weights(module, self.config.initializer_range, (PrimeMLP,))
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # generate must not hand us a transformers DynamicCache: forward creates its own E2ECache
-        return False
+    self_initialising = (PrimeMLP,)
 
 
 class E2EModel(E2EPreTrainedModel):
@@ -282,7 +269,7 @@ class E2EModel(E2EPreTrainedModel):
             )
         check_input_ids(input_ids, config.vocab_size)
         batch, seq = input_ids.shape
-        _check_attention_mask(attention_mask, batch)
+        check_attention_mask(attention_mask, batch)
         cache = self._check_cache(past_key_values, batch)
         if use_cache is None:
             use_cache = cache is not None or (config.use_cache and not self.training)
@@ -514,13 +501,8 @@ class E2EForCausalLM(CausalLMHead, E2EPreTrainedModel, GenerationMixin):
     and detached.
     """
 
-    _tied_weights_keys = _TIED_LM_HEAD
-
-    def __init__(self, config: E2EConfig) -> None:
-        super().__init__(config)
-        self.model = E2EModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+    backbone_class = E2EModel
+    _tied_weights_keys = TIED_LM_HEAD
 
     def _backbone_logits(self, logits_to_keep: int | Tensor, **backbone_kwargs: Any) -> tuple[Tensor, Any]:
         # the backbone needs the LM head itself: the inner loss of every mini-batch is next-token prediction

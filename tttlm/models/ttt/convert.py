@@ -31,8 +31,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 from transformers import PretrainedConfig
 
-from tttlm.models.configuration import TTTConfig
-from tttlm.models.modeling import TTTForCausalLM
+from tttlm.models.ttt.configuration import TTTConfig
+from tttlm.models.ttt.modeling import TTTForCausalLM
 
 # The reference TTTConfig's defaults, for keys a saved config.json leaves out.
 REFERENCE_DEFAULTS: dict[str, Any] = {

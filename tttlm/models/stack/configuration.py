@@ -1,6 +1,6 @@
 """``StackConfig``: a language model whose blocks each hold a chosen list of sequence mixers, then a SwiGLU MLP.
 
-One configuration (and one model, ``stack.py``) covers the baselines that transformers has no CPU-friendly
+One configuration (and one model, ``stack/modeling.py``) covers the baselines that transformers has no CPU-friendly
 class for: sliding-window attention, SWA/full hybrids, Gated DeltaNet, and SWA blocks with an added TTT layer
 (TTT-KVB). ``layer_mixers[i]`` lists the mixers of block i in order, e.g. ``[["sliding_attention", "ttt"], ...]``.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from tttlm.models.config_checks import choice, positive_int, positive_number
+from tttlm.models.base import choice, positive_int, positive_number
 
 MIXERS = ("full_attention", "sliding_attention", "gated_deltanet", "ttt")
 GDN_FORMS = ("chunk", "recurrent")

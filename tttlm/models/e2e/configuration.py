@@ -2,7 +2,7 @@
 
 Every block is ``x + SWA(RMSNorm(x))``, ``x + SwiGLU(RMSNorm(x))``; the last ``updated_fraction`` of the blocks
 (at least one) add ``x + PrimeSwiGLU(RMSNorm(x); W)``, whose weights W are updated at test time by SGD on the
-model's own next-token loss, one step per mini-batch of ``mini_batch_size`` tokens (see ``models/e2e.py``).
+model's own next-token loss, one step per mini-batch of ``mini_batch_size`` tokens (see ``models/e2e/modeling.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from tttlm.models.config_checks import is_number, positive_int, positive_number
+from tttlm.models.base import is_number, positive_int, positive_number
 
 META_GRADIENTS = ("exact", "first_order")
 
@@ -28,7 +28,7 @@ class E2EConfig(PretrainedConfig):
         attention_block_size: query rows per block of the blocked attention (None: max(window, 256)).
         mini_batch_size: b, tokens per inner step. The inner loss of a mini-batch is the mean next-token loss of
             its b positions, the last one's target being the first token of the next mini-batch (see
-            ``models/e2e.py``), so b = 1 is online gradient descent.
+            ``models/e2e/modeling.py``), so b = 1 is online gradient descent.
         updated_fraction: fraction of the blocks, counted from the top, that carry an updated ("prime") MLP;
             ``num_updated_layers = ceil(fraction × num_hidden_layers)``, at least 1 (paper: 1/4).
         updated_intermediate_size: width of the static MLP in the updated blocks (None: ``intermediate_size``). The

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationMixin
 
 from tttlm.layers.attention import Attention
 from tttlm.layers.conv import CausalConv
 from tttlm.layers.gated_deltanet import GatedDeltaNet
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
-from tttlm.models.modeling import _TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, init_module_weights
-from tttlm.models.stack_cache import StackCache
-from tttlm.models.stack_config import StackConfig
+from tttlm.models.base import TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, StatefulPreTrainedModel
+from tttlm.models.stack.cache import StackCache
+from tttlm.models.stack.configuration import StackConfig
 
 # attribute names of each mixer and its norm inside a block (they name the checkpoint keys)
 _MIXER_ATTRS = {
@@ -96,48 +95,23 @@ class StackBlock(nn.Module):
         return x, tuple(new_cache)
 
 
-class StackPreTrainedModel(PreTrainedModel):
+class StackPreTrainedModel(StatefulPreTrainedModel):
     """Weight init, checkpointing support and the config class shared by the stack models."""
 
     config_class = StackConfig
-    base_model_prefix = "model"
-    supports_gradient_checkpointing = True
     _no_split_modules: ClassVar[list[str]] = ["StackBlock"]
-    # generate: no assisted decoding (recurrent states and KV windows cannot be rolled back)
-    _is_stateful = True
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """Initialise one module's own parameters, every one through ``nn.init`` (see ``TTTPreTrainedModel``)."""
-        init_module_weights(module, self.config.initializer_range, (CausalConv, TTTLayer, GatedDeltaNet))
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        # generate must not hand us a transformers DynamicCache: forward creates its own StackCache
-        return False
+    self_initialising = (CausalConv, TTTLayer, GatedDeltaNet)
 
 
 class StackModel(BlockStackBackbone, StackPreTrainedModel):
     """Embedding, ``num_hidden_layers`` × ``StackBlock`` and the final RMSNorm. Returns hidden states."""
 
+    block_class = StackBlock
     cache_class = StackCache
-
-    def __init__(self, config: StackConfig) -> None:
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList([StackBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.gradient_checkpointing = False
-        self.post_init()
 
 
 class StackForCausalLM(CausalLMHead, StackPreTrainedModel, GenerationMixin):
     """``StackModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
 
-    _tied_weights_keys = _TIED_LM_HEAD
-
-    def __init__(self, config: StackConfig) -> None:
-        super().__init__(config)
-        self.model = StackModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+    backbone_class = StackModel
+    _tied_weights_keys = TIED_LM_HEAD

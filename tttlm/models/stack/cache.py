@@ -7,9 +7,7 @@ DeltaNet and TTT caches have a fixed size; full attention's grows with the seque
 
 from __future__ import annotations
 
-from tttlm.models.cache import BlockCache, map_tensors
-
-__all__ = ["StackCache", "map_tensors"]
+from tttlm.models.cache import BlockCache
 
 
 class StackCache(BlockCache):

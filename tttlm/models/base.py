@@ -1,38 +1,27 @@
-"""TTT language models as transformers ``PreTrainedModel``s: ``TTTModel`` (the backbone) and ``TTTForCausalLM``.
+"""What every model family here shares: the checks at the public boundary, the backbone and LM-head ``forward``s,
+weight init, the stateful ``PreTrainedModel`` base, and the validation helpers of the configs.
 
-Block (``TTTBlock``), with RMSNorm before every sub-block:
-
-    x ← x + CausalConv(RMSNorm(x))       only with ``config.pre_conv`` (mamba backbone by default)
-    x ← x + TTT(RMSNorm(x))              TTT-Linear or TTT-MLP; mamba backbone: shared q/k projection + two convs
-    x ← x + SwiGLU(RMSNorm(x))
-
-then a final RMSNorm and the LM head (tied to the embedding by default). The model carries its recurrent state in
-a ``TTTCache``; a forward call of one token per sequence takes the O(1) decode step of the TTT layer.
+A family (``ttt/``, ``stack/``, ``e2e/``) supplies its blocks (``forward(x, block cache) -> (x, block cache)``), its
+cache class (``models.cache.BlockCache``) and its config; the ``forward`` that runs the blocks, the loss, the cache
+handling for ``generate`` and the input checks are here, once.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import Tensor, nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from tttlm.layers.conv import CausalConv
-from tttlm.layers.mlp import SwiGLU
-from tttlm.layers.ttt import TTTLayer
-from tttlm.models.cache import BlockCache, TTTBlockCache, TTTCache
-from tttlm.models.configuration import TTTConfig
+from tttlm.models.cache import BlockCache
 from tttlm.models.hf_compat import output_cache, pop_cache, with_cache
 
-# transformers 5 describes tied weights as {target: source}; 4.x as a list of the tied (target) names
-_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
-_TIED_LM_HEAD: dict[str, str] | list[str] = (
-    {"lm_head.weight": "model.embed_tokens.weight"} if _TRANSFORMERS_MAJOR >= 5 else ["lm_head.weight"]
-)
+# the LM head shares the input embedding's weight (transformers 5 describes tied weights as {target: source})
+TIED_LM_HEAD = {"lm_head.weight": "model.embed_tokens.weight"}
 
 
 def check_input_ids(input_ids: object, vocab_size: int) -> None:
@@ -60,7 +49,7 @@ def check_input_ids(input_ids: object, vocab_size: int) -> None:
         )
 
 
-def _check_inputs_embeds(inputs_embeds: object, hidden_size: int) -> None:
+def check_inputs_embeds(inputs_embeds: object, hidden_size: int) -> None:
     if not isinstance(inputs_embeds, Tensor) or not inputs_embeds.is_floating_point():
         raise TypeError(f"inputs_embeds must be a floating-point torch.Tensor; got {type(inputs_embeds).__name__}")
     if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != hidden_size or 0 in inputs_embeds.shape[:2]:
@@ -70,7 +59,7 @@ def _check_inputs_embeds(inputs_embeds: object, hidden_size: int) -> None:
         )
 
 
-def _check_attention_mask(attention_mask: Tensor | None, batch: int) -> None:
+def check_attention_mask(attention_mask: Tensor | None, batch: int) -> None:
     # A recurrent state cannot skip tokens: a padding token would be learnt by every TTT layer and shift the
     # mini-batch alignment, so padded batches are refused instead of being silently wrong.
     if attention_mask is None:
@@ -102,57 +91,21 @@ def causal_lm_loss(
     return loss if num_items_in_batch is None else loss / num_items_in_batch
 
 
-class TTTBlock(nn.Module):
-    """One block: [pre-conv sub-block,] TTT sub-block, SwiGLU sub-block, each ``x + f(RMSNorm(x))``.
-
-    ``forward(x, cache) -> (x, cache)``; x: (batch, seq, hidden). The block is a pure function of its inputs (the
-    returned cache is new, nothing is modified in place), so gradient checkpointing may recompute it.
-    """
-
-    def __init__(self, config: TTTConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.pre_conv = config.pre_conv
-        if self.pre_conv:
-            self.conv_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-            self.conv = CausalConv(config.hidden_size, config.conv_kernel)
-        self.seq_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.ttt = TTTLayer(
-            config.hidden_size,
-            config.num_attention_heads,
-            config.layer_type,
-            mini_batch_size=config.mini_batch_size,
-            base_lr=config.ttt_base_lr,
-            rope_theta=config.rope_theta,
-            use_gate=config.use_gate,
-            share_qk=config.backbone == "mamba",
-            conv_kernel=config.conv_kernel,
-            form=config.ttt_form,
-            initializer_range=config.initializer_range,
-            inner_norm=config.ttt_inner_norm,
-            learn_init=config.ttt_learn_init,
-            learn_lr=config.ttt_learn_lr,
-        )
-        self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
-
-    def forward(self, x: Tensor, cache: TTTBlockCache | None = None) -> tuple[Tensor, TTTBlockCache]:
-        """x: (batch, seq, hidden); ``cache`` continues a stream. Returns (batch, seq, hidden) and the new cache."""
-        pre_conv_state = None
-        if self.pre_conv:
-            h, pre_conv_state = self.conv(self.conv_norm(x), None if cache is None else cache.pre_conv)
-            x = x + h
-        h, ttt_cache = self.ttt(self.seq_norm(x), None if cache is None else cache.ttt)
-        x = x + h
-        x = x + self.mlp(self.ffn_norm(x))
-        return x, TTTBlockCache(ttt_cache, pre_conv_state)
-
-
 class BlockStackBackbone:
-    """``forward`` of a backbone made of ``embed_tokens``, ``layers`` (blocks ``(x, block cache) -> (x, block
-    cache)``) and ``norm``, carrying its state in a ``cache_class`` cache. Mixed into ``PreTrainedModel``s."""
+    """A backbone: ``embed_tokens``, ``layers`` (``num_hidden_layers`` × ``block_class``, each ``(x, block cache)
+    -> (x, block cache)``) and the final RMSNorm ``norm``, carrying its state in a ``cache_class`` cache; and its
+    ``forward``. Mixed into ``PreTrainedModel``s."""
 
+    block_class: ClassVar[type[nn.Module]]  # built as ``block_class(config, layer_idx)``
     cache_class: ClassVar[type[BlockCache]]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList([self.block_class(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
@@ -196,9 +149,9 @@ class BlockStackBackbone:
             check_input_ids(input_ids, config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
         else:
-            _check_inputs_embeds(inputs_embeds, config.hidden_size)
+            check_inputs_embeds(inputs_embeds, config.hidden_size)
         batch, seq = inputs_embeds.shape[:2]
-        _check_attention_mask(attention_mask, batch)
+        check_attention_mask(attention_mask, batch)
 
         if past_key_values is not None and not isinstance(past_key_values, self.cache_class):
             raise TypeError(
@@ -246,8 +199,16 @@ class BlockStackBackbone:
 
 
 class CausalLMHead:
-    """Embedding accessors and ``forward`` of an LM head on ``self.model`` (a ``BlockStackBackbone``), with the
-    loss. Mixed into ``PreTrainedModel``s that own ``model`` and ``lm_head``."""
+    """``model`` (a ``backbone_class``) and the LM head ``lm_head``: embedding accessors and ``forward``, with the
+    loss. Mixed into ``PreTrainedModel``s."""
+
+    backbone_class: ClassVar[type[nn.Module]]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.model = self.backbone_class(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
@@ -335,54 +296,56 @@ def init_module_weights(module: nn.Module, std: float, self_initialising: tuple[
         module.reset_parameters()
 
 
-class TTTPreTrainedModel(PreTrainedModel):
-    """Weight init, checkpointing support and the config class shared by the TTT models."""
+class StatefulPreTrainedModel(PreTrainedModel):
+    """The ``PreTrainedModel`` base of every family whose state (a ``BlockCache``) cannot be rolled back.
 
-    config_class = TTTConfig
+    Subclasses set ``config_class``, ``_no_split_modules`` and ``self_initialising`` (their modules that
+    initialise their own parameters through ``reset_parameters``).
+    """
+
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules: ClassVar[list[str]] = ["TTTBlock"]
-    # generate: no assisted decoding (a recurrent state cannot be rolled back)
+    # generate: no assisted decoding (recurrent states, fast weights and KV windows cannot be rolled back)
     _is_stateful = True
+    self_initialising: ClassVar[tuple[type[nn.Module], ...]] = ()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise one module's own parameters (transformers calls this for every module).
 
-        The TTT layer and the conv initialise their own parameters (``reset_parameters``), so a fresh model, a
-        model whose checkpoint lacks some weights, and one built on the meta device then materialised all get
-        the same distributions. Every init goes through ``nn.init``, so transformers 5 can skip parameters
+        The layers with their own ``reset_parameters`` (``self_initialising``) initialise themselves, so a fresh
+        model, a model whose checkpoint lacks some weights, and one built on the meta device then materialised all
+        get the same distributions. Every init goes through ``nn.init``, so transformers can skip parameters
         already loaded from a checkpoint.
         """
-        init_module_weights(module, self.config.initializer_range, (CausalConv, TTTLayer))
+        init_module_weights(module, self.config.initializer_range, self.self_initialising)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        # generate must not hand us a transformers DynamicCache: forward creates its own TTTCache
+        # generate must not hand us a transformers DynamicCache: forward creates the family's own cache
         return False
 
 
-class TTTModel(BlockStackBackbone, TTTPreTrainedModel):
-    """Embedding, ``num_hidden_layers`` × ``TTTBlock`` and the final RMSNorm. Returns hidden states."""
-
-    cache_class = TTTCache
-
-    def __init__(self, config: TTTConfig) -> None:
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList([TTTBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.gradient_checkpointing = False
-        self.post_init()
+# Validation of config values shared by the model configs: each message names the config class, the field, the
+# value and what would be accepted.
 
 
-class TTTForCausalLM(CausalLMHead, TTTPreTrainedModel, GenerationMixin):
-    """``TTTModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False)."""
+def is_number(value: object) -> bool:
+    """A finite int or float (bools excluded)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
-    _tied_weights_keys = _TIED_LM_HEAD
 
-    def __init__(self, config: TTTConfig) -> None:
-        super().__init__(config)
-        self.model = TTTModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+def positive_int(owner: str, name: str, value: object, example: int = 64) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive integer; got {value!r}. Pass e.g. {name}={example}.")
+
+
+def positive_number(owner: str, name: str, value: object, example: str | None = None) -> None:
+    if not is_number(value) or not value > 0:
+        hint = f" Pass e.g. {name}={example}." if example else ""
+        raise ValueError(f"{owner}: {name} must be a finite positive number; got {value!r}.{hint}")
+
+
+def choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")

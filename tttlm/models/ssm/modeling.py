@@ -33,11 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import (
     Cache,
-    DynamicCache,
     GenerationMixin,
-    Mamba2Config,
     Mamba2ForCausalLM,
-    MambaConfig,
     MambaForCausalLM,
 )
 from transformers.integrations.accelerate import force_accelerate_hooks
@@ -46,35 +43,9 @@ from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_p
 from transformers.utils import ModelOutput
 
 from tttlm.models.hf_compat import given_cache, pop_cache, with_cache
+from tttlm.models.ssm.cache import SSMCache
+from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
 from tttlm.ops.selective_scan import selective_scan
-
-
-class MambaLMConfig(MambaConfig):
-    """``MambaConfig`` under the model type "tttlm_mamba" (loads as ``SelectiveScanForCausalLM``).
-
-    Passing ``intermediate_size`` (the inner width d_inner) overrides the library's ``expand × hidden_size`` (the
-    value given is set after the config computes its own, and saved in config.json, so it survives a reload).
-    """
-
-    model_type = "tttlm_mamba"
-
-
-class Mamba2LMConfig(Mamba2Config):
-    """``Mamba2Config`` under the model type "tttlm_mamba2" (loads as ``SSDForCausalLM``)."""
-
-    model_type = "tttlm_mamba2"
-
-
-class SSMCache(DynamicCache):
-    """The library's ``DynamicCache`` (conv and SSM states per Mamba layer) that also counts the tokens seen."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seen_tokens = 0
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Number of tokens consumed so far (``generate`` asks; Mamba layers do not track it themselves)."""
-        return self.seen_tokens
 
 
 def library_cache_argument(forward: Callable[..., Any], cache: Any) -> dict[str, Any]:
