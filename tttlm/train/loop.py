@@ -3,10 +3,10 @@
 1. ``load_data``: open the packed splits and check them against the model's vocabulary and the tokenizer.
 2. ``prepare_run_dir`` (main process): refuse to overwrite a run, write ``config.yaml``.
 3. ``build``: the model (the same initial weights on every process), DDP/FSDP2 around it, AdamW.
-4. ``resume_from_checkpoint`` (with ``--resume``): weights, optimizer state and RNG of the newest valid checkpoint.
+4. ``Trainer.resume`` (with ``--resume``): weights, optimizer state and RNG of the newest valid checkpoint.
 5. ``Trainer.fit``: for each optimizer step, ``Trainer.step`` (forward/backward/update) then ``Trainer.after_step``
    (log, evaluate and checkpoint when due; stop after a signal).
-6. ``export_model``: the final ``from_pretrained``-loadable model with the tokenizer.
+6. ``Trainer.export``: the final ``from_pretrained``-loadable model with the tokenizer.
 
 One optimizer step = ``accumulation`` micro-steps of ``micro_batch_size`` sequences on each process, the loss of
 each micro-step divided by ``accumulation`` (DDP/FSDP average over processes), then global-norm clipping, the
@@ -86,11 +86,11 @@ def _run_steps(config: TrainConfig, ctx: dist_utils.DistContext, *, resume: bool
         prepare_run_dir(config, run, resume=resume, say=console.say)
     dist_utils.barrier(ctx)  # no process reads the run directory before it is ready
     model, optimizer = build(config, ctx, data)
-    start = resume_from_checkpoint(config, ctx, run, data, model, optimizer, console.say) if resume else 0
     trainer = Trainer(config, ctx, run, data, model, optimizer, console)
+    start = trainer.resume() if resume else 0
     trainer.fit(start, resumed=resume, progress=config.log.progress if progress is None else progress)
     if start < config.train.steps or not run.model.exists():  # a finished run resumed again keeps its export
-        out = export_model(model, run, data.dir, ctx)
+        out = trainer.export()
         console.say(f"done: {config.train.steps} steps; final model in {out}")
     return run.path
 
@@ -184,55 +184,7 @@ def build(config: TrainConfig, ctx: dist_utils.DistContext, data: TrainData) -> 
     return model, optimizer
 
 
-# ---------------------------------------------------------------- 4. resume
-
-
-def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    current = config.trajectory()
-    old = {key: saved.get(key) for key in current}
-    if old != current:
-        changed = [key for key in current if old[key] != current[key]]
-        details = "; ".join(f"{key}: {old[key]} -> {current[key]}" for key in changed)
-        raise ConfigError(
-            f"the config differs from the one {path} was trained with in {', '.join(changed)} ({details}); an exact "
-            "resume needs the same model, data, batch, optimizer and seed (eval, checkpoint and log may change)"
-        )
-
-
-def resume_from_checkpoint(
-    config: TrainConfig,
-    ctx: dist_utils.DistContext,
-    run: RunDir,
-    data: TrainData,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    say: Say,
-) -> int:
-    """Load the newest valid checkpoint of ``run`` into ``model``, ``optimizer`` and this process's RNG; return its
-    step (0 when the run has none).
-
-    Corrupt checkpoints are reported and skipped; a checkpoint of another trajectory (``ConfigError``) or of other
-    data (``DataMismatchError``) is refused.
-    """
-    found = ckpt.latest_valid(run.path, report=say)
-    if found is None:
-        return 0
-    path, payload = found
-    _check_trajectory(payload["config"], config, path)
-    if payload["train_state"].get("data", data.identity) != data.identity:
-        raise DataMismatchError(
-            f"the data in {data.dir} changed since {path} was written (other tokens or tokenizer); resume "
-            "with the data it was trained on, or start a new run"
-        )
-    ckpt.load(path, payload, model=model, optimizer=optimizer, ctx=ctx)
-    step = payload["step"]
-    saved_world = payload["train_state"].get("world_size", 1)
-    extra = "" if saved_world == ctx.world_size else f" (saved with {saved_world} processes: RNG streams reset)"
-    say(f"resuming from {path} (step {step}, checksums verified){extra}")
-    return step
-
-
-# ---------------------------------------------------------------- 5. train: step, after-step
+# ---------------------------------------------------------------- 4. the trainer: resume, step, after-step, export
 
 
 class TrainingInterrupted(RuntimeError):  # noqa: N818 (a stop, not an error)
@@ -345,6 +297,18 @@ def evaluate(
     return float(total[0] / total[1])
 
 
+def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    current = config.trajectory()
+    old = {key: saved.get(key) for key in current}
+    if old != current:
+        changed = [key for key in current if old[key] != current[key]]
+        details = "; ".join(f"{key}: {old[key]} -> {current[key]}" for key in changed)
+        raise ConfigError(
+            f"the config differs from the one {path} was trained with in {', '.join(changed)} ({details}); an exact "
+            "resume needs the same model, data, batch, optimizer and seed (eval, checkpoint and log may change)"
+        )
+
+
 @dataclass(frozen=True)
 class StepResult:
     """What one optimizer step reports to ``Trainer.after_step``.
@@ -367,7 +331,8 @@ class StepResult:
 
 
 class Trainer:
-    """The training loop of one process, over a built (and possibly resumed) model and optimizer."""
+    """One process's run over a built model and optimizer: ``resume``, ``fit`` (``step`` then ``after_step`` for
+    each optimizer step), ``export``."""
 
     def __init__(
         self,
@@ -392,6 +357,32 @@ class Trainer:
         )
         self.stop = _StopFlag()
         self.last_val: float | None = None  # the latest validation loss, recorded in checkpoints
+
+    def resume(self) -> int:
+        """Load the newest valid checkpoint of the run into the model, the optimizer and this process's RNG; return
+        its step (0 when the run has none).
+
+        Corrupt checkpoints are reported and skipped; a checkpoint of another trajectory (``ConfigError``) or of
+        other data (``DataMismatchError``) is refused.
+        """
+        found = ckpt.latest_valid(self.run.path, report=self.console.say)
+        if found is None:
+            return 0
+        path, payload = found
+        _check_trajectory(payload["config"], self.config, path)
+        if payload["train_state"].get("data", self.data.identity) != self.data.identity:
+            raise DataMismatchError(
+                f"the data in {self.data.dir} changed since {path} was written (other tokens or tokenizer); resume "
+                "with the data it was trained on, or start a new run"
+            )
+        ckpt.load(path, payload, model=self.model, optimizer=self.optimizer, ctx=self.ctx)
+        step = payload["step"]
+        saved_world = payload["train_state"].get("world_size", 1)
+        extra = (
+            "" if saved_world == self.ctx.world_size else f" (saved with {saved_world} processes: RNG streams reset)"
+        )
+        self.console.say(f"resuming from {path} (step {step}, checksums verified){extra}")
+        return step
 
     def summary(self) -> str:
         """Three lines for the log: the model, the data and processes, the batch."""
@@ -533,32 +524,28 @@ class Trainer:
         )
         self.console.say(f"saved checkpoint {path}")
 
+    def export(self) -> Path:
+        """Write the final model to the run's ``model/``: weights and config (``save_pretrained``) and the data's
+        tokenizer; every process takes part (sharded weights are gathered). Returns that directory."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-# ---------------------------------------------------------------- 6. export
-
-
-def export_model(model: nn.Module, run: RunDir, data_dir: Path, ctx: dist_utils.DistContext) -> Path:
-    """Write the final model to ``run.model``: weights and config (``save_pretrained``) and the data's tokenizer;
-    every process takes part (sharded weights are gathered). Returns that directory."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    out = run.model
-    if ctx.is_main:
-        shutil.rmtree(out, ignore_errors=True)
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar: noise here
-        try:
-            dist_utils.unwrap(model).save_pretrained(out, state_dict=state)
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
-        for file in out.iterdir():
-            apply_umask(file)  # safetensors >= 0.8 writes model.safetensors 0600 whatever the umask
-        tokenizer_dir = data_dir / TOKENIZER_DIR
-        if tokenizer_dir.is_dir():
-            for file in tokenizer_dir.iterdir():
-                if file.is_file():
-                    shutil.copy2(file, out / file.name)
-    dist_utils.barrier(ctx)
-    return out
+        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        out = self.run.model
+        if self.ctx.is_main:
+            shutil.rmtree(out, ignore_errors=True)
+            bar_was_on = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar: noise here
+            try:
+                self.inner.save_pretrained(out, state_dict=state)
+            finally:
+                if bar_was_on:
+                    hf_logging.enable_progress_bar()
+            for file in out.iterdir():
+                apply_umask(file)  # safetensors >= 0.8 writes model.safetensors 0600 whatever the umask
+            tokenizer_dir = self.data.dir / TOKENIZER_DIR
+            if tokenizer_dir.is_dir():
+                for file in tokenizer_dir.iterdir():
+                    if file.is_file():
+                        shutil.copy2(file, out / file.name)
+        dist_utils.barrier(self.ctx)
+        return out
