@@ -64,7 +64,7 @@ def test_unknown_preset_lists_the_names() -> None:
 BAD_CONFIGS = [
     ({"layer_type": "conv"}, ["layer_type", "'conv'", "'linear'", "'mlp'"]),
     ({"backbone": "rwkv"}, ["backbone", "'rwkv'", "'transformer'", "'mamba'"]),
-    ({"ttt_form": "step"}, ["ttt_form", "'step'", "'dual'", "'naive'"]),
+    ({"ttt_form": "step"}, ["ttt_form", "'step'", "'dual'", "'primal'"]),
     ({"hidden_size": 100, "num_attention_heads": 3}, ["hidden_size (100)", "num_attention_heads (3)", "divisible"]),
     ({"hidden_size": 60, "num_attention_heads": 4}, ["head dim", "15", "even"]),
     ({"mini_batch_size": 0}, ["mini_batch_size", "0", "positive integer"]),
@@ -102,7 +102,21 @@ def test_dict_round_trip_keeps_every_field() -> None:
     again = TTTConfig.from_dict(config.to_dict())
     assert again.to_dict() == config.to_dict()
     assert (again.layer_type, again.backbone, again.pre_conv, again.use_gate) == ("mlp", "mamba", False, False)
-    assert (again.ttt_base_lr, again.ttt_form) == (0.3, "naive")
+    assert (again.ttt_base_lr, again.ttt_form) == (0.3, "primal")  # "naive", the earlier name, is read as it
+
+
+def test_every_family_with_ttt_layers_passes_every_knob() -> None:
+    """TTT-Linear's blocks and ttt-kvb's "ttt" mixer are built from one spec: the ablation switches, the form and
+    the inner model reach the layer in both (ttt-kvb used to drop inner_norm and learn_*)."""
+    from tttlm.models import build
+
+    knobs = {"ttt_inner_norm": False, "ttt_learn_init": False, "ttt_learn_lr": False, "ttt_form": "primal"}
+    ttt = build("ttt-linear", "tiny", layer_type="mlp", **knobs).model.layers[0].ttt
+    kvb = build("ttt-kvb", "tiny", ttt_layer_type="mlp", **knobs).model.layers[0].ttt
+    for layer in (ttt, kvb):
+        assert (layer.inner, layer.form) == ("mlp", "primal")
+        assert (layer.inner_norm, layer.learn_init, layer.learn_lr) == (False, False, False)
+    assert ttt.mini_batch_size == 16 and kvb.mini_batch_size == 64  # each family's own b
 
 
 def test_auto_config_knows_tttlm(tmp_path) -> None:

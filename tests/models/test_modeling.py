@@ -89,8 +89,8 @@ def test_chunked_prefill_equals_one_forward(layer_type: str, backbone: str) -> N
         {"backbone": "mamba", "pre_conv": False},
         {"use_gate": False},
         {"backbone": "mamba", "use_gate": False, "layer_type": "mlp"},
-        {"ttt_form": "naive"},
-        {"ttt_form": "naive", "layer_type": "mlp", "backbone": "mamba"},
+        {"ttt_form": "primal"},
+        {"ttt_form": "primal", "layer_type": "mlp", "backbone": "mamba"},
         {"ttt_base_lr": 3.0, "layer_type": "mlp"},
         {"tie_word_embeddings": False},
         {"conv_kernel": 2, "backbone": "mamba"},
@@ -98,7 +98,7 @@ def test_chunked_prefill_equals_one_forward(layer_type: str, backbone: str) -> N
         {"ttt_inner_norm": False},
         {"ttt_learn_init": False, "ttt_learn_lr": False},
         {"ttt_inner_norm": False, "ttt_learn_init": False, "layer_type": "mlp", "backbone": "mamba"},
-        {"ttt_inner_norm": False, "ttt_learn_init": False, "ttt_learn_lr": False, "ttt_form": "naive"},
+        {"ttt_inner_norm": False, "ttt_learn_init": False, "ttt_learn_lr": False, "ttt_form": "primal"},
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
 )
@@ -136,12 +136,12 @@ def test_options_build_what_they_say() -> None:
 
 
 @pytest.mark.parametrize("layer_type", ["linear", "mlp"])
-def test_naive_and_dual_forms_give_the_same_logits(layer_type: str) -> None:
+def test_primal_and_dual_forms_give_the_same_logits(layer_type: str) -> None:
     ids = random_ids(2, 21)
     with torch.no_grad():
         dual = make_model(layer_type=layer_type, backbone="mamba", ttt_form="dual")(ids).logits
-        naive = make_model(layer_type=layer_type, backbone="mamba", ttt_form="naive")(ids).logits
-    assert rel_err(naive, dual) < TOL64
+        primal = make_model(layer_type=layer_type, backbone="mamba", ttt_form="primal")(ids).logits
+    assert rel_err(primal, dual) < TOL64
 
 
 @pytest.mark.parametrize(("layer_type", "paper_lr"), [("linear", 1.0), ("mlp", 0.1)])

@@ -11,6 +11,8 @@ Per head (d = head dim), from the normalised block input x:
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -197,6 +199,33 @@ class TTTLayer(nn.Module):
         if self.use_gate:
             z = gelu_tanh(self.g_proj(x)) * z
         return self.o_proj(z), TTTLayerCache(state, conv_q, conv_k)
+
+
+@dataclass(frozen=True)
+class TTTLayerSpec:
+    """Every knob of a ``TTTLayer`` but its width, as a model config holds them for its TTT layers: each config
+    that has TTT layers builds one (``ttt_layer_spec()``), and every construction site calls ``build``, so no family
+    drops a knob. The fields are ``TTTLayer``'s arguments of the same names."""
+
+    num_heads: int
+    inner: str = "linear"
+    mini_batch_size: int = 16
+    base_lr: float | None = None
+    rope_theta: float = 10000.0
+    use_gate: bool = True
+    share_qk: bool = False
+    conv_kernel: int = 4
+    mlp_ratio: int = 4
+    form: str = "dual"
+    eps: float = 1e-6
+    initializer_range: float = 0.02
+    inner_norm: bool = True
+    learn_init: bool = True
+    learn_lr: bool = True
+
+    def build(self, hidden_size: int) -> TTTLayer:
+        """The layer of width ``hidden_size`` with these knobs."""
+        return TTTLayer(hidden_size, **dataclasses.asdict(self))
 
 
 class TTTLinear(TTTLayer):

@@ -19,13 +19,15 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from tttlm.models.cache import BlockCache
 from tttlm.models.hf_compat import output_cache, pop_cache, with_cache
+from tttlm.ops.forms import SEQUENCE_FORMS, canonical_form
 
 # the LM head shares the input embedding's weight (transformers 5 describes tied weights as {target: source})
 TIED_LM_HEAD = {"lm_head.weight": "model.embed_tokens.weight"}
 
 
 def check_input_ids(input_ids: object, vocab_size: int) -> None:
-    """Raise TypeError/ValueError unless ``input_ids`` is an integer tensor (batch, seq) of ids in [0, vocab_size)."""
+    """Raise TypeError/ValueError unless ``input_ids`` is an integer tensor (batch, seq) of ids in [0, vocab_size)
+    (the range is checked for CPU tensors only: elsewhere it would cost a host sync per call)."""
     if not isinstance(input_ids, Tensor):
         raise TypeError(f"input_ids must be a torch.Tensor of token ids; got {type(input_ids).__name__}")
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
@@ -40,6 +42,10 @@ def check_input_ids(input_ids: object, vocab_size: int) -> None:
         )
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}); pass at least one token per sequence")
+    if input_ids.device.type != "cpu":
+        # reading the range back would stall the host on every decoded token; out-of-range ids still fail there,
+        # in the embedding lookup (a device-side assert), just with a less helpful message
+        return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high
@@ -349,3 +355,13 @@ def positive_number(owner: str, name: str, value: object, example: str | None = 
 def choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+
+
+def sequence_form(owner: str, form: object) -> str:
+    """The canonical name of a config's TTT op form (one of ``ops.SEQUENCE_FORMS``; "naive" is read as "primal", so
+    configs saved before the rename load); "step" is not one: it is the decode path, chosen per call."""
+    try:
+        return canonical_form(form, SEQUENCE_FORMS)
+    except ValueError:
+        choices = ", ".join(map(repr, SEQUENCE_FORMS))
+        raise ValueError(f"{owner}: ttt_form must be one of {choices}; got {form!r}.") from None

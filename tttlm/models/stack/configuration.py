@@ -11,12 +11,12 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from tttlm.models.base import choice, positive_int, positive_number
+from tttlm.layers.ttt import TTTLayerSpec
+from tttlm.models.base import choice, positive_int, positive_number, sequence_form
+from tttlm.ops.forms import INNER_MODELS
+from tttlm.ops.gated_delta_rule import FORMS as GDN_FORMS
 
 MIXERS = ("full_attention", "sliding_attention", "gated_deltanet", "ttt")
-GDN_FORMS = ("chunk", "recurrent")
-TTT_LAYER_TYPES = ("linear", "mlp")
-TTT_FORMS = ("dual", "naive")
 
 
 def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]]:
@@ -62,7 +62,8 @@ class StackConfig(PretrainedConfig):
         ttt_layer_type: inner model of the "ttt" mixer, "linear" (TTT-KVB of paper 1) or "mlp".
         ttt_num_heads: TTT heads (None: num_attention_heads).
         ttt_mini_batch_size: TTT mini-batch size (large for TTT-KVB, as in the TTT-E2E paper's comparison).
-        ttt_base_lr, ttt_use_gate, ttt_form: as ``ttt_base_lr``, ``use_gate``, ``ttt_form`` of ``TTTConfig``.
+        ttt_base_lr, ttt_use_gate, ttt_form, ttt_inner_norm, ttt_learn_init, ttt_learn_lr: as ``ttt_base_lr``,
+            ``use_gate`` and the ``ttt_*`` knobs of ``TTTConfig``.
         rope_theta, rms_norm_eps, initializer_range, tie_word_embeddings, max_position_embeddings, use_cache,
             pad_token_id, bos_token_id, eos_token_id: as in ``TTTConfig``.
     """
@@ -91,6 +92,9 @@ class StackConfig(PretrainedConfig):
         ttt_base_lr: float | None = None,
         ttt_use_gate: bool = True,
         ttt_form: str = "dual",
+        ttt_inner_norm: bool = True,
+        ttt_learn_init: bool = True,
+        ttt_learn_lr: bool = True,
         rope_theta: float = 10000.0,
         rms_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
@@ -125,14 +129,20 @@ class StackConfig(PretrainedConfig):
             if value is not None:
                 positive_int("StackConfig", name, value)
         choice("StackConfig", "gdn_form", gdn_form, GDN_FORMS)
-        choice("StackConfig", "ttt_layer_type", ttt_layer_type, TTT_LAYER_TYPES)
-        choice("StackConfig", "ttt_form", ttt_form, TTT_FORMS)
+        choice("StackConfig", "ttt_layer_type", ttt_layer_type, INNER_MODELS)
+        ttt_form = sequence_form("StackConfig", ttt_form)
         for name, value in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
             positive_number("StackConfig", name, value)
         if ttt_base_lr is not None:
             positive_number("StackConfig", "ttt_base_lr", ttt_base_lr)
-        if not isinstance(ttt_use_gate, bool):
-            raise ValueError(f"StackConfig: ttt_use_gate must be True or False; got {ttt_use_gate!r}.")
+        for name, flag in (
+            ("ttt_use_gate", ttt_use_gate),
+            ("ttt_inner_norm", ttt_inner_norm),
+            ("ttt_learn_init", ttt_learn_init),
+            ("ttt_learn_lr", ttt_learn_lr),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"StackConfig: {name} must be True or False; got {flag!r}.")
         head_dim = hidden_size // num_attention_heads
         if hidden_size % num_attention_heads or head_dim % 2:
             raise ValueError(
@@ -172,6 +182,7 @@ class StackConfig(PretrainedConfig):
         self.ttt_base_lr = None if ttt_base_lr is None else float(ttt_base_lr)
         self.ttt_use_gate = ttt_use_gate
         self.ttt_form = ttt_form
+        self.ttt_inner_norm, self.ttt_learn_init, self.ttt_learn_lr = ttt_inner_norm, ttt_learn_init, ttt_learn_lr
         self.rope_theta = float(rope_theta)
         self.rms_norm_eps = float(rms_norm_eps)
         self.initializer_range = float(initializer_range)
@@ -183,4 +194,20 @@ class StackConfig(PretrainedConfig):
             eos_token_id=eos_token_id,
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
+        )
+
+    def ttt_layer_spec(self) -> TTTLayerSpec:
+        """The knobs of the "ttt" mixer (no shared q/k: that is the Mamba backbone's, which the stack has not)."""
+        return TTTLayerSpec(
+            num_heads=self.ttt_num_heads,
+            inner=self.ttt_layer_type,
+            mini_batch_size=self.ttt_mini_batch_size,
+            base_lr=self.ttt_base_lr,
+            rope_theta=self.rope_theta,
+            use_gate=self.ttt_use_gate,
+            form=self.ttt_form,
+            initializer_range=self.initializer_range,
+            inner_norm=self.ttt_inner_norm,
+            learn_init=self.ttt_learn_init,
+            learn_lr=self.ttt_learn_lr,
         )

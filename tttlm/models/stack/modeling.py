@@ -54,17 +54,7 @@ def _make_mixer(name: str, config: StackConfig) -> nn.Module:
             form=config.gdn_form,
             eps=config.rms_norm_eps,
         )
-    return TTTLayer(
-        config.hidden_size,
-        config.ttt_num_heads,
-        config.ttt_layer_type,
-        mini_batch_size=config.ttt_mini_batch_size,
-        base_lr=config.ttt_base_lr,
-        rope_theta=config.rope_theta,
-        use_gate=config.ttt_use_gate,
-        form=config.ttt_form,
-        initializer_range=config.initializer_range,
-    )
+    return config.ttt_layer_spec().build(config.hidden_size)
 
 
 class StackBlock(nn.Module):

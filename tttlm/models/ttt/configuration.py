@@ -6,12 +6,11 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from tttlm.models.base import choice, positive_int, positive_number
+from tttlm.layers.ttt import TTTLayerSpec
+from tttlm.models.base import choice, positive_int, positive_number, sequence_form
+from tttlm.ops.forms import INNER_MODELS
 
-LAYER_TYPES = ("linear", "mlp")
 BACKBONES = ("transformer", "mamba")
-# "step" is not listed: it is the single-token decode path, chosen automatically for seq == 1
-TTT_FORMS = ("dual", "naive", "triton", "auto")
 
 # Sizes only; everything else (layer_type, backbone, ...) keeps the config defaults unless overridden.
 # The paper presets (hidden / MLP / layers / heads) use vocab 32000, mini-batch 16 and head dim 64 (96 for 760M,
@@ -55,8 +54,8 @@ class TTTConfig(PretrainedConfig):
         pre_conv: add the sub-block ``x + CausalConv(RMSNorm(x))`` before the TTT sub-block. None means True for
             the mamba backbone and False for the transformer backbone; the resolved bool is stored.
         conv_kernel: kernel size of all causal convs (shared-q/k convs and the pre-conv).
-        ttt_form: op form for training and prefill, "dual" (matmul-only, default), "naive" (primal, the slow
-            reference), "triton" (fused GPU kernels; an error without a GPU) or "auto" (triton on CUDA when
+        ttt_form: op form for training and prefill, "dual" (matmul-only, default), "primal" (the slow reference;
+            "naive" is read as it), "triton" (fused GPU kernels; an error without a GPU) or "auto" (triton on CUDA when
             possible, else dual); single-token decoding uses the O(1) step path (the fused step kernel for triton).
         ttt_inner_norm, ttt_learn_init, ttt_learn_lr: the first paper's ablation switches (all True is TTT as
             published): LayerNorm + residual in the inner model, learnable initial inner weights W0, learnable
@@ -113,9 +112,9 @@ class TTTConfig(PretrainedConfig):
             ("max_position_embeddings", max_position_embeddings),
         ):
             positive_int("TTTConfig", name, value, example=16)
-        choice("TTTConfig", "layer_type", layer_type, LAYER_TYPES)
+        choice("TTTConfig", "layer_type", layer_type, INNER_MODELS)
         choice("TTTConfig", "backbone", backbone, BACKBONES)
-        choice("TTTConfig", "ttt_form", ttt_form, TTT_FORMS)
+        ttt_form = sequence_form("TTTConfig", ttt_form)
         if hidden_size % num_attention_heads:
             raise ValueError(
                 f"TTTConfig: hidden_size ({hidden_size}) must be divisible by num_attention_heads "
@@ -176,6 +175,24 @@ class TTTConfig(PretrainedConfig):
             eos_token_id=eos_token_id,
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
+        )
+
+    def ttt_layer_spec(self) -> TTTLayerSpec:
+        """The knobs of every block's TTT layer."""
+        return TTTLayerSpec(
+            num_heads=self.num_attention_heads,
+            inner=self.layer_type,
+            mini_batch_size=self.mini_batch_size,
+            base_lr=self.ttt_base_lr,
+            rope_theta=self.rope_theta,
+            use_gate=self.use_gate,
+            share_qk=self.backbone == "mamba",
+            conv_kernel=self.conv_kernel,
+            form=self.ttt_form,
+            initializer_range=self.initializer_range,
+            inner_norm=self.ttt_inner_norm,
+            learn_init=self.ttt_learn_init,
+            learn_lr=self.ttt_learn_lr,
         )
 
     @classmethod

@@ -40,22 +40,7 @@ class TTTBlock(nn.Module):
             self.conv_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
             self.conv = CausalConv(config.hidden_size, config.conv_kernel)
         self.seq_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.ttt = TTTLayer(
-            config.hidden_size,
-            config.num_attention_heads,
-            config.layer_type,
-            mini_batch_size=config.mini_batch_size,
-            base_lr=config.ttt_base_lr,
-            rope_theta=config.rope_theta,
-            use_gate=config.use_gate,
-            share_qk=config.backbone == "mamba",
-            conv_kernel=config.conv_kernel,
-            form=config.ttt_form,
-            initializer_range=config.initializer_range,
-            inner_norm=config.ttt_inner_norm,
-            learn_init=config.ttt_learn_init,
-            learn_lr=config.ttt_learn_lr,
-        )
+        self.ttt = config.ttt_layer_spec().build(config.hidden_size)
         self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
 
