@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from tttlm.models.cache import BlockCache
@@ -332,8 +332,89 @@ class StatefulPreTrainedModel(PreTrainedModel):
         return False
 
 
+class LMConfig(PretrainedConfig):
+    """The fields every config here shares, validated once: the LM's dims, RoPE base, norm epsilon, init, special
+    tokens. A family's config validates and sets its own fields, then calls ``super().__init__`` with these.
+
+    Every message names the config class, the field, the value and what would be accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        hidden_size: int,
+        intermediate_size: int,
+        num_hidden_layers: int,
+        num_attention_heads: int,
+        rope_theta: float,
+        rms_norm_eps: float,
+        initializer_range: float,
+        tie_word_embeddings: bool,
+        max_position_embeddings: int,
+        use_cache: bool,
+        pad_token_id: int | None,
+        bos_token_id: int | None,
+        eos_token_id: int | None,
+        **kwargs: Any,
+    ) -> None:
+        owner = type(self).__name__
+        dims = {
+            "vocab_size": vocab_size,
+            "hidden_size": hidden_size,
+            "intermediate_size": intermediate_size,
+            "num_hidden_layers": num_hidden_layers,
+            "num_attention_heads": num_attention_heads,
+            "max_position_embeddings": max_position_embeddings,
+        }
+        for name, value in dims.items():
+            positive_int(owner, name, value)
+        check_head_dim(owner, hidden_size, num_attention_heads)
+        positive_number(owner, "rope_theta", rope_theta, "10000.0")
+        positive_number(owner, "rms_norm_eps", rms_norm_eps, "1e-6")
+        if not is_number(initializer_range) or initializer_range < 0:
+            raise ValueError(
+                f"{owner}: initializer_range must be a number >= 0; got {initializer_range!r}. Pass e.g. 0.02."
+            )
+        for name, value in dims.items():
+            setattr(self, name, value)
+        self.rope_theta = float(rope_theta)
+        self.rms_norm_eps = float(rms_norm_eps)
+        self.initializer_range = float(initializer_range)
+        self.use_cache = use_cache
+        super().__init__(
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            tie_word_embeddings=tie_word_embeddings,
+            **kwargs,
+        )
+
+
 # Validation of config values shared by the model configs: each message names the config class, the field, the
 # value and what would be accepted.
+
+
+def check_head_dim(owner: str, hidden_size: int, num_heads: int, heads_name: str = "num_attention_heads") -> None:
+    """``hidden_size`` must split into ``num_heads`` heads of even size (RoPE rotates pairs of channels)."""
+    if hidden_size % num_heads:
+        raise ValueError(
+            f"{owner}: hidden_size ({hidden_size}) must be divisible by {heads_name} ({num_heads}); pick heads so "
+            "that hidden_size / heads is an even integer (e.g. 64)."
+        )
+    head_dim = hidden_size // num_heads
+    if head_dim % 2:
+        raise ValueError(
+            f"{owner}: head dim hidden_size / {heads_name} = {hidden_size} / {num_heads} = {head_dim} must be even "
+            f"(RoPE rotates pairs of channels); change hidden_size or {heads_name}."
+        )
+
+
+def check_flags(owner: str, **flags: object) -> None:
+    """Each of ``flags`` must be True or False."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ValueError(f"{owner}: {name} must be True or False; got {flag!r}.")
 
 
 def is_number(value: object) -> bool:

@@ -30,8 +30,9 @@ class Prefill(NamedTuple):
         past_key_values: the cache after the whole input (continue with ``model(..., past_key_values=...)`` or
             ``generate``).
         last_logits: (batch, vocab) float32 logits at the last position (the prediction of the next token).
-        token_loss: (batch, T − 1) float32 next-token cross-entropy: ``token_loss[:, t]`` is the loss of
-            ``input_ids[:, t + 1]`` given ``input_ids[:, : t + 1]``; None with ``token_loss=False``.
+        token_loss: (batch, T − 1) next-token cross-entropy in the logits' precision, at least float32 (a float64
+            model's losses are float64, so they compare exactly between chunkings): ``token_loss[:, t]`` is the loss
+            of ``input_ids[:, t + 1]`` given ``input_ids[:, : t + 1]``; None with ``token_loss=False``.
     """
 
     past_key_values: Any
@@ -60,8 +61,8 @@ def prefill(model: PreTrainedModel, input_ids: Tensor, chunk_size: int, *, token
         keep = {} if token_loss else {"logits_to_keep": 1}
         out = model(input_ids[:, start:end], **cache_argument(cache), use_cache=True, **keep)
         cache = output_cache(out)
-        logits = out.logits.float()
-        last = logits[:, -1].clone()  # not a view that would keep the chunk's logits alive
+        logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
+        last = logits[:, -1].float()  # a copy, not a view that would keep the chunk's logits alive
         if token_loss:
             targets = input_ids[:, start + 1 : end + 1]
             n = targets.shape[1]

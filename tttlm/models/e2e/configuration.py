@@ -10,14 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from transformers import PretrainedConfig
-
-from tttlm.models.base import is_number, positive_int, positive_number
+from tttlm.models.base import LMConfig, check_flags, is_number, positive_int, positive_number
 
 META_GRADIENTS = ("exact", "first_order")
 
 
-class E2EConfig(PretrainedConfig):
+class E2EConfig(LMConfig):
     """Configuration of an ``E2EForCausalLM`` (model type ``"tttlm_e2e"``).
 
     Args:
@@ -76,16 +74,7 @@ class E2EConfig(PretrainedConfig):
         eos_token_id: int | None = 2,
         **kwargs: Any,
     ) -> None:
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("hidden_size", hidden_size),
-            ("intermediate_size", intermediate_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("sliding_window", sliding_window),
-            ("mini_batch_size", mini_batch_size),
-            ("max_position_embeddings", max_position_embeddings),
-        ):
+        for name, value in (("sliding_window", sliding_window), ("mini_batch_size", mini_batch_size)):
             positive_int("E2EConfig", name, value)
         for name, value in (
             ("attention_block_size", attention_block_size),
@@ -94,11 +83,6 @@ class E2EConfig(PretrainedConfig):
         ):
             if value is not None:
                 positive_int("E2EConfig", name, value)
-        if hidden_size % num_attention_heads or (hidden_size // num_attention_heads) % 2:
-            raise ValueError(
-                f"E2EConfig: hidden_size ({hidden_size}) must split into num_attention_heads "
-                f"({num_attention_heads}) heads of even size (RoPE); pick e.g. heads = hidden_size / 64"
-            )
         if not is_number(updated_fraction) or not 0 < updated_fraction <= 1:
             raise ValueError(
                 f"E2EConfig: updated_fraction must be a number in (0, 1] (the fraction of blocks, from the top, "
@@ -106,8 +90,7 @@ class E2EConfig(PretrainedConfig):
             )
         if not is_number(inner_lr) or inner_lr < 0:
             raise ValueError(f"E2EConfig: inner_lr must be a finite number >= 0; got {inner_lr!r}. Pass e.g. 0.1.")
-        if not isinstance(inner_lr_learnable, bool):
-            raise ValueError(f"E2EConfig: inner_lr_learnable must be True or False; got {inner_lr_learnable!r}.")
+        check_flags("E2EConfig", inner_lr_learnable=inner_lr_learnable)
         if inner_lr_learnable and inner_lr == 0:
             raise ValueError(
                 "E2EConfig: a learnable inner lr is stored as its logarithm, so inner_lr must be > 0 when "
@@ -120,14 +103,7 @@ class E2EConfig(PretrainedConfig):
                 f"E2EConfig: meta_gradient must be one of {', '.join(map(repr, META_GRADIENTS))}; "
                 f"got {meta_gradient!r}."
             )
-        for name, value in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
-            positive_number("E2EConfig", name, value)
 
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.intermediate_size = intermediate_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
         self.sliding_window = sliding_window
         self.attention_block_size = attention_block_size
         self.mini_batch_size = mini_batch_size
@@ -139,16 +115,21 @@ class E2EConfig(PretrainedConfig):
         self.inner_lr_learnable = inner_lr_learnable
         self.inner_grad_clip = None if inner_grad_clip is None else float(inner_grad_clip)
         self.meta_gradient = meta_gradient
-        self.rope_theta = float(rope_theta)
-        self.rms_norm_eps = float(rms_norm_eps)
-        self.initializer_range = float(initializer_range)
-        self.max_position_embeddings = max_position_embeddings
-        self.use_cache = use_cache
         super().__init__(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            rope_theta=rope_theta,
+            rms_norm_eps=rms_norm_eps,
+            initializer_range=initializer_range,
+            tie_word_embeddings=tie_word_embeddings,
+            max_position_embeddings=max_position_embeddings,
+            use_cache=use_cache,
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
 

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PretrainedConfig
-
 from tttlm.layers.ttt import TTTLayerSpec
-from tttlm.models.base import choice, positive_int, positive_number, sequence_form
+from tttlm.models.base import (
+    LMConfig,
+    check_flags,
+    check_head_dim,
+    choice,
+    positive_int,
+    positive_number,
+    sequence_form,
+)
 from tttlm.ops.forms import INNER_MODELS
 from tttlm.ops.gated_delta_rule import FORMS as GDN_FORMS
 
@@ -40,7 +46,7 @@ def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]
     return resolved
 
 
-class StackConfig(PretrainedConfig):
+class StackConfig(LMConfig):
     """Configuration of a ``StackForCausalLM``.
 
     Block i: for each mixer m in ``layer_mixers[i]``: ``x ← x + m(RMSNorm(x))``; then ``x ← x + SwiGLU(RMSNorm(x))``.
@@ -107,17 +113,11 @@ class StackConfig(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         for name, value in (
-            ("vocab_size", vocab_size),
-            ("hidden_size", hidden_size),
-            ("intermediate_size", intermediate_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
             ("sliding_window", sliding_window),
             ("gdn_expand_v", gdn_expand_v),
             ("gdn_chunk_size", gdn_chunk_size),
             ("conv_kernel", conv_kernel),
             ("ttt_mini_batch_size", ttt_mini_batch_size),
-            ("max_position_embeddings", max_position_embeddings),
         ):
             positive_int("StackConfig", name, value)
         for name, value in (
@@ -131,41 +131,25 @@ class StackConfig(PretrainedConfig):
         choice("StackConfig", "gdn_form", gdn_form, GDN_FORMS)
         choice("StackConfig", "ttt_layer_type", ttt_layer_type, INNER_MODELS)
         ttt_form = sequence_form("StackConfig", ttt_form)
-        for name, value in (("rope_theta", rope_theta), ("rms_norm_eps", rms_norm_eps)):
-            positive_number("StackConfig", name, value)
         if ttt_base_lr is not None:
             positive_number("StackConfig", "ttt_base_lr", ttt_base_lr)
-        for name, flag in (
-            ("ttt_use_gate", ttt_use_gate),
-            ("ttt_inner_norm", ttt_inner_norm),
-            ("ttt_learn_init", ttt_learn_init),
-            ("ttt_learn_lr", ttt_learn_lr),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"StackConfig: {name} must be True or False; got {flag!r}.")
-        head_dim = hidden_size // num_attention_heads
-        if hidden_size % num_attention_heads or head_dim % 2:
-            raise ValueError(
-                f"StackConfig: hidden_size ({hidden_size}) must split into num_attention_heads "
-                f"({num_attention_heads}) heads of even size (RoPE); pick e.g. heads = hidden_size / 64"
-            )
+        check_flags(
+            "StackConfig",
+            ttt_use_gate=ttt_use_gate,
+            ttt_inner_norm=ttt_inner_norm,
+            ttt_learn_init=ttt_learn_init,
+            ttt_learn_lr=ttt_learn_lr,
+        )
+        check_head_dim("StackConfig", hidden_size, num_attention_heads)
         ttt_num_heads = num_attention_heads if ttt_num_heads is None else ttt_num_heads
-        if hidden_size % ttt_num_heads or (hidden_size // ttt_num_heads) % 2:
-            raise ValueError(
-                f"StackConfig: hidden_size ({hidden_size}) must split into ttt_num_heads ({ttt_num_heads}) heads of "
-                "even size"
-            )
+        check_head_dim("StackConfig", hidden_size, ttt_num_heads, "ttt_num_heads")
+        head_dim = hidden_size // num_attention_heads
         gdn_head_dim = head_dim if gdn_head_dim is None else gdn_head_dim
         if gdn_num_heads is None:
             gdn_num_heads = max(1, round(0.75 * hidden_size / gdn_head_dim))
         if layer_mixers is None:
             layer_mixers = [["full_attention"]] * num_hidden_layers
 
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.intermediate_size = intermediate_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
         # stored resolved (defaults filled in), so a saved config.json states what the model has
         self.layer_mixers = _check_layer_mixers(layer_mixers, num_hidden_layers)
         self.sliding_window = sliding_window
@@ -183,16 +167,21 @@ class StackConfig(PretrainedConfig):
         self.ttt_use_gate = ttt_use_gate
         self.ttt_form = ttt_form
         self.ttt_inner_norm, self.ttt_learn_init, self.ttt_learn_lr = ttt_inner_norm, ttt_learn_init, ttt_learn_lr
-        self.rope_theta = float(rope_theta)
-        self.rms_norm_eps = float(rms_norm_eps)
-        self.initializer_range = float(initializer_range)
-        self.max_position_embeddings = max_position_embeddings
-        self.use_cache = use_cache
         super().__init__(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            rope_theta=rope_theta,
+            rms_norm_eps=rms_norm_eps,
+            initializer_range=initializer_range,
+            tie_word_embeddings=tie_word_embeddings,
+            max_position_embeddings=max_position_embeddings,
+            use_cache=use_cache,
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PretrainedConfig
-
 from tttlm.layers.ttt import TTTLayerSpec
-from tttlm.models.base import choice, positive_int, positive_number, sequence_form
+from tttlm.models.base import LMConfig, check_flags, choice, positive_int, positive_number, sequence_form
 from tttlm.ops.forms import INNER_MODELS
 
 BACKBONES = ("transformer", "mamba")
@@ -32,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class TTTConfig(PretrainedConfig):
+class TTTConfig(LMConfig):
     """Configuration of a TTT language model (``TTTModel`` / ``TTTForCausalLM``).
 
     Defaults give the paper's 125M model with a Transformer backbone and TTT-Linear; ``TTTConfig.from_preset``
@@ -101,79 +99,48 @@ class TTTConfig(PretrainedConfig):
         eos_token_id: int | None = 2,
         **kwargs: Any,
     ) -> None:
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("hidden_size", hidden_size),
-            ("intermediate_size", intermediate_size),
-            ("num_hidden_layers", num_hidden_layers),
-            ("num_attention_heads", num_attention_heads),
-            ("mini_batch_size", mini_batch_size),
-            ("conv_kernel", conv_kernel),
-            ("max_position_embeddings", max_position_embeddings),
-        ):
+        for name, value in (("mini_batch_size", mini_batch_size), ("conv_kernel", conv_kernel)):
             positive_int("TTTConfig", name, value, example=16)
         choice("TTTConfig", "layer_type", layer_type, INNER_MODELS)
         choice("TTTConfig", "backbone", backbone, BACKBONES)
         ttt_form = sequence_form("TTTConfig", ttt_form)
-        if hidden_size % num_attention_heads:
-            raise ValueError(
-                f"TTTConfig: hidden_size ({hidden_size}) must be divisible by num_attention_heads "
-                f"({num_attention_heads}); pick heads so that hidden_size / heads is an even integer (e.g. 64)."
-            )
-        head_dim = hidden_size // num_attention_heads
-        if head_dim % 2:
-            raise ValueError(
-                f"TTTConfig: head dim hidden_size / num_attention_heads = {hidden_size} / {num_attention_heads} = "
-                f"{head_dim} must be even (RoPE rotates pairs of channels); change hidden_size or num_attention_heads."
-            )
         if ttt_base_lr is not None:
             positive_number("TTTConfig", "ttt_base_lr", ttt_base_lr, "1.0 (or None for the paper's value)")
-        positive_number("TTTConfig", "rope_theta", rope_theta, "10000.0")
-        positive_number("TTTConfig", "rms_norm_eps", rms_norm_eps, "1e-6")
-        if (
-            isinstance(initializer_range, bool)
-            or not isinstance(initializer_range, (int, float))
-            or initializer_range < 0
-        ):
-            raise ValueError(
-                f"TTTConfig: initializer_range must be a number >= 0; got {initializer_range!r}. Pass e.g. 0.02."
-            )
         if pre_conv is not None and not isinstance(pre_conv, bool):
             raise ValueError(f"TTTConfig: pre_conv must be True, False or None (backbone default); got {pre_conv!r}.")
-        for name, flag in (
-            ("use_gate", use_gate),
-            ("ttt_inner_norm", ttt_inner_norm),
-            ("ttt_learn_init", ttt_learn_init),
-            ("ttt_learn_lr", ttt_learn_lr),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"TTTConfig: {name} must be True or False; got {flag!r}.")
+        check_flags(
+            "TTTConfig",
+            use_gate=use_gate,
+            ttt_inner_norm=ttt_inner_norm,
+            ttt_learn_init=ttt_learn_init,
+            ttt_learn_lr=ttt_learn_lr,
+        )
 
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.intermediate_size = intermediate_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
         self.layer_type = layer_type
         self.backbone = backbone
         self.mini_batch_size = mini_batch_size
         self.ttt_base_lr = None if ttt_base_lr is None else float(ttt_base_lr)
-        self.rope_theta = float(rope_theta)
         self.use_gate = use_gate
         # stored resolved, so a saved config.json states what the model has
         self.pre_conv = backbone == "mamba" if pre_conv is None else pre_conv
         self.conv_kernel = conv_kernel
         self.ttt_form = ttt_form
         self.ttt_inner_norm, self.ttt_learn_init, self.ttt_learn_lr = ttt_inner_norm, ttt_learn_init, ttt_learn_lr
-        self.rms_norm_eps = float(rms_norm_eps)
-        self.initializer_range = float(initializer_range)
-        self.max_position_embeddings = max_position_embeddings
-        self.use_cache = use_cache
         super().__init__(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            rope_theta=rope_theta,
+            rms_norm_eps=rms_norm_eps,
+            initializer_range=initializer_range,
+            tie_word_embeddings=tie_word_embeddings,
+            max_position_embeddings=max_position_embeddings,
+            use_cache=use_cache,
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
-            tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
 
