@@ -116,7 +116,9 @@ def test_every_family_with_ttt_layers_passes_every_knob() -> None:
     for layer in (ttt, kvb):
         assert (layer.inner, layer.form) == ("mlp", "primal")
         assert (layer.inner_norm, layer.learn_init, layer.learn_lr) == (False, False, False)
-    assert ttt.mini_batch_size == 16 and kvb.mini_batch_size == 64  # each family's own b
+    # each family keeps its own b
+    assert ttt.mini_batch_size == 16
+    assert kvb.mini_batch_size == 64
 
 
 def test_auto_config_knows_tttlm(tmp_path) -> None:
