@@ -80,6 +80,34 @@ def check_attention_mask(attention_mask: Tensor | None, batch: int) -> None:
         )
 
 
+def resolve_cache(
+    model: PreTrainedModel, cache: object, cache_class: type[BlockCache], batch: int, use_cache: bool | None
+) -> tuple[BlockCache | None, bool]:
+    """The cache a forward call of ``model`` continues (checked against the model and the batch) or starts, and
+    whether the call returns it: by default when one is given, or ``config.use_cache`` outside training."""
+    if cache is not None:
+        if not isinstance(cache, cache_class):
+            raise TypeError(
+                f"past_key_values must be a {cache_class.__name__} (returned by an earlier call with "
+                f"use_cache=True); got {type(cache).__name__}"
+            )
+        if len(cache) != model.config.num_hidden_layers:
+            raise ValueError(
+                f"past_key_values has {len(cache)} layers but the model has {model.config.num_hidden_layers}; "
+                "was it made for another model?"
+            )
+        if cache.batch_size not in (None, batch):
+            raise ValueError(
+                f"past_key_values holds a batch of {cache.batch_size} sequences but the input has {batch}; "
+                "continue each cache with inputs of the same batch size"
+            )
+    if use_cache is None:
+        use_cache = cache is not None or (model.config.use_cache and not model.training)
+    if use_cache and cache is None:
+        cache = cache_class(model.config.num_hidden_layers)
+    return cache, use_cache
+
+
 def causal_lm_loss(
     logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None = None, ignore_index: int = -100
 ) -> Tensor:
@@ -159,26 +187,7 @@ class BlockStackBackbone:
         batch, seq = inputs_embeds.shape[:2]
         check_attention_mask(attention_mask, batch)
 
-        if past_key_values is not None and not isinstance(past_key_values, self.cache_class):
-            raise TypeError(
-                f"past_key_values must be a {self.cache_class.__name__} (returned by an earlier call with "
-                f"use_cache=True); got {type(past_key_values).__name__}"
-            )
-        if use_cache is None:
-            use_cache = past_key_values is not None or (config.use_cache and not self.training)
-        if use_cache and past_key_values is None:
-            past_key_values = self.cache_class(config.num_hidden_layers)
-        if past_key_values is not None:
-            if len(past_key_values) != len(self.layers):
-                raise ValueError(
-                    f"past_key_values has {len(past_key_values)} layers but the model has {len(self.layers)}; "
-                    "was it made for another model?"
-                )
-            if past_key_values.batch_size not in (None, batch):
-                raise ValueError(
-                    f"past_key_values holds a batch of {past_key_values.batch_size} sequences but the input has "
-                    f"{batch}; continue each cache with inputs of the same batch size"
-                )
+        past_key_values, use_cache = resolve_cache(self, past_key_values, self.cache_class, batch, use_cache)
 
         hidden = inputs_embeds
         all_hidden = [hidden] if output_hidden_states else None

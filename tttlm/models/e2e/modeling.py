@@ -59,6 +59,7 @@ from tttlm.models.base import (
     StatefulPreTrainedModel,
     check_attention_mask,
     check_input_ids,
+    resolve_cache,
 )
 from tttlm.models.cache import map_tensors
 from tttlm.models.e2e.cache import E2EBlockCache, E2ECache, OpenMiniBatch
@@ -270,11 +271,7 @@ class E2EModel(E2EPreTrainedModel):
         check_input_ids(input_ids, config.vocab_size)
         batch, seq = input_ids.shape
         check_attention_mask(attention_mask, batch)
-        cache = self._check_cache(past_key_values, batch)
-        if use_cache is None:
-            use_cache = cache is not None or (config.use_cache and not self.training)
-        if use_cache and cache is None:
-            cache = E2ECache(config.num_hidden_layers)
+        cache, use_cache = resolve_cache(self, past_key_values, E2ECache, batch, use_cache)
 
         hidden = self.embed_tokens(input_ids)
         all_hidden = [hidden] if output_hidden_states else None
@@ -311,26 +308,6 @@ class E2EModel(E2EPreTrainedModel):
         return with_cache(
             E2EModelOutput, cache_out, last_hidden_state=normed, hidden_states=hidden_states, logits=logits
         )
-
-    def _check_cache(self, cache: object, batch: int) -> E2ECache | None:
-        if cache is None:
-            return None
-        if not isinstance(cache, E2ECache):
-            raise TypeError(
-                f"past_key_values must be an E2ECache (returned by an earlier call with use_cache=True); "
-                f"got {type(cache).__name__}"
-            )
-        if len(cache) != len(self.layers):
-            raise ValueError(
-                f"past_key_values has {len(cache)} layers but the model has {len(self.layers)}; was it made for "
-                "another model?"
-            )
-        if cache.batch_size not in (None, batch):
-            raise ValueError(
-                f"past_key_values holds a batch of {cache.batch_size} sequences but the input has {batch}; continue "
-                "each cache with inputs of the same batch size"
-            )
-        return cache
 
     def _stream_from(self, cache: E2ECache | None) -> _Stream:
         blocks = [None if cache is None else cache.blocks[b.layer_idx] for b in self.updated_blocks]

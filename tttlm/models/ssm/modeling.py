@@ -26,17 +26,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import (
-    Cache,
-    GenerationMixin,
-    Mamba2ForCausalLM,
-    MambaForCausalLM,
-)
+from transformers import Cache, GenerationMixin, Mamba2ForCausalLM, MambaForCausalLM, PreTrainedModel
 from transformers.integrations.accelerate import force_accelerate_hooks
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_padding_states
@@ -78,13 +73,48 @@ def _adapted_forward(parent: type, model: Any, cache: Any, **kwargs: Any) -> Cau
     return result if return_dict else result.to_tuple()
 
 
-def _prepare_inputs(model: Any, input_ids: Tensor, **kwargs: Any) -> dict[str, Any]:
-    # GenerationMixin's default (it slices input_ids after the first step); like the library's Mamba classes, the
-    # attention mask is dropped after the first step (a recurrent step has no use for it)
-    inputs = GenerationMixin.prepare_inputs_for_generation(model, input_ids, **kwargs)
-    if kwargs.get("use_cache") and not kwargs.get("is_first_iteration"):
-        inputs["attention_mask"] = None
-    return inputs
+class CallContract:
+    """The registry's call contract on a library Mamba class (mixed in before it): the cache in as
+    ``past_key_values`` (or ``cache``/``cache_params``) and out where the installed transformers reads it, and
+    ``generate`` without a library cache (the first forward call creates an ``SSMCache``)."""
+
+    library_class: ClassVar[type[PreTrainedModel]]  # the library's class whose forward this adapts
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        past_key_values: Any = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """``library_class.forward`` with the cache given as ``past_key_values`` (or ``cache``/``cache_params``)
+        and returned in the output field that the installed transformers reads."""
+        return _adapted_forward(
+            self.library_class,
+            self,
+            pop_cache(past_key_values, kwargs),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(self, input_ids: Tensor, **kwargs: Any) -> dict[str, Any]:
+        # GenerationMixin's default (it slices input_ids after the first step); like the library's Mamba classes,
+        # the attention mask is dropped after the first step (a recurrent step has no use for it)
+        inputs = GenerationMixin.prepare_inputs_for_generation(self, input_ids, **kwargs)
+        if kwargs.get("use_cache") and not kwargs.get("is_first_iteration"):
+            inputs["attention_mask"] = None
+        return inputs
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # forward creates an SSMCache
 
 
 class SelectiveScanMixer(MambaMixer):
@@ -137,11 +167,12 @@ class SelectiveScanMixer(MambaMixer):
         return self.out_proj(y.transpose(1, 2).to(dtype))
 
 
-class SelectiveScanForCausalLM(MambaForCausalLM):
+class SelectiveScanForCausalLM(CallContract, MambaForCausalLM):
     """transformers ``MambaForCausalLM`` (Mamba-1, selective scan) with ``past_key_values`` in and out, and our
     ``SelectiveScanMixer`` in every layer."""
 
     config_class = MambaLMConfig
+    library_class = MambaForCausalLM
 
     def __init__(self, config: MambaLMConfig) -> None:
         super().__init__(config)
@@ -150,70 +181,9 @@ class SelectiveScanForCausalLM(MambaForCausalLM):
             # init flags and hooks by changing class (SelectiveScanMixer adds no state) rather than being rebuilt
             layer.mixer.__class__ = SelectiveScanMixer
 
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        past_key_values: Any = None,
-        labels: Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """``MambaForCausalLM.forward``, with the cache given as ``past_key_values`` (or ``cache``/``cache_params``) and
-        returned in the output field that the installed transformers reads."""
-        return _adapted_forward(
-            MambaForCausalLM,
-            self,
-            pop_cache(past_key_values, kwargs),
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            **kwargs,
-        )
 
-    def prepare_inputs_for_generation(self, input_ids: Tensor, **kwargs: Any) -> dict[str, Any]:
-        return _prepare_inputs(self, input_ids, **kwargs)
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # forward creates an SSMCache
-
-
-class SSDForCausalLM(Mamba2ForCausalLM):
-    """transformers ``Mamba2ForCausalLM`` (Mamba-2, state-space duality) with ``past_key_values`` in and out."""
+class SSDForCausalLM(CallContract, Mamba2ForCausalLM):
+    """transformers ``Mamba2ForCausalLM`` (Mamba-2, state-space duality) with the registry's call contract."""
 
     config_class = Mamba2LMConfig
-
-    def forward(
-        self,
-        input_ids: Tensor | None = None,
-        attention_mask: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        past_key_values: Any = None,
-        labels: Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast | tuple:
-        """``Mamba2ForCausalLM.forward``, with the cache given as ``past_key_values`` (or ``cache``/``cache_params``)
-        and returned in the output field that the installed transformers reads."""
-        return _adapted_forward(
-            Mamba2ForCausalLM,
-            self,
-            pop_cache(past_key_values, kwargs),
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            labels=labels,
-            use_cache=use_cache,
-            **kwargs,
-        )
-
-    def prepare_inputs_for_generation(self, input_ids: Tensor, **kwargs: Any) -> dict[str, Any]:
-        return _prepare_inputs(self, input_ids, **kwargs)
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # forward creates an SSMCache
+    library_class = Mamba2ForCausalLM
