@@ -35,24 +35,25 @@ def _bench_forms(args: argparse.Namespace) -> int:
     import torch
 
     from tttlm.bench.forms import FormsSetting, print_table, run_forms_bench
-    from tttlm.bench.records import write_records
+    from tttlm.bench.records import RecordsFile
 
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = FormsSetting(batch=args.batch, heads=args.heads, head_dim=args.head_dim)
-    records = run_forms_bench(
-        seqs=args.seqs,
-        mini_batch_sizes=args.mini_batch_sizes,
-        ops=args.ops,
-        passes=args.passes,
-        setting=setting,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        max_naive_gb=args.max_naive_gb,
-    )
+    with RecordsFile("forms", args.json, args.argv) as out:
+        records = run_forms_bench(
+            seqs=args.seqs,
+            mini_batch_sizes=args.mini_batch_sizes,
+            ops=args.ops,
+            passes=args.passes,
+            setting=setting,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            max_naive_gb=args.max_naive_gb,
+            out=out,
+        )
     print_table(records)
-    write_records("forms", [r.to_json() for r in records], args.json, args.argv)
-    print(f"wrote {len(records)} records to {args.json}")
+    out.finish()
     return 0
 
 
@@ -74,18 +75,16 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from tttlm.bench.records import save_results
+    from tttlm.bench.records import RecordsFile
     from tttlm.bench.tables import print_tables
     from tttlm.bench.train import plot, run_train_bench, tables
 
-    results = run_train_bench(
-        args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, fresh_process=not args.in_process
-    )
-    records = [asdict(r) for r in results]
-    print_tables(tables(records))
-    save_results("train", records, args.json, args.argv, plot, args.plot)
+    with RecordsFile("train", args.json, args.argv) as out:
+        run_train_bench(
+            args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, not args.in_process, out
+        )
+    print_tables(tables(out.records))
+    out.finish(plot, args.plot)
     return 0
 
 

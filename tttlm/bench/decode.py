@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from tttlm.bench.cases import (
     BENCH_TTT_FORMS,
@@ -32,11 +31,16 @@ from tttlm.bench.cases import (
     tensor_mb,
 )
 from tttlm.bench.flops import decode_flops_per_token, has_flop_formula
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import Record, TextTable, pivot, print_tables, si, skipped_lines, spread
 from tttlm.bench.timing import CLOCKS, clock_function, load_1m
+from tttlm.models.hf_compat import cache_argument, output_cache
 from tttlm.models.registry import ARCHS
 
 DEFAULT_CONTEXTS = (1024, 4096, 16384, 32768)
+# the tiny preset: the whole default run takes about a minute on 2 CPU cores; 125m (--sizes tiny,125m) is the
+# papers' scale
+DEFAULT_SIZES = ("tiny",)
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def _decode_ms(
     for i in range(warmup + tokens):
         ids = torch.randint(model.config.vocab_size, (1, 1), generator=generator).to(device)
         start = now()
-        cache = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
+        cache = output_cache(model(input_ids=ids, **cache_argument(cache), use_cache=True, logits_to_keep=1))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= warmup:
@@ -107,7 +111,7 @@ def _measure(
 @torch.no_grad()
 def run_decode_bench(
     archs: Sequence[str] = DEFAULT_ARCHS,
-    sizes: Sequence[str] = ("tiny", "125m"),
+    sizes: Sequence[str] = DEFAULT_SIZES,
     contexts: Sequence[int] = DEFAULT_CONTEXTS,
     ttt_forms: Sequence[str] = ("dual",),
     tokens: int = 32,
@@ -116,8 +120,10 @@ def run_decode_bench(
     device: str | torch.device | None = None,
     clock: str = "wall",
     seed: int = 0,
+    out: RecordsFile | None = None,
 ) -> list[DecodeRecord]:
-    """Measure decode ms/token after each context length for every (size, arch, form) case, in this process."""
+    """Measure decode ms/token after each context length for every (size, arch, form) case, in this process;
+    each record goes to ``out`` as soon as it is measured."""
     from tttlm.models.registry import make_config
 
     check_positive("contexts", contexts)
@@ -128,27 +134,26 @@ def run_decode_bench(
     clock_function(clock, device)  # refuse a clock that cannot work before measuring anything
     cases = expand_cases(archs, sizes, ttt_forms)
     records: list[DecodeRecord] = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task("bench decode", total=len(cases) * len(contexts))
+    with CaseProgress("bench decode", len(cases) * len(contexts), out) as progress:
         for case in cases:
             config = make_config(case.arch, case.size, **({} if case.form is None else {"ttt_form": case.form}))
             reason = skip_reason(case, device)
             model = None if reason else build_case(case, device, seed)
             for context in sorted(contexts):
-                progress.update(task, description=f"{case.label} {case.size}: decode after {context}")
+                progress.start(f"{case.label} {case.size}: decode after {context}")
                 measured: dict[str, Any] = {"skipped": reason}
                 if model is not None:
                     measured = _measure(model, context, tokens, warmup, prefill_chunk, device, clock, seed)
                 fields = {"ms_per_token": None, "min_ms": None, "max_ms": None, "cache_mb": None, "parameters": None}
-                records.append(
-                    DecodeRecord(
-                        case.arch, case.form, case.size, context, tokens=tokens, warmup=warmup,
-                        flops_per_token=decode_flops_per_token(config, context) if has_flop_formula(config) else None,
-                        device=str(device), threads=torch.get_num_threads(), clock=clock, load_1m=load_1m(),
-                        **{**fields, **measured},
-                    )
+                record = DecodeRecord(
+                    case.arch, case.form, case.size, context, tokens=tokens, warmup=warmup,
+                    flops_per_token=decode_flops_per_token(config, context) if has_flop_formula(config) else None,
+                    device=str(device), threads=torch.get_num_threads(), clock=clock, load_1m=load_1m(),
+                    **{**fields, **measured},
                 )  # fmt: skip
-                progress.advance(task)
+                records.append(record)
+                result = f"skipped: {reason}" if reason else f"{record.ms_per_token:.3g} ms/token"
+                progress.done([asdict(record)], result)
     return records
 
 
@@ -227,23 +232,22 @@ def plot(records: Sequence[Record], path: Path) -> None:
 def _bench_decode(args: argparse.Namespace) -> int:
     import sys
 
-    from tttlm.bench.records import save_results
-
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        results = run_decode_bench(
-            args.archs, args.sizes, args.contexts, args.ttt_forms, args.tokens, args.warmup, args.prefill_chunk,
-            args.device, args.clock,
-        )  # fmt: skip
+        with RecordsFile("decode", args.json, args.argv) as out:
+            run_decode_bench(
+                args.archs, args.sizes, args.contexts, args.ttt_forms, args.tokens, args.warmup, args.prefill_chunk,
+                args.device, args.clock, out=out,
+            )  # fmt: skip
     except ValueError as error:
         print(f"tttlm bench decode: error: {error}", file=sys.stderr)
         return 2
-    records = [asdict(r) for r in results]
+    records = out.records
     print_tables(tables(records))
     for line in skipped_lines(records):
         print(f"skipped {line}")
-    save_results("decode", records, args.json, args.argv, plot, args.plot)
+    out.finish(plot, args.plot)
     return 0
 
 
@@ -263,7 +267,7 @@ def add_bench_decode_command(benches: Any) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="PNG: ms/token and cache size vs context")
     parser.add_argument("--archs", type=_choice_list(tuple(ARCHS)), default=list(DEFAULT_ARCHS), help="models")
     parser.add_argument(
-        "--sizes", "--size", type=_choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="presets"
+        "--sizes", "--size", type=_choice_list(tuple(PRESETS)), default=list(DEFAULT_SIZES), help="presets"
     )
     parser.add_argument(
         "--ttt-forms", type=_choice_list(BENCH_TTT_FORMS), default=["dual"], help="TTT op forms (triton: CUDA only)"

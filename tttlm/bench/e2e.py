@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from tttlm.bench.cases import check_positive
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.timing import time_call
 from tttlm.models import build
 from tttlm.models.e2e.configuration import META_GRADIENTS
@@ -69,6 +69,7 @@ def run_e2e_bench(
     repeats: int = 3,
     warmup: int = 1,
     seed: int = 0,
+    out: RecordsFile | None = None,
 ) -> list[TrainSpeedRecord]:
     """Training tokens/s of swa and of ttt-e2e (every b and meta-gradient) at each size; float32, on the CPU.
 
@@ -83,6 +84,7 @@ def run_e2e_bench(
         meta_gradients: "exact" and/or "first_order" (see ``E2EConfig.meta_gradient``).
         repeats, warmup: timed rounds and untimed steps per model.
         seed: model init and token ids.
+        out: where the records of each size go as soon as its rounds are done (each step is a line of progress).
     """
     check_positive("seq, batch, window, repeats", [seq, batch, window, repeats])
     check_positive("mini_batch_sizes", list(mini_batch_sizes))
@@ -94,8 +96,7 @@ def run_e2e_bench(
     variants: list[tuple[str, int | None, str | None]] = [("swa", None, None)]
     variants += [("ttt-e2e", b, m) for b in mini_batch_sizes for m in meta_gradients]
     records: list[TrainSpeedRecord] = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task("bench e2e", total=len(sizes) * len(variants) * (warmup + repeats))
+    with CaseProgress("bench e2e", len(sizes) * len(variants) * (warmup + repeats)) as progress:
         for size in sizes:
             steps, parameters = [], []
             for arch, b, meta in variants:
@@ -112,16 +113,18 @@ def run_e2e_bench(
             samples: list[list[float]] = [[] for _ in variants]
             for round_ in range(-warmup, repeats):
                 for (arch, b, meta), step, times in zip(variants, steps, samples, strict=True):
-                    progress.update(task, description=f"{size} {arch}" + (f" b={b} {meta}" if b else ""))
+                    what = "warm-up" if round_ < 0 else f"round {round_ + 1}/{repeats}"
+                    progress.start(f"{size} {arch}" + (f" b={b} {meta}" if b else "") + f", {what}")
                     seconds = time_call(step, repeats=1, warmup=0).median
                     if round_ >= 0:
                         times.append(seconds)
-                    progress.advance(task)
+                    progress.done([], f"{seconds:.3g} s/step")
             swa_rate = seq * batch / statistics.median(samples[0])
+            measured = []
             for (arch, b, meta), count, times in zip(variants, parameters, samples, strict=True):
                 median = statistics.median(times)
                 rate = seq * batch / median
-                records.append(
+                measured.append(
                     TrainSpeedRecord(
                         arch,
                         size,
@@ -139,6 +142,9 @@ def run_e2e_bench(
                         rate / swa_rate,
                     )
                 )
+            records += measured
+            if out is not None:
+                out.add(r.to_json() for r in measured)
             del steps
     return records
 

@@ -15,27 +15,28 @@ def _bench_e2e(args: argparse.Namespace) -> int:
     import torch
 
     from tttlm.bench.e2e import print_table, run_e2e_bench
-    from tttlm.bench.records import write_records
+    from tttlm.bench.records import RecordsFile
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        records = run_e2e_bench(
-            sizes=args.sizes,
-            seq=args.seq,
-            batch=args.batch,
-            window=args.window,
-            mini_batch_sizes=args.mini_batch_sizes,
-            meta_gradients=args.meta_gradients,
-            repeats=args.repeats,
-            warmup=args.warmup,
-        )
+        with RecordsFile("e2e", args.json, args.argv) as out:
+            records = run_e2e_bench(
+                sizes=args.sizes,
+                seq=args.seq,
+                batch=args.batch,
+                window=args.window,
+                mini_batch_sizes=args.mini_batch_sizes,
+                meta_gradients=args.meta_gradients,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                out=out,
+            )
     except ValueError as error:
         print(f"tttlm bench e2e: error: {error}", file=sys.stderr)
         return 2
     print_table(records)
-    write_records("e2e", [r.to_json() for r in records], args.json, args.argv)
-    print(f"wrote {len(records)} records to {args.json}")
+    out.finish()
     return 0
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 from torch import Tensor
 
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import TextTable, fmt
 from tttlm.bench.timing import time_call
 from tttlm.ops import ttt_linear, ttt_mlp
@@ -125,25 +125,29 @@ def run_forms_bench(
     repeats: int = 3,
     warmup: int = 1,
     max_naive_gb: float = 12.0,
+    out: RecordsFile | None = None,
 ) -> list[FormsRecord]:
     """Time every (op, T, b, pass, form) case; naive forward+backward cases estimated to need more than
-    ``max_naive_gb`` of memory are recorded as skipped instead of run."""
+    ``max_naive_gb`` of memory are recorded as skipped instead of run. Each record goes to ``out`` as soon as
+    its case has finished."""
     records: list[FormsRecord] = []
     cases = [(op, t, b, p, f) for op in ops for t in seqs for b in mini_batch_sizes for p in passes for f in FORMS]
-    with Progress(transient=True) as progress:
-        task = progress.add_task("bench forms", total=len(cases))
+    with CaseProgress("bench forms", len(cases), out) as progress:
         for op, seq, b, pass_, form in cases:
-            progress.update(task, description=f"{op} {form} T={seq} b={b} {pass_}")
+            progress.start(f"{op} {form} T={seq} b={b} {pass_}")
             meta = (repeats, setting.batch, setting.heads, setting.head_dim, str(setting.dtype).removeprefix("torch."))
             need_gb = naive_backward_bytes(op, seq, setting) / 1e9
             if form == "naive" and pass_ == "fwd+bwd" and need_gb > max_naive_gb:
                 reason = f"~{need_gb:.1f} GB > {max_naive_gb:g} GB"
-                records.append(FormsRecord(op, form, seq, b, pass_, None, None, None, *meta, skipped=reason))
+                record = FormsRecord(op, form, seq, b, pass_, None, None, None, *meta, skipped=reason)
             else:
                 inputs = make_inputs(op, seq, b, setting)
                 t = time_call(make_call(op, form, pass_, inputs, b), repeats=repeats, warmup=warmup)
-                records.append(FormsRecord(op, form, seq, b, pass_, t.median, t.minimum, t.maximum, *meta))
-            progress.advance(task)
+                record = FormsRecord(op, form, seq, b, pass_, t.median, t.minimum, t.maximum, *meta)
+            records.append(record)
+            progress.done(
+                [record.to_json()], f"skipped: {record.skipped}" if record.skipped else f"{record.seconds:.3g} s"
+            )
     return records
 
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 from torch import Tensor, nn
 
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.ops.kernel_forms import triton_installed
 
 LAYERS = ("ttt-linear", "ttt-mlp", "attention", "mamba")
@@ -233,9 +233,11 @@ def run_kernels_bench(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     progress: bool = True,
+    out: RecordsFile | None = None,
 ) -> list[KernelRecord]:
     """Measure every (size, layer, form, mode, context or batch) case. Failures (e.g. out of memory) and triton
-    rows without a GPU are recorded as skipped, with the reason, instead of stopping the run."""
+    rows without a GPU are recorded as skipped, with the reason, instead of stopping the run. Each record goes
+    to ``out`` as soon as its case has finished; ``progress``: show a bar and a line per case."""
     device = torch.device(device)
     dtype_name = str(dtype).removeprefix("torch.")
     cases = []
@@ -251,10 +253,9 @@ def run_kernels_bench(
     records: list[KernelRecord] = []
     modules: dict[tuple[str, str, str], nn.Module] = {}
     generator = torch.Generator().manual_seed(seed)
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("bench kernels", total=len(cases))
+    with CaseProgress("bench kernels", len(cases), out, enabled=progress) as bar:
         for size, layer, form, mode, context, batch in cases:
-            bar.update(task, description=f"{layer} {form} {size} {mode} T={context} B={batch}")
+            bar.start(f"{layer} {form} {size} {mode} T={context} B={batch}")
             skipped = _skip_reason(layer, form, mode, device)
             samples: list[float] = []
             if skipped is None:
@@ -287,7 +288,8 @@ def run_kernels_bench(
                     skipped,
                 )  # fmt: skip
             records.append(record)
-            bar.advance(task)
+            result = f"skipped: {record.skipped}" if record.seconds is None else f"{1e3 * record.seconds:.3g} ms"
+            bar.done([asdict(record)], result)
     return records
 
 
@@ -354,10 +356,6 @@ def plot(records: Sequence[KernelRecord], path: Path) -> None:
     plt.close(fig)
 
 
-def records_to_json(records: Sequence[KernelRecord]) -> list[dict[str, object]]:
-    return [asdict(r) for r in records]
-
-
 # ------------------------------------------------------------------------------------------------ command line
 
 
@@ -406,7 +404,7 @@ def add_bench_kernels_command(benches: Any) -> None:
 def _bench_kernels(args: Any) -> int:
     import sys
 
-    from tttlm.bench.records import write_records
+    from tttlm.bench.records import RecordsFile
 
     def fail(message: str) -> int:
         print(f"tttlm bench kernels: error: {message}", file=sys.stderr)
@@ -441,23 +439,25 @@ def _bench_kernels(args: Any) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     if "triton" in args.forms and device.type != "cuda" and any(x.startswith("ttt") for x in args.layers):
         print(f"note: {NEEDS_GPU}; there is none here, so the triton rows are recorded as skipped")
-    records = run_kernels_bench(
-        sizes=pick["sizes"],
-        layers=args.layers,
-        forms=args.forms,
-        modes=args.modes,
-        contexts=pick["contexts"],
-        batches=pick["batches"],
-        decode_context=pick["decode_context"],
-        prefill_batch=args.prefill_batch,
-        tokens=pick["tokens"],
-        repeats=pick["repeats"],
-        warmup=args.warmup,
-        device=device,
-        dtype=dtype,
-    )
+    with RecordsFile("kernels", args.json, args.argv) as out:
+        records = run_kernels_bench(
+            sizes=pick["sizes"],
+            layers=args.layers,
+            forms=args.forms,
+            modes=args.modes,
+            contexts=pick["contexts"],
+            batches=pick["batches"],
+            decode_context=pick["decode_context"],
+            prefill_batch=args.prefill_batch,
+            tokens=pick["tokens"],
+            repeats=pick["repeats"],
+            warmup=args.warmup,
+            device=device,
+            dtype=dtype,
+            out=out,
+        )
     print_table(records)
-    write_records("kernels", records_to_json(records), args.json, args.argv)
+    out.finish()
     plot(records, args.png)
-    print(f"wrote {len(records)} records to {args.json} and the figure to {args.png}")
+    print(f"wrote {args.png}")
     return 0

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from tttlm.bench.cases import (
     BENCH_TTT_FORMS,
@@ -40,6 +39,7 @@ from tttlm.bench.cases import (
     skip_reason,
 )
 from tttlm.bench.flops import has_flop_formula, prefill_flops_per_token
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import (
     Record,
     TextTable,
@@ -167,9 +167,11 @@ def run_prefill_bench(
     ttt_forms: Sequence[str] = ("dual",),
     setting: PrefillSetting = PrefillSetting(),
     fresh_process: bool = True,
+    out: RecordsFile | None = None,
 ) -> list[PrefillRecord]:
     """Measure every (size, arch, form, context) case, each in a fresh process (``cases.in_fresh_process``) unless
-    ``fresh_process`` is False (then CPU peak memory is the running process's high-water mark so far)."""
+    ``fresh_process`` is False (then CPU peak memory is the running process's high-water mark so far); each
+    record goes to ``out`` as soon as its case has finished."""
     check_positive("contexts", contexts)
     if setting.chunk_size is not None:
         check_positive("chunk_size", [setting.chunk_size])
@@ -181,22 +183,23 @@ def run_prefill_bench(
     setting = PrefillSetting(**{**asdict(setting), "device": str(device)})
     cases = [(case, context) for case in expand_cases(archs, sizes, ttt_forms) for context in sorted(contexts)]
     records = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task("bench prefill", total=len(cases))
+    with CaseProgress("bench prefill", len(cases), out) as progress:
         for case, context in cases:
-            progress.update(task, description=f"{case.label} {case.size} T={context}")
+            progress.start(f"{case.label} {case.size} T={context}")
             reason = skip_reason(case, device)
             if reason is not None:
-                records.append(_record(case, context, setting, setting.chunk_size, skipped=reason))
+                record = _record(case, context, setting, setting.chunk_size, skipped=reason)
             elif not fresh_process:
-                records.append(measure_case(case, context, setting))
+                record = measure_case(case, context, setting)
             else:
                 try:
-                    records.append(in_fresh_process(measure_case, case, context, setting))
+                    record = in_fresh_process(measure_case, case, context, setting)
                 except BrokenProcessPool:
                     reason = "the process died (killed for lack of memory?)"
-                    records.append(_record(case, context, setting, setting.chunk_size, skipped=reason))
-            progress.advance(task)
+                    record = _record(case, context, setting, setting.chunk_size, skipped=reason)
+            records.append(record)
+            result = f"skipped: {record.skipped}" if record.skipped else f"{record.ms_per_token:.3g} ms/token"
+            progress.done([asdict(record)], result)
     return records
 
 
@@ -348,20 +351,17 @@ def _memory(r: Record) -> float | None:
 
 
 def _bench_prefill(args: argparse.Namespace) -> int:
-    from tttlm.bench.records import save_results
-
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = PrefillSetting(args.chunk_size, args.repeats, args.warmup, args.threads, args.device, args.clock)
     try:
         pair = parse_pair(args.crossover)
-        results = run_prefill_bench(
-            args.archs, args.sizes, args.contexts, args.ttt_forms, setting, fresh_process=not args.in_process
-        )
+        with RecordsFile("prefill", args.json, args.argv) as out:
+            run_prefill_bench(args.archs, args.sizes, args.contexts, args.ttt_forms, setting, not args.in_process, out)
     except ValueError as error:
         print(f"tttlm bench prefill: error: {error}", file=sys.stderr)
         return 2
-    records = [asdict(r) for r in results]
+    records = out.records
     console = wide_console()
     print_tables(tables(records), console)
     for line in skipped_lines(records):
@@ -370,7 +370,7 @@ def _bench_prefill(args: argparse.Namespace) -> int:
         found = crossover(records, *pair, size)
         if found is not None:
             console.print(f"crossover: {found.describe()}")
-    save_results("prefill", records, args.json, args.argv, plot, args.plot)
+    out.finish(plot, args.plot)
     return 0
 
 

@@ -7,8 +7,9 @@ The document is a pure function of the files in the results directory, so it can
 - for every ``<name>.json`` (ordered by benchmark: forms, prefill, decode, train, e2e, kernels, roofline, then any
   other; by file name within one), a section: ``notes/<name>.md`` if it exists (hand-written prose; the line
   ``{{results}}`` marks where the generated part goes), else a heading naming the file; the generated part is the
-  command that reproduces the file (its stored ``argv``), the machine facts, the benchmark's tables (a generic table
-  of the records for a benchmark without its own) and ``<name>.png`` when it exists beside the JSON.
+  command that reproduces the file (its stored ``argv``), the machine facts, a warning when the file is partial (its
+  run was stopped: ``"complete": false``), the benchmark's tables (a generic table of the records for a benchmark
+  without its own) and ``<name>.png`` when it exists beside the JSON.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def results_block(path: Path, payload: dict[str, Any], out: Path) -> str:
     if argv:
         lines += [f"Command (writes `{path.name}`):", "", "```", "tttlm " + shlex.join(argv), "```", ""]
     lines += [machine_line(payload["machine"], records), ""]
+    if payload.get("complete") is False:  # files from before the flag were written once, finished
+        count = f"{len(records)} record{'s' if len(records) != 1 else ''}"
+        lines += [f"Partial: the run stopped before its last case ({count} here).", ""]
     builder = _tables_for(payload["benchmark"])
     tables = builder(records) if builder else [generic_table(f"{payload['benchmark']} records", records)]
     for table in tables:

@@ -20,16 +20,15 @@ memory but by something else: for this code, the per-operation cost of many smal
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from tttlm.bench.forms import OPS, PASSES, FormsSetting, make_call, make_inputs
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import Record, TextTable, fmt, print_tables, wide_console
 from tttlm.bench.timing import CLOCKS, clock_function, load_1m, time_call
 
@@ -227,25 +226,29 @@ def run_roofline_bench(
     repeats: int = 3,
     warmup: int = 1,
     clock: str = "wall",
+    out: RecordsFile | None = None,
 ) -> list[Record]:
     """Measure the roofline, then time every (op, pass, T, b, d) case on ``clock`` (see
-    ``tttlm.bench.timing.clock_function``). Returns all records (kinds ``matmul_peak``, ``bandwidth``, ``ttt``)."""
+    ``tttlm.bench.timing.clock_function``). Returns all records (kinds ``matmul_peak``, ``bandwidth``, ``ttt``);
+    the roof's and then each case's go to ``out`` as soon as they are measured."""
     clock_function(clock)  # refuse a clock that cannot work, or sizes that cannot be counted, before measuring
     uneven = [(t, b) for t in seqs for b in mini_batch_sizes if t % b]
     if uneven:
         raise ValueError(f"every T must be a multiple of every b (whole mini-batches); got (T, b) = {uneven}")
-    records = measure_matmul_peak(peak_sizes, clock) + measure_bandwidth(bandwidth_mb, clock)
-    for r in records:
-        r.update(clock=clock, load_1m=load_1m())
-    roof = Roof.from_records(records)
     cases = [(op, p, t, b, d) for op in ops for d in head_dims for t in seqs for b in mini_batch_sizes for p in passes]
-    with Progress(transient=True) as progress:
-        task = progress.add_task("bench roofline", total=len(cases))
+    with CaseProgress("bench roofline", 1 + len(cases), out) as progress:
+        progress.start("the roof: float32 GEMM peak and memory bandwidth")
+        records = measure_matmul_peak(peak_sizes, clock) + measure_bandwidth(bandwidth_mb, clock)
+        for r in records:
+            r.update(clock=clock, load_1m=load_1m())
+        roof = Roof.from_records(records)
+        progress.done(records, f"{roof.peak_gflop_per_s:.1f} GFLOP/s, {roof.bandwidth_gb_per_s:.1f} GB/s")
         for op, pass_, seq, b, d in cases:
-            progress.update(task, description=f"{op} dual T={seq} b={b} d={d} {pass_}")
+            progress.start(f"{op} dual T={seq} b={b} d={d} {pass_}")
             setting = FormsSetting(batch=batch, heads=heads, head_dim=d)
-            records.append(time_dual(op, pass_, seq, b, setting, roof, repeats, warmup, clock).to_json())
-            progress.advance(task)
+            record = time_dual(op, pass_, seq, b, setting, roof, repeats, warmup, clock).to_json()
+            records.append(record)
+            progress.done([record], f"{record['gflop_per_s']:.1f} GFLOP/s")
     return records
 
 
@@ -379,32 +382,28 @@ def add_bench_roofline_command(benches: Any) -> None:
 def _bench_roofline(args: argparse.Namespace) -> int:
     import sys
 
-    from tttlm.bench.records import write_records
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    started = time.perf_counter()
     try:
-        records = run_roofline_bench(
-            seqs=args.seqs,
-            mini_batch_sizes=args.mini_batch_sizes,
-            head_dims=args.head_dims,
-            ops=args.ops,
-            passes=args.passes,
-            heads=args.heads,
-            batch=args.batch,
-            peak_sizes=args.peak_sizes,
-            bandwidth_mb=args.bandwidth_mb,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            clock=args.clock,
-        )
+        with RecordsFile("roofline", args.json, args.argv) as out:
+            records = run_roofline_bench(
+                seqs=args.seqs,
+                mini_batch_sizes=args.mini_batch_sizes,
+                head_dims=args.head_dims,
+                ops=args.ops,
+                passes=args.passes,
+                heads=args.heads,
+                batch=args.batch,
+                peak_sizes=args.peak_sizes,
+                bandwidth_mb=args.bandwidth_mb,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                clock=args.clock,
+                out=out,
+            )
     except ValueError as error:  # a clock that cannot time this setting, a T that is not a multiple of b
         print(f"tttlm bench roofline: error: {error}", file=sys.stderr)
         return 2
     print_tables(tables(records), wide_console())
-    write_records("roofline", records, args.json, args.argv)
-    plot(records, args.plot)
-    elapsed = time.perf_counter() - started
-    print(f"wrote {len(records)} records to {args.json} and the figure to {args.plot} ({elapsed:.0f} s)")
+    out.finish(plot, args.plot)
     return 0

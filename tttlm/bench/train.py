@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from tttlm.bench.cases import in_fresh_process
+from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import Record, TextTable, fmt, si
 
 
@@ -78,12 +79,20 @@ def run_train_bench(
     steps: int = 2,
     threads: int = 0,
     fresh_process: bool = True,
+    out: RecordsFile | None = None,
 ) -> list[TrainRecord]:
-    """Measure every (size, arch), each in its own spawned process unless ``fresh_process`` is False (then the
-    peak memory is the running process's so far)."""
+    """Measure every (size, arch), each in its own forked process unless ``fresh_process`` is False (then the
+    peak memory is the running process's so far); each record goes to ``out`` as soon as it is measured."""
     cases = [(arch, size, seq_len, batch, steps, threads) for size in sizes for arch in archs]
     run = _measure if not fresh_process else lambda *case: in_fresh_process(_measure, *case)
-    return [TrainRecord(**run(*case)) for case in cases]
+    records = []
+    with CaseProgress("bench train", len(cases), out) as progress:
+        for case in cases:
+            progress.start(f"{case[0]} {case[1]}")
+            record = run(*case)
+            records.append(TrainRecord(**record))
+            progress.done([record], f"{record['tokens_per_s']:,.0f} tokens/s")
+    return records
 
 
 def tables(records: Sequence[Record]) -> list[TextTable]:
