@@ -58,6 +58,7 @@ def _bench_forms(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from tttlm.data.io import apply_umask_below
     from tttlm.models.ttt.convert import load_reference
 
     try:
@@ -66,6 +67,7 @@ def _convert(args: argparse.Namespace) -> int:
         print(f"tttlm convert: error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output)
+    apply_umask_below(args.output)
     parameters = sum(p.numel() for p in model.parameters())
     print(
         f"converted {args.source} -> {args.output} ({parameters:,} parameters, {model.config.layer_type}, "
@@ -89,9 +91,15 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tttlm.demo import run_demo
+    from tttlm.data.fetch import FetchError
+    from tttlm.demo import QUICK, run_demo
 
-    report = run_demo(args.out, args.archs, steps=args.steps, seq_len=args.seq_len, data_dir=args.data)
+    steps, seq_len = (QUICK["steps"], QUICK["seq_len"]) if args.quick else (args.steps, args.seq_len)
+    try:
+        report = run_demo(args.out, args.archs, steps=steps, seq_len=seq_len, data_dir=args.data)
+    except FetchError as error:
+        print(f"tttlm demo: error: {error}", file=sys.stderr)
+        return 1
     print(f"report: {report}")
     return 0
 
@@ -190,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=250, help="optimizer steps per model (16 sequences each)")
     demo.add_argument("--seq-len", type=int, default=256, help="training context length")
     demo.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
+    demo.add_argument("--quick", action="store_true", help="a short run of the same pipeline (CI's smoke test)")
     demo.set_defaults(func=_demo)
 
     ablations = commands.add_parser(

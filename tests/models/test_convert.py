@@ -9,6 +9,8 @@ pinned elsewhere (the ½ loss and scales in tests/ops) or below (RoPE pairing).
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -176,8 +178,14 @@ def test_convert_command_writes_a_loadable_model(reference_dir, capsys: pytest.C
     source = path / "ref"
     source.mkdir()
     save_reference(source, config, state)
-    assert main(["convert", str(source), str(path / "ours")]) == 0
+    old_umask = os.umask(0o022)
+    try:
+        assert main(["convert", str(source), str(path / "ours")]) == 0
+    finally:
+        os.umask(old_umask)
     assert "converted" in capsys.readouterr().out
+    # readable by others, as a plain open() makes it (safetensors alone writes 0600)
+    assert stat.S_IMODE((path / "ours" / "model.safetensors").stat().st_mode) == 0o644
     model = AutoModelForCausalLM.from_pretrained(path / "ours")
     ids = torch.randint(model.config.vocab_size, (1, 9))
     torch.testing.assert_close(model(ids).logits, load_reference(source)(ids).logits, rtol=0, atol=0)

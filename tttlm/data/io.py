@@ -44,6 +44,14 @@ def apply_umask(path: Path | str) -> None:
     os.chmod(path, full & ~current_umask())
 
 
+def apply_umask_below(directory: Path | str) -> None:
+    """``apply_umask`` to every file directly in ``directory`` (e.g. after ``save_pretrained``: safetensors >= 0.8
+    writes its files 0600 whatever the umask)."""
+    for path in Path(directory).iterdir():
+        if path.is_file():
+            apply_umask(path)
+
+
 def fsync_dir(path: Path | str) -> None:
     """Flush a directory entry (a rename inside it) to disk where the platform allows it."""
     try:

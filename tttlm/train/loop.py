@@ -38,7 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from tttlm.data.io import apply_umask
+from tttlm.data.io import apply_umask_below
 from tttlm.data.packing import DataMismatchError, PackedDataset
 from tttlm.data.prepare import TOKENIZER_DIR, default_data_dir
 from tttlm.data.tokenizer import load_tokenizer
@@ -540,8 +540,7 @@ class Trainer:
             finally:
                 if bar_was_on:
                     hf_logging.enable_progress_bar()
-            for file in out.iterdir():
-                apply_umask(file)  # safetensors >= 0.8 writes model.safetensors 0600 whatever the umask
+            apply_umask_below(out)
             tokenizer_dir = self.data.dir / TOKENIZER_DIR
             if tokenizer_dir.is_dir():
                 for file in tokenizer_dir.iterdir():
