@@ -93,6 +93,36 @@ def minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB: tl.constexpr, D: tl.co
 
 
 @triton.jit
+def load_inner_norm(lnw_ptr, lnb_ptr, hi, cols, D: tl.constexpr, HAS_NORM: tl.constexpr):
+    """γ and β (D,) of head ``hi``'s inner LayerNorm in float32; zeros for an op without one."""
+    gamma = tl.zeros([D], tl.float32)
+    beta = tl.zeros([D], tl.float32)
+    if HAS_NORM:
+        gamma = tl.load(lnw_ptr + hi * D + cols).to(tl.float32)
+        beta = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
+    return gamma, beta
+
+
+@triton.jit
+def load_step_scales(scale_ptr, rows, MB: tl.constexpr):
+    """The step scales ``max(1/i + δ_i, 0)`` of the mini-batch rows (zero past b) and the last one's."""
+    scale = tl.load(scale_ptr + rows, mask=rows < MB, other=0.0)
+    last_scale = tl.load(scale_ptr + MB - 1)
+    return scale, last_scale
+
+
+@triton.jit
+def load_minibatch(q_ptr, k_ptr, v_ptr, lr_ptr, m, P0, T, seq0, H, hi, rows, cols, MB: tl.constexpr, D: tl.constexpr):
+    """Mini-batch ``m``'s tile (see ``minibatch_tile``) and its Q, K, V (float32, zero rows outside) and lr."""
+    valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB, D)
+    Q = load_tile(q_ptr, offs, valid)
+    K = load_tile(k_ptr, offs, valid)
+    V = load_tile(v_ptr, offs, valid)
+    lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
+    return valid, tok, offs, Q, K, V, lr
+
+
+@triton.jit
 def load_tile(ptr, offs, valid):
     """A [BB, D] tile in float32; rows outside the stream are zeros."""
     return tl.load(ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)

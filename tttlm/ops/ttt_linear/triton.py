@@ -37,8 +37,10 @@ from tttlm.ops.triton_common import (
     ln_l2_grad_parts,
     ln_residual,
     ln_residual_backward,
+    load_inner_norm,
+    load_minibatch,
+    load_step_scales,
     load_tile,
-    minibatch_tile,
     needs_grad,
     num_minibatches,
     num_warps,
@@ -92,21 +94,14 @@ def _linear_fwd_kernel(
     bias = tl.zeros([D], tl.float32)
     if HAS_BIAS:
         bias = tl.load(b_ptr + vbase + cols)
-    gamma = tl.zeros([D], tl.float32)
-    beta = tl.zeros([D], tl.float32)
-    if HAS_NORM:
-        gamma = tl.load(lnw_ptr + hi * D + cols).to(tl.float32)
-        beta = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
-    scale = tl.load(scale_ptr + rows, mask=rows < MB, other=0.0)
-    last_scale = tl.load(scale_ptr + MB - 1)
+    gamma, beta = load_inner_norm(lnw_ptr, lnb_ptr, hi, cols, D, HAS_NORM)
+    scale, last_scale = load_step_scales(scale_ptr, rows, MB)
     tril = tril_mask(rows)
     seq0 = bi.to(tl.int64) * T
     for m in range(NM):
-        valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB, D)
-        Q = load_tile(q_ptr, offs, valid)
-        K = load_tile(k_ptr, offs, valid)
-        V = load_tile(v_ptr, offs, valid)
-        lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
+        valid, _tok, offs, Q, K, V, lr = load_minibatch(
+            q_ptr, k_ptr, v_ptr, lr_ptr, m, P0, T, seq0, H, hi, rows, cols, MB, D
+        )
         if SAVE:
             tl.store(ckw_ptr + (pid.to(tl.int64) * NM + m) * D * D + mat, W)
             if HAS_BIAS:
@@ -197,13 +192,8 @@ def _linear_bwd_kernel(
     mat = cols[:, None] * D + cols[None, :]
     sbase = pid.to(tl.int64) * D * D
     vbase = pid.to(tl.int64) * D
-    gamma = tl.zeros([D], tl.float32)
-    beta = tl.zeros([D], tl.float32)
-    if HAS_NORM:
-        gamma = tl.load(lnw_ptr + hi * D + cols).to(tl.float32)
-        beta = tl.load(lnb_ptr + hi * D + cols).to(tl.float32)
-    scale = tl.load(scale_ptr + rows, mask=rows < MB, other=0.0)
-    last_scale = tl.load(scale_ptr + MB - 1)
+    gamma, beta = load_inner_norm(lnw_ptr, lnb_ptr, hi, cols, D, HAS_NORM)
+    scale, last_scale = load_step_scales(scale_ptr, rows, MB)
     tril = tril_mask(rows)
     seq0 = bi.to(tl.int64) * T
     # ∂L/∂(state after the current mini-batch), carried backwards
@@ -216,12 +206,10 @@ def _linear_bwd_kernel(
     dbeta = tl.zeros([D], tl.float32)
     for i in range(NM):
         m = NM - 1 - i
-        valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cols, MB, D)
-        Q = load_tile(q_ptr, offs, valid)
-        K = load_tile(k_ptr, offs, valid)
-        V = load_tile(v_ptr, offs, valid)
+        valid, tok, offs, Q, K, V, lr = load_minibatch(
+            q_ptr, k_ptr, v_ptr, lr_ptr, m, P0, T, seq0, H, hi, rows, cols, MB, D
+        )
         dO = load_tile(do_ptr, offs, valid)
-        lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
         W = tl.load(ckw_ptr + (pid.to(tl.int64) * NM + m) * D * D + mat)
         bias = tl.zeros([D], tl.float32)
         if HAS_BIAS:

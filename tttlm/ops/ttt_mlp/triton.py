@@ -77,8 +77,10 @@ from tttlm.ops.triton_common import (
     ln_l2_grad_parts,
     ln_residual,
     ln_residual_backward,
+    load_inner_norm,
+    load_minibatch,
+    load_step_scales,
     load_tile,
-    minibatch_tile,
     needs_grad,
     num_minibatches,
     row_block,
@@ -201,21 +203,14 @@ def _mlp_fwd_kernel(
     hbase = pid.to(tl.int64) * HID
     dbase = pid.to(tl.int64) * D
     b2 = tl.load(b2_ptr + dbase + cd)
-    gamma = tl.zeros([D], tl.float32)
-    beta = tl.zeros([D], tl.float32)
-    if HAS_NORM:
-        gamma = tl.load(lnw_ptr + hi * D + cd).to(tl.float32)
-        beta = tl.load(lnb_ptr + hi * D + cd).to(tl.float32)
-    scale = tl.load(scale_ptr + rows, mask=rows < MB, other=0.0)
-    last_scale = tl.load(scale_ptr + MB - 1)
+    gamma, beta = load_inner_norm(lnw_ptr, lnb_ptr, hi, cd, D, HAS_NORM)
+    scale, last_scale = load_step_scales(scale_ptr, rows, MB)
     tril = tril_mask(rows)
     seq0 = bi.to(tl.int64) * T
     for m in range(NM):
-        valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cd, MB, D)
-        Q = load_tile(q_ptr, offs, valid)
-        K = load_tile(k_ptr, offs, valid)
-        V = load_tile(v_ptr, offs, valid)
-        lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
+        valid, _tok, offs, Q, K, V, lr = load_minibatch(
+            q_ptr, k_ptr, v_ptr, lr_ptr, m, P0, T, seq0, H, hi, rows, cd, MB, D
+        )
         pending = (m == 0) & (P0 > 0)
         close = (m + 1) * MB <= P0 + T
         ck = pid.to(tl.int64) * NM + m
@@ -350,13 +345,8 @@ def _mlp_bwd_kernel(
     hbase = pid.to(tl.int64) * HID
     dbase = pid.to(tl.int64) * D
     xbase = pid.to(tl.int64) * BB * HID  # this program's [BB, HID] scratch
-    gamma = tl.zeros([D], tl.float32)
-    beta = tl.zeros([D], tl.float32)
-    if HAS_NORM:
-        gamma = tl.load(lnw_ptr + hi * D + cd).to(tl.float32)
-        beta = tl.load(lnb_ptr + hi * D + cd).to(tl.float32)
-    scale = tl.load(scale_ptr + rows, mask=rows < MB, other=0.0)
-    last_scale = tl.load(scale_ptr + MB - 1)
+    gamma, beta = load_inner_norm(lnw_ptr, lnb_ptr, hi, cd, D, HAS_NORM)
+    scale, last_scale = load_step_scales(scale_ptr, rows, MB)
     tril = tril_mask(rows)
     last_row = rows == MB - 1
     seq0 = bi.to(tl.int64) * T
@@ -367,12 +357,10 @@ def _mlp_bwd_kernel(
     dbeta = tl.zeros([D], tl.float32)
     for i in range(NM):
         m = NM - 1 - i
-        valid, tok, offs = minibatch_tile(m, P0, T, seq0, H, hi, rows, cd, MB, D)
-        Q = load_tile(q_ptr, offs, valid)
-        K = load_tile(k_ptr, offs, valid)
-        V = load_tile(v_ptr, offs, valid)
+        valid, tok, offs, Q, K, V, lr = load_minibatch(
+            q_ptr, k_ptr, v_ptr, lr_ptr, m, P0, T, seq0, H, hi, rows, cd, MB, D
+        )
         dO = load_tile(do_ptr, offs, valid)
-        lr = tl.load(lr_ptr + tok, mask=valid, other=0.0).to(tl.float32)
         pending = (m == 0) & (P0 > 0)
         close = (m + 1) * MB <= P0 + T
         ck = pid.to(tl.int64) * NM + m
