@@ -253,7 +253,7 @@ def _bench_decode(args: argparse.Namespace) -> int:
 
 def add_bench_decode_command(benches: Any) -> None:
     """Register ``tttlm bench decode`` on the ``bench`` sub-parsers."""
-    from tttlm.cli import _choice_list, _int_list
+    from tttlm.argtypes import choice_list, int_list
     from tttlm.models.ttt.configuration import PRESETS
 
     parser = benches.add_parser(
@@ -265,14 +265,14 @@ def add_bench_decode_command(benches: Any) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results/decode.json"), help="records file")
     parser.add_argument("--plot", type=Path, default=None, help="PNG: ms/token and cache size vs context")
-    parser.add_argument("--archs", type=_choice_list(tuple(ARCHS)), default=list(DEFAULT_ARCHS), help="models")
+    parser.add_argument("--archs", type=choice_list(tuple(ARCHS)), default=list(DEFAULT_ARCHS), help="models")
     parser.add_argument(
-        "--sizes", "--size", type=_choice_list(tuple(PRESETS)), default=list(DEFAULT_SIZES), help="presets"
+        "--sizes", "--size", type=choice_list(tuple(PRESETS)), default=list(DEFAULT_SIZES), help="presets"
     )
     parser.add_argument(
-        "--ttt-forms", type=_choice_list(BENCH_TTT_FORMS), default=["dual"], help="TTT op forms (triton: CUDA only)"
+        "--ttt-forms", type=choice_list(BENCH_TTT_FORMS), default=["dual"], help="TTT op forms (triton: CUDA only)"
     )
-    parser.add_argument("--contexts", type=_int_list, default=list(DEFAULT_CONTEXTS), help="context lengths")
+    parser.add_argument("--contexts", type=int_list, default=list(DEFAULT_CONTEXTS), help="context lengths")
     parser.add_argument("--tokens", type=int, default=32, help="timed decode steps per context (median reported)")
     parser.add_argument("--warmup", type=int, default=4, help="untimed decode steps before timing")
     parser.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill call")

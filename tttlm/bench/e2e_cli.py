@@ -42,7 +42,7 @@ def _bench_e2e(args: argparse.Namespace) -> int:
 
 def add_bench_e2e_command(benches: Any) -> None:
     """Add ``e2e`` to the ``tttlm bench`` sub-parsers ``benches``."""
-    from tttlm.cli import _choice_list, _int_list
+    from tttlm.argtypes import choice_list, int_list
 
     parser = benches.add_parser(
         "e2e",
@@ -53,13 +53,13 @@ def add_bench_e2e_command(benches: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results/e2e.json"), help="where to write records")
-    parser.add_argument("--sizes", type=_choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="model presets")
+    parser.add_argument("--sizes", type=choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="model presets")
     parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
     parser.add_argument("--batch", type=int, default=1, help="sequences per step")
     parser.add_argument("--window", type=int, default=128, help="sliding window k of both models")
-    parser.add_argument("--mini-batch-sizes", type=_int_list, default=[16, 64], help="ttt-e2e inner mini-batch b")
+    parser.add_argument("--mini-batch-sizes", type=int_list, default=[16, 64], help="ttt-e2e inner mini-batch b")
     parser.add_argument(
-        "--meta-gradients", type=_choice_list(META_GRADIENTS), default=list(META_GRADIENTS), help="outer gradients"
+        "--meta-gradients", type=choice_list(META_GRADIENTS), default=list(META_GRADIENTS), help="outer gradients"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model, in turns (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing")

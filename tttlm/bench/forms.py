@@ -6,8 +6,10 @@ ratio for our PyTorch ops on the machine at hand.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
+from tttlm.argtypes import choice_list, int_list
 from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import TextTable, fmt
 from tttlm.bench.timing import time_call
@@ -200,3 +203,51 @@ def _speedup_cell(forms: dict[str, dict[str, Any]]) -> str:
     if naive["seconds"] is None or dual["seconds"] is None:
         return "skipped"
     return f"{naive['seconds'] / dual['seconds']:.1f}x"
+
+
+def _bench_forms(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setting = FormsSetting(batch=args.batch, heads=args.heads, head_dim=args.head_dim)
+    with RecordsFile("forms", args.json, args.argv) as out:
+        records = run_forms_bench(
+            seqs=args.seqs,
+            mini_batch_sizes=args.mini_batch_sizes,
+            ops=args.ops,
+            passes=args.passes,
+            setting=setting,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            max_naive_gb=args.max_naive_gb,
+            out=out,
+        )
+    print_table(records)
+    out.finish()
+    return 0
+
+
+def add_bench_forms_command(benches: Any) -> None:
+    """Register ``tttlm bench forms`` on the ``bench`` sub-parsers."""
+    forms = benches.add_parser(
+        "forms",
+        help="primal (naive) vs dual form of the TTT ops, forward and forward+backward",
+        description="Time the naive (primal) and dual forms of ttt_linear and ttt_mlp and report the speed-up.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    forms.add_argument("--json", type=Path, default=Path("bench-results/forms.json"), help="where to write records")
+    forms.add_argument("--seqs", type=int_list, default=[512, 2048, 8192], help="sequence lengths T")
+    forms.add_argument("--mini-batch-sizes", type=int_list, default=[1, 4, 16, 64], help="TTT mini-batch sizes b")
+    forms.add_argument("--ops", type=choice_list(OPS), default=list(OPS), help="ops to time")
+    forms.add_argument("--passes", type=choice_list(PASSES), default=list(PASSES), help="passes to time")
+    forms.add_argument("--batch", type=int, default=1, help="batch size")
+    forms.add_argument("--heads", type=int, default=FormsSetting.heads, help="number of heads")
+    forms.add_argument("--head-dim", type=int, default=64, help="head dimension d")
+    forms.add_argument("--repeats", type=int, default=3, help="timed calls per case (the median is reported)")
+    forms.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
+    forms.add_argument(
+        "--max-naive-gb", type=float, default=12.0, help="skip naive fwd+bwd cases estimated to need more memory"
+    )
+    forms.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    forms.set_defaults(func=_bench_forms)

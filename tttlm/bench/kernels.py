@@ -363,7 +363,7 @@ def add_bench_kernels_command(benches: Any) -> None:
     """Register ``tttlm bench kernels`` on the ``bench`` sub-parsers."""
     import argparse
 
-    from tttlm.cli import _choice_list, _int_list
+    from tttlm.argtypes import choice_list, int_list
     from tttlm.models.ttt.configuration import PRESETS
 
     parser = benches.add_parser(
@@ -377,12 +377,12 @@ def add_bench_kernels_command(benches: Any) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results/kernels.json"), help="records")
     parser.add_argument("--png", type=Path, default=Path("bench-results/kernels.png"), help="figure")
-    parser.add_argument("--sizes", type=_choice_list(tuple(PRESETS)), default=None, help="presets (layer widths)")
-    parser.add_argument("--layers", type=_choice_list(LAYERS), default=list(LAYERS), help="layers to time")
-    parser.add_argument("--forms", type=_choice_list(TTT_FORMS), default=list(TTT_FORMS), help="TTT op forms")
-    parser.add_argument("--modes", type=_choice_list(MODES), default=list(MODES), help="what to time")
-    parser.add_argument("--contexts", type=_int_list, default=None, help="prefill/training lengths")
-    parser.add_argument("--batches", type=_int_list, default=None, help="decode batch sizes")
+    parser.add_argument("--sizes", type=choice_list(tuple(PRESETS)), default=None, help="presets (layer widths)")
+    parser.add_argument("--layers", type=choice_list(LAYERS), default=list(LAYERS), help="layers to time")
+    parser.add_argument("--forms", type=choice_list(TTT_FORMS), default=list(TTT_FORMS), help="TTT op forms")
+    parser.add_argument("--modes", type=choice_list(MODES), default=list(MODES), help="what to time")
+    parser.add_argument("--contexts", type=int_list, default=None, help="prefill/training lengths")
+    parser.add_argument("--batches", type=int_list, default=None, help="decode batch sizes")
     parser.add_argument("--decode-context", type=int, default=None, help="tokens prefilled before decoding")
     parser.add_argument("--prefill-batch", type=int, default=1, help="batch of the prefill/training rows")
     # dests differ from --tokens/--repeats of the other benches: ``tttlm.cli.main`` checks those as integers

@@ -376,7 +376,7 @@ def _bench_prefill(args: argparse.Namespace) -> int:
 
 def add_bench_prefill_command(benches: Any) -> None:
     """Register ``tttlm bench prefill`` on the ``bench`` sub-parsers."""
-    from tttlm.cli import _choice_list, _int_list
+    from tttlm.argtypes import choice_list, int_list
     from tttlm.models.ttt.configuration import PRESETS
 
     parser = benches.add_parser(
@@ -389,11 +389,11 @@ def add_bench_prefill_command(benches: Any) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results/prefill.json"), help="records file")
     parser.add_argument("--plot", type=Path, default=None, help="PNG: ms/token and memory vs context")
-    parser.add_argument("--archs", type=_choice_list(tuple(ARCHS)), default=list(DEFAULT_ARCHS), help="models")
-    parser.add_argument("--sizes", "--size", type=_choice_list(tuple(PRESETS)), default=["tiny"], help="presets")
-    parser.add_argument("--contexts", type=_int_list, default=list(DEFAULT_CONTEXTS), help="context lengths")
+    parser.add_argument("--archs", type=choice_list(tuple(ARCHS)), default=list(DEFAULT_ARCHS), help="models")
+    parser.add_argument("--sizes", "--size", type=choice_list(tuple(PRESETS)), default=["tiny"], help="presets")
+    parser.add_argument("--contexts", type=int_list, default=list(DEFAULT_CONTEXTS), help="context lengths")
     parser.add_argument(
-        "--ttt-forms", type=_choice_list(BENCH_TTT_FORMS), default=["dual"], help="TTT op forms (triton: CUDA only)"
+        "--ttt-forms", type=choice_list(BENCH_TTT_FORMS), default=["dual"], help="TTT op forms (triton: CUDA only)"
     )
     parser.add_argument("--chunk-size", type=int, default=None, help="prefill in calls of this many tokens")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (the median is reported)")

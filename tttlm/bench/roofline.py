@@ -346,7 +346,7 @@ def plot(records: Sequence[Record], path: Path) -> None:
 
 def add_bench_roofline_command(benches: Any) -> None:
     """Register ``tttlm bench roofline`` on the ``bench`` sub-parsers."""
-    from tttlm.cli import _choice_list, _int_list
+    from tttlm.argtypes import choice_list, int_list
 
     parser = benches.add_parser(
         "roofline",
@@ -357,14 +357,14 @@ def add_bench_roofline_command(benches: Any) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results/roofline.json"), help="records")
     parser.add_argument("--plot", type=Path, default=Path("bench-results/roofline.png"), help="roofline figure")
-    parser.add_argument("--ops", type=_choice_list(OPS), default=list(OPS), help="ops to time")
-    parser.add_argument("--passes", type=_choice_list(PASSES), default=list(PASSES), help="passes to time")
-    parser.add_argument("--seqs", type=_int_list, default=[2048, 8192], help="sequence lengths T")
-    parser.add_argument("--mini-batch-sizes", type=_int_list, default=[4, 16, 64], help="TTT mini-batch sizes b")
-    parser.add_argument("--head-dims", type=_int_list, default=[64], help="head dimensions d")
+    parser.add_argument("--ops", type=choice_list(OPS), default=list(OPS), help="ops to time")
+    parser.add_argument("--passes", type=choice_list(PASSES), default=list(PASSES), help="passes to time")
+    parser.add_argument("--seqs", type=int_list, default=[2048, 8192], help="sequence lengths T")
+    parser.add_argument("--mini-batch-sizes", type=int_list, default=[4, 16, 64], help="TTT mini-batch sizes b")
+    parser.add_argument("--head-dims", type=int_list, default=[64], help="head dimensions d")
     parser.add_argument("--heads", type=int, default=4, help="number of heads")
     parser.add_argument("--batch", type=int, default=1, help="batch size")
-    parser.add_argument("--peak-sizes", type=_int_list, default=[512, 1024, 2048], help="square GEMM sizes")
+    parser.add_argument("--peak-sizes", type=int_list, default=[512, 1024, 2048], help="square GEMM sizes")
     parser.add_argument("--bandwidth-mb", type=float, default=128.0, help="MB per array of the bandwidth kernels")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case (the median is reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")

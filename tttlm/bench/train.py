@@ -8,18 +8,21 @@ step achieved.
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from tttlm.argtypes import choice_list
 from tttlm.bench.cases import in_fresh_process
 from tttlm.bench.records import CaseProgress, RecordsFile
-from tttlm.bench.tables import Record, TextTable, fmt, si
+from tttlm.bench.tables import Record, TextTable, fmt, print_tables, si
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,40 @@ def plot(records: Sequence[Record], path: Path) -> None:
         groups.setdefault(r["size"], {})[r["arch"]] = r["tokens_per_s"]
     seq = records[0]["seq_len"] if records else "?"
     plot_bars(groups, path, f"tttlm bench train: tokens/s at {seq} tokens per sequence", "tokens / s")
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    with RecordsFile("train", args.json, args.argv) as out:
+        run_train_bench(
+            args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, not args.in_process, out
+        )
+    print_tables(tables(out.records))
+    out.finish(plot, args.plot)
+    return 0
+
+
+def add_bench_train_command(benches: Any) -> None:
+    """Register ``tttlm bench train`` on the ``bench`` sub-parsers."""
+    from tttlm.models import ARCHS
+    from tttlm.models.ttt.configuration import PRESETS
+
+    train_bench = benches.add_parser(
+        "train",
+        help="training tokens/s and peak memory of registry models",
+        description="Time forward+backward+AdamW steps on random tokens, each model in a fresh process.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train_bench.add_argument("--json", type=Path, default=Path("bench-results/train.json"), help="records file")
+    train_bench.add_argument("--plot", type=Path, default=None, help="PNG: tokens/s per arch and size")
+    train_bench.add_argument(
+        "--archs", type=choice_list(ARCHS), default=["ttt-linear", "ttt-mlp", "transformer"], help="models"
+    )
+    train_bench.add_argument("--sizes", type=choice_list(tuple(PRESETS)), default=["tiny", "125m"], help="presets")
+    train_bench.add_argument("--seq-len", type=int, default=2048, help="tokens per sequence")
+    train_bench.add_argument("--batch", type=int, default=1, help="sequences per step")
+    train_bench.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    train_bench.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    train_bench.add_argument(
+        "--in-process", action="store_true", help="measure in this process (faster start; peak memory is cumulative)"
+    )
+    train_bench.set_defaults(func=_bench_train)

@@ -6,17 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tttlm.argtypes import int_list
 from tttlm.eval.loading import DTYPES
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,2048; got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers; got {text!r}")
-    return values
 
 
 def _tasks(text: str) -> list[str]:
@@ -238,7 +229,7 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
         formatter_class=fmt,
     )
     ppl.add_argument("--ckpt", type=Path, required=True, help="run directory or model directory")
-    ppl.add_argument("--contexts", type=_ints, default=[512, 2048, 8192, 32768], help="context lengths")
+    ppl.add_argument("--contexts", type=int_list, default=[512, 2048, 8192, 32768], help="context lengths")
     ppl.add_argument("--out", type=Path, help="output directory")
     _common(ppl)
     ppl.set_defaults(func=_ppl)
@@ -268,7 +259,7 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     )
     niah.add_argument("--ckpt", type=Path, required=True, help="run directory or model directory")
     niah.add_argument("--tasks", type=_tasks, default=["s-niah-1", "s-niah-2", "s-niah-3"], help="tasks")
-    niah.add_argument("--lengths", type=_ints, default=[256, 512, 1024], help="context lengths (prompt tokens)")
+    niah.add_argument("--lengths", type=int_list, default=[256, 512, 1024], help="context lengths (prompt tokens)")
     niah.add_argument("--depths", type=int, default=5, help="needle depths spread over [0, 1]")
     niah.add_argument("--samples", type=int, default=1, help="samples per (task, length, depth)")
     niah.add_argument("--seed", type=int, default=0, help="task generator seed")
