@@ -101,7 +101,9 @@ class _Mamba(nn.Module):
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.config)
-        return self.mixer(x, cache_params=cache), cache
+        from tttlm.models.ssm.modeling import library_cache_argument
+
+        return self.mixer(x, **library_cache_argument(type(self.mixer).forward, cache)), cache
 
 
 def mamba_path() -> str:
