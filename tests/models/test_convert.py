@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import PretrainedConfig
 
 from tttlm.layers.rope import apply_rope, rope_angles
 from tttlm.models import TTTConfig, TTTForCausalLM
@@ -196,3 +197,40 @@ def test_convert_command_reports_errors(tmp_path, capsys: pytest.CaptureFixture[
 
     assert main(["convert", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+class _ReferenceConfig(PretrainedConfig):
+    """Stands in for ttt-lm-pytorch's ``TTTConfig`` (a ``PretrainedConfig`` of model type "ttt"), so that its
+    config.json is written by ``save_pretrained`` itself, with every bookkeeping key this transformers writes."""
+
+    model_type = "ttt"
+
+
+def test_a_checkpoint_saved_by_save_pretrained_converts(tmp_path) -> None:
+    torch.manual_seed(0)
+    ours = TTTForCausalLM(TTTConfig.from_preset("tiny", mini_batch_size=4)).eval()
+    ref_config, ref_state = to_reference(ours)
+    source = tmp_path / "ref"
+    _ReferenceConfig(**ref_config).save_pretrained(source)
+    written = json.loads((source / "config.json").read_text())
+    assert "transformers_version" in written  # what the old hand-made fixtures lacked
+    # transformers 4.x, which the reference was trained with, also wrote torch_dtype (5.x writes dtype)
+    (source / "config.json").write_text(json.dumps({**written, "torch_dtype": "float32"}))
+    save_file({k: v.contiguous() for k, v in ref_state.items()}, source / "model.safetensors")
+    # files of a real checkpoint directory that convert does not need
+    (source / "README.md").write_text("# a reference checkpoint\n")
+    (source / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    (source / "tokenizer.json").write_text("{}")
+    save_file({"exp_avg": torch.zeros(3)}, source / "optimizer.safetensors")
+    loaded = load_reference(source)
+    ids = torch.randint(ours.config.vocab_size, (1, 9))
+    torch.testing.assert_close(loaded(ids).logits, ours(ids).logits, rtol=0, atol=0)
+
+
+def test_an_untranslatable_key_is_named(tmp_path) -> None:
+    ours = TTTForCausalLM(TTTConfig.from_preset("tiny", mini_batch_size=4)).eval()
+    ref_config, ref_state = to_reference(ours)
+    _ReferenceConfig(**ref_config, ttt_scan_kind="parallel").save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in ref_state.items()}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="ttt_scan_kind"):
+        load_reference(tmp_path)

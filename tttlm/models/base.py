@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from tttlm.models.cache import BlockCache
 from tttlm.models.hf_compat import output_cache, pop_cache, with_cache
+from tttlm.models.remote_code import RemoteCodeMixin
 from tttlm.ops.forms import SEQUENCE_FORMS, canonical_form
 
 # the LM head shares the input embedding's weight (transformers 5 describes tied weights as {target: source})
@@ -311,8 +312,9 @@ def init_module_weights(module: nn.Module, std: float, self_initialising: tuple[
         module.reset_parameters()
 
 
-class StatefulPreTrainedModel(PreTrainedModel):
-    """The ``PreTrainedModel`` base of every family whose state (a ``BlockCache``) cannot be rolled back.
+class StatefulPreTrainedModel(RemoteCodeMixin, PreTrainedModel):
+    """The ``PreTrainedModel`` base of every family whose state (a ``BlockCache``) cannot be rolled back; a saved
+    model loads without ``import tttlm`` (``remote_code.RemoteCodeMixin``).
 
     Subclasses set ``config_class``, ``_no_split_modules`` and ``self_initialising`` (their modules that
     initialise their own parameters through ``reset_parameters``).

@@ -38,6 +38,7 @@ from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_p
 from transformers.utils import ModelOutput
 
 from tttlm.models.hf_compat import given_cache, pop_cache, with_cache
+from tttlm.models.remote_code import RemoteCodeMixin
 from tttlm.models.ssm.cache import SSMCache
 from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
 from tttlm.ops.selective_scan import selective_scan
@@ -73,10 +74,11 @@ def _adapted_forward(parent: type, model: Any, cache: Any, **kwargs: Any) -> Cau
     return result if return_dict else result.to_tuple()
 
 
-class CallContract:
+class CallContract(RemoteCodeMixin):
     """The registry's call contract on a library Mamba class (mixed in before it): the cache in as
     ``past_key_values`` (or ``cache``/``cache_params``) and out where the installed transformers reads it, and
-    ``generate`` without a library cache (the first forward call creates an ``SSMCache``)."""
+    ``generate`` without a library cache (the first forward call creates an ``SSMCache``), and a saved model that
+    loads without ``import tttlm``."""
 
     library_class: ClassVar[type[PreTrainedModel]]  # the library's class whose forward this adapts
 

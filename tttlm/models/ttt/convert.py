@@ -58,8 +58,12 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
     "pre_conv": False,
     "conv_kernel": 4,
 }
-# Keys that change only speed or memory in the reference (same maths), or are generic bookkeeping.
-_IGNORED_KEYS = {"pretraining_tp", "scan_checkpoint_group_size", "use_cache", "architectures", "model_type"}
+# Keys that change only speed or memory in the reference (same maths), and the bookkeeping that ``save_pretrained``
+# writes in one transformers release or another (4.x: torch_dtype; 5.x: dtype; a remote-code model: auto_map).
+_IGNORED_KEYS = {
+    "pretraining_tp", "scan_checkpoint_group_size", "use_cache", "architectures", "model_type", "torch_dtype",
+    "dtype", "transformers_version", "auto_map", "_name_or_path", "_commit_hash", "_attn_implementation",
+}  # fmt: skip
 _SAME_KEYS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "max_position_embeddings", "initializer_range", "rms_norm_eps", "pad_token_id", "bos_token_id",
@@ -150,6 +154,16 @@ def convert_reference_state_dict(
     return out
 
 
+def _weight_files(path: Path) -> list[Path]:
+    """The model's safetensors files in a checkpoint directory: those of its index (a sharded save) or
+    ``model*.safetensors``; anything else there (tokenizer, README, generation config, optimizer states) is not
+    read."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return sorted({path / name for name in json.loads(index.read_text())["weight_map"].values()})
+    return sorted(path.glob("model*.safetensors"))
+
+
 def load_reference(path: str | Path) -> TTTForCausalLM:
     """Our model from a reference checkpoint directory (config.json + *.safetensors), in float32.
 
@@ -160,11 +174,11 @@ def load_reference(path: str | Path) -> TTTForCausalLM:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: pass the directory the reference model was saved to")
-    weight_files = sorted(path.glob("*.safetensors"))
+    weight_files = _weight_files(path)
     if not weight_files:
         pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
         hint = f" (found pickled {pickled}: re-save them as safetensors)" if pickled else ""
-        raise FileNotFoundError(f"no *.safetensors weights in {path}{hint}")
+        raise FileNotFoundError(f"no model*.safetensors weights in {path}{hint}")
     config = convert_reference_config(json.loads(config_file.read_text()))
     state: dict[str, Tensor] = {}
     for file in weight_files:
