@@ -7,6 +7,7 @@ which argparse prints as a usage error (exit status 2).
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 
 
@@ -32,3 +33,26 @@ def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
         return values
 
     return parse
+
+
+def _bounded(kind: type, accept: Callable[[float], bool], wanted: str) -> Callable[[str], int | float]:
+    """A parser of one finite ``kind`` (int or float) for which ``accept`` holds; ``wanted`` describes it."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}")
+        return value
+
+    return parse
+
+
+# counts and sizes that cannot be zero (--max-new-tokens, --chunk, ...)
+positive_int = _bounded(int, lambda v: v >= 1, "an integer >= 1")
+# 0 usually meaning "the default" or "all" (--threads, --top-k, ...)
+non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+non_negative_float = _bounded(float, lambda v: v >= 0, "a finite number >= 0")
+probability = _bounded(float, lambda v: 0 < v <= 1, "a number in (0, 1]")

@@ -10,6 +10,7 @@ from train_testing import tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tttlm.data import DataMismatchError
+from tttlm.data.packing import CorruptDataError
 from tttlm.train import ConfigError, read_metrics, train
 from tttlm.train.checkpoint import CorruptCheckpointError, list_checkpoints
 
@@ -138,5 +139,9 @@ def test_resume_refuses_changed_data(data_dir, tmp_path) -> None:
     train(config)
     meta_path = data / "tokens" / "meta.json"  # the same path now holds other tokens
     meta_path.write_text(meta_path.read_text().replace('"sha256": "', '"sha256": "0', 1))
-    with pytest.raises(DataMismatchError, match="changed since"):
+    with pytest.raises(CorruptDataError, match="does not match the sha256"):  # the tokens differ from their record
         train(config, resume=True)
+    # unverified, the recorded identity still differs from the checkpoint's
+    unverified = tiny_config(tmp_path / "run", data, **{"train.steps": 2, "data.verify_checksums": False})
+    with pytest.raises(DataMismatchError, match="changed since"):
+        train(unverified, resume=True)

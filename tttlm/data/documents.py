@@ -78,13 +78,28 @@ def _text_of(record: dict, field: str, where: str) -> str:
     return value
 
 
+def _decode(data: bytes, where: str) -> str:
+    """``data`` as UTF-8; ``ValueError`` naming ``where`` and the first bad byte otherwise (never U+FFFD
+    replacements: a binary file or another encoding would be trained on as garbage)."""
+    if b"\0" in data:
+        raise ValueError(f"{where}: holds NUL bytes, so it is binary, not text; remove it from the input")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{where}: not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}); convert it to UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8) or remove it from the input"
+        ) from None
+
+
 def _read_jsonl(path: Path, source: str, field: str, prefix: str) -> Iterator[Document]:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with opener(path, "rb") as handle:  # bytes, so that a bad line is reported with its number
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            line = _decode(raw, where)
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
@@ -168,7 +183,7 @@ def read_path(path: Path | str, *, text_field: str = "text", source: str | None 
         relative = file.relative_to(base).as_posix()
         if name.endswith(TEXT_SUFFIXES):
             found = True
-            text = file.read_text(encoding="utf-8", errors="replace")
+            text = _decode(file.read_bytes(), str(file))
             yield Document(id=f"{source}/{relative}", text=normalize_text(text), source=source, title=file.stem)
         elif name.endswith(JSONL_SUFFIXES):
             found = True

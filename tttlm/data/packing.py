@@ -7,7 +7,8 @@
     tokens/{split}.ids.json  the document ids, in order
     tokens/meta.json         dtype, vocab size, end-of-text id, the tokenizer's fingerprint and path, sizes, sha256s
 
-``PackedDataset`` memory-maps one split and refuses a tokenizer or model whose vocabulary does not match.
+``PackedDataset`` memory-maps one split, refuses a tokenizer or model whose vocabulary does not match, and reports
+files that are truncated or differ from their sha256 (``verify_checksum``) as ``CorruptDataError``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ FORMAT = 1
 
 class DataMismatchError(ValueError):
     """Packed data and a tokenizer or model do not belong together."""
+
+
+class CorruptDataError(ValueError):
+    """Packed token files are missing, truncated, unreadable or differ from their recorded sha256."""
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -141,17 +146,28 @@ def _tokens_dir(path: Path) -> Path:
     return path if (path / META).exists() else path / TOKENS_DIR
 
 
+def _repack_hint(tokens_dir: Path) -> str:
+    return f"re-pack it: tttlm data prepare --out {tokens_dir.parent}"
+
+
 def read_meta(data_dir: Path | str) -> dict[str, Any]:
     """``tokens/meta.json`` of a prepared data directory (or of the tokens directory itself)."""
-    path = _tokens_dir(Path(data_dir).expanduser()) / META
+    data_dir = Path(data_dir).expanduser()
+    path = _tokens_dir(data_dir) / META
     if not path.exists():
+        prepared = data_dir.parent if data_dir.name == TOKENS_DIR else data_dir
+        missing = "does not exist" if not prepared.exists() else f"has no packed tokens ({path} is missing)"
         raise FileNotFoundError(
-            f"no packed tokens at {path.parent}; prepare the data first: tttlm data prepare --out {data_dir}"
+            f"data directory {prepared} {missing}; prepare it with: tttlm data prepare --out {prepared} "
+            "(or point data.dir / --data at a prepared directory)"
         )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptDataError(f"{path} is not valid JSON ({error}; truncated?); {_repack_hint(path.parent)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(
-            f"{path} has format {meta.get('format')!r}; this tttlm reads format {FORMAT}: re-pack the data"
+            f"{path} is not format-{FORMAT} packed data; this tttlm reads format {FORMAT}: {_repack_hint(path.parent)}"
         )
     return meta
 
@@ -169,7 +185,7 @@ class PackedDataset:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
         self.dir = _tokens_dir(Path(data_dir).expanduser())
-        self.meta = read_meta(self.dir)
+        self.meta = read_meta(data_dir)
         if split not in self.meta["splits"]:
             raise ValueError(f"{self.dir} has no {split!r} split (has {', '.join(self.meta['splits'])}); re-pack it")
         info = self.meta["splits"][split]
@@ -178,14 +194,40 @@ class PackedDataset:
         self.eos_token_id: int = self.meta["eos_token_id"]
         self.fingerprint: str = self.meta["tokenizer_fingerprint"]
         dtype = np.dtype(self.meta["dtype"])
-        path = self.dir / f"{split}.bin"
+        path = self.bin_path
         expected = info["tokens"] * dtype.itemsize
         if not path.exists() or path.stat().st_size != expected:
-            size = path.stat().st_size if path.exists() else "missing"
-            raise ValueError(f"{path} should hold {expected} bytes ({info['tokens']} tokens) but is {size}; re-pack it")
+            size = f"{path.stat().st_size} bytes" if path.exists() else "missing"
+            raise CorruptDataError(
+                f"{path} should hold {expected} bytes ({info['tokens']} tokens) but is {size}; {_repack_hint(self.dir)}"
+            )
         # an empty split cannot be memory-mapped; keep an empty array instead
         self.tokens = np.memmap(path, dtype=dtype, mode="r") if expected else np.zeros(0, dtype=dtype)
-        self.offsets = np.load(self.dir / f"{split}.idx.npy", allow_pickle=False)
+        index = self.dir / f"{split}.idx.npy"
+        try:
+            self.offsets = np.load(index, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise CorruptDataError(f"{index} is unreadable ({error}; truncated?); {_repack_hint(self.dir)}") from None
+        if self.offsets.shape != (info["documents"] + 1,) or int(self.offsets[-1]) != info["tokens"]:
+            raise CorruptDataError(
+                f"{index} does not describe {info['documents']} documents of {info['tokens']} tokens (shape "
+                f"{self.offsets.shape}); {_repack_hint(self.dir)}"
+            )
+
+    @property
+    def bin_path(self) -> Path:
+        """The split's token file."""
+        return self.dir / f"{self.split}.bin"
+
+    def verify_checksum(self) -> None:
+        """Raise ``CorruptDataError`` unless the token file has the sha256 recorded in ``meta.json`` (read in 1 MiB
+        chunks: about a second per GB). Sizes are checked on opening; this finds tokens altered in place."""
+        recorded = self.meta["splits"][self.split].get("sha256")
+        if recorded is not None and sha256_file(self.bin_path) != recorded:
+            raise CorruptDataError(
+                f"{self.bin_path} does not match the sha256 recorded in {self.dir / META} (altered or corrupted "
+                f"in place); {_repack_hint(self.dir)}, or restore the original files"
+            )
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -202,8 +244,9 @@ class PackedDataset:
         """The ids of the documents, in order."""
         return json.loads((self.dir / f"{self.split}.ids.json").read_text())
 
-    def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Raise ``DataMismatchError`` unless ``tokenizer`` is the one the data was packed with."""
+    def check_tokenizer(self, tokenizer: PreTrainedTokenizerBase, override: str = "") -> None:
+        """Raise ``DataMismatchError`` unless ``tokenizer`` is the one the data was packed with; ``override`` names
+        a way to go ahead anyway, added to the message."""
         fingerprint = tokenizer_fingerprint(tokenizer)
         if fingerprint != self.fingerprint:
             raise DataMismatchError(
@@ -211,7 +254,7 @@ class PackedDataset:
                 f"vocab {self.vocab_size}, from {self.meta.get('tokenizer') or 'unknown'}) than "
                 f"{getattr(tokenizer, 'name_or_path', '') or 'the given one'} (fingerprint {fingerprint[:12]}, vocab "
                 f"{len(tokenizer)}). Use the tokenizer saved with the data, or re-pack the data with this one: "
-                "tttlm data prepare --tokenizer DIR"
+                f"tttlm data prepare --tokenizer DIR{override}"
             )
 
     def check_vocab(self, model_vocab_size: int) -> None:

@@ -1,13 +1,22 @@
-"""``tttlm eval ppl|by-position|niah``, ``tttlm generate`` and ``tttlm compare``."""
+"""``tttlm eval ppl|by-position|niah``, ``tttlm generate`` and ``tttlm compare``.
+
+Exit status: 0 done; 1 the model gives a non-finite loss (its weights are broken: nothing is written); 2 a bad
+checkpoint, data directory, tokenizer or device, or an output directory that cannot be written (the message names
+it and the fix); argparse's 2 for a bad argument.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from tttlm.argtypes import int_list
+from tttlm.argtypes import int_list, non_negative_float, non_negative_int, positive_int, probability
 from tttlm.eval.loading import DTYPES
+
+Command = Callable[[argparse.Namespace], int]
 
 
 def _tasks(text: str) -> list[str]:
@@ -22,7 +31,11 @@ def _tasks(text: str) -> list[str]:
 def _device(name: str) -> str:
     import torch
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available (no GPU or no CUDA build of torch); use --device cpu")
+    return name
 
 
 def _log(message: str) -> None:
@@ -39,30 +52,54 @@ def _setup(args: argparse.Namespace, path: Path):
     if args.threads:
         torch.set_num_threads(args.threads)
     ckpt = resolve_checkpoint(path)
-    data = PackedDataset(ckpt.data_dir(args.data), args.split)
+    data_dir = ckpt.data_dir(args.data)
+    data = PackedDataset(data_dir, args.split)
+    if not args.allow_other_tokenizer and (ckpt.model_dir / "tokenizer.json").exists():
+        # the vocabulary sizes of two tokenizers can agree while their ids mean other things
+        data.check_tokenizer(ckpt.load_tokenizer(), override=", or pass --allow-other-tokenizer to score it anyway")
     model = ckpt.load_model(args.dtype, _device(args.device))
     data.check_vocab(model.config.vocab_size)
     return ckpt, model, data
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from tttlm.data.packing import DataMismatchError
+def _reports_errors(name: str) -> Callable[[Command], Command]:
+    """Run a command, turning its expected failures into one line on stderr and an exit status (module docstring)."""
 
-    return (FileNotFoundError, ValueError, DataMismatchError, OSError)
+    def decorate(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(args: argparse.Namespace) -> int:
+            from tttlm.eval.perplexity import NonFiniteLossError
+
+            try:
+                return command(args)
+            except NonFiniteLossError as error:
+                print(f"tttlm {name}: error: {error}", file=sys.stderr)
+                return 1
+            except PermissionError as error:
+                print(
+                    f"tttlm {name}: error: cannot write {error.filename} ({error.strerror}); pass --out with a "
+                    "writable directory, or fix its permissions",
+                    file=sys.stderr,
+                )
+                return 2
+            except (ValueError, OSError) as error:  # FileNotFoundError, DataMismatchError, CheckpointError, ...
+                print(f"tttlm {name}: error: {error}", file=sys.stderr)
+                return 2
+
+        return run
+
+    return decorate
 
 
+@_reports_errors("eval ppl")
 def _ppl(args: argparse.Namespace) -> int:
     from tttlm.eval.perplexity import perplexity_vs_context
     from tttlm.eval.report import plot_ppl, ppl_markdown, write_json
 
-    try:
-        ckpt, model, data = _setup(args, args.ckpt)
-        report = perplexity_vs_context(
-            model, data, args.contexts, chunk_size=args.chunk, max_documents=args.max_docs, progress=_log
-        )
-    except _errors() as error:
-        print(f"tttlm eval ppl: error: {error}", file=sys.stderr)
-        return 2
+    ckpt, model, data = _setup(args, args.ckpt)
+    report = perplexity_vs_context(
+        model, data, args.contexts, chunk_size=args.chunk, max_documents=args.max_docs, progress=_log
+    )
     for skipped in report.skipped:
         _log(f"skipped context {skipped}: no {args.split} document is that long (longest: {report.longest_document})")
     out = args.out or ckpt.eval_dir
@@ -76,26 +113,23 @@ def _ppl(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors("eval by-position")
 def _by_position(args: argparse.Namespace) -> int:
     from tttlm.eval.perplexity import longest_document, loss_by_position
     from tttlm.eval.report import plot_by_position, write_json, write_position_csv
 
     curves, names, counts = {}, [], {}
     paths = [*args.ckpt, *([args.ref] if args.ref else [])]
-    try:
-        for n, path in enumerate(paths):
-            ckpt, model, data = _setup(args, path)
-            length = args.length or min(2048, longest_document(data))
-            name = ckpt.name if ckpt.name not in curves else f"{ckpt.name}#{n}"
-            _log(f"{name}: loss at each of {length} positions")
-            curves[name], counts[name] = loss_by_position(
-                model, data, length, chunk_size=args.chunk, max_documents=args.max_docs
-            )
-            names.append((name, ckpt))
-            del model
-    except _errors() as error:
-        print(f"tttlm eval by-position: error: {error}", file=sys.stderr)
-        return 2
+    for n, path in enumerate(paths):
+        ckpt, model, data = _setup(args, path)
+        length = args.length or min(2048, longest_document(data))
+        name = ckpt.name if ckpt.name not in curves else f"{ckpt.name}#{n}"
+        _log(f"{name}: loss at each of {length} positions")
+        curves[name], counts[name] = loss_by_position(
+            model, data, length, chunk_size=args.chunk, max_documents=args.max_docs
+        )
+        names.append((name, ckpt))
+        del model
     ref = names[-1][0] if args.ref else None
     deltas = {name: curves[name] - curves[ref] for name, _ in names[: len(args.ckpt)]} if ref else {}
     shown = {name: curves[name] for name, _ in names}
@@ -117,6 +151,7 @@ def _by_position(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors("eval niah")
 def _niah(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -124,26 +159,22 @@ def _niah(args: argparse.Namespace) -> int:
     from tttlm.eval.perplexity import long_documents
     from tttlm.eval.report import niah_markdown, plot_niah_heatmaps, write_json
 
-    try:
-        ckpt, model, data = _setup(args, args.ckpt)
-        tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data))
-        docs = long_documents(data, 1)
-        prose = np.concatenate([d for _, d in docs]) if docs else np.zeros(0, dtype=np.int64)
-        maker = NiahTaskMaker(tokenizer, prose)
-        records = evaluate_niah(
-            model,
-            maker,
-            args.tasks,
-            args.lengths,
-            depths_for(args.depths),
-            samples=args.samples,
-            seed=args.seed,
-            chunk_size=args.chunk,
-            progress=_log,
-        )
-    except _errors() as error:
-        print(f"tttlm eval niah: error: {error}", file=sys.stderr)
-        return 2
+    ckpt, model, data = _setup(args, args.ckpt)
+    tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data))
+    docs = long_documents(data, 1)
+    prose = np.concatenate([d for _, d in docs]) if docs else np.zeros(0, dtype=np.int64)
+    maker = NiahTaskMaker(tokenizer, prose)
+    records = evaluate_niah(
+        model,
+        maker,
+        args.tasks,
+        args.lengths,
+        depths_for(args.depths),
+        samples=args.samples,
+        seed=args.seed,
+        chunk_size=args.chunk,
+        progress=_log,
+    )
     table = accuracy_table(records)
     out = args.out or ckpt.eval_dir
     write_json(out / "niah.json", {"name": ckpt.name, "accuracy": table, "records": records})
@@ -155,21 +186,18 @@ def _niah(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors("generate")
 def _generate(args: argparse.Namespace) -> int:
     from tttlm.eval.generate import generate_tokens, make_sampler
     from tttlm.eval.loading import resolve_checkpoint
 
-    try:
-        ckpt = resolve_checkpoint(args.ckpt)
-        tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data) if args.data else None)
-        model = ckpt.load_model(args.dtype, _device(args.device))
-        sampler = make_sampler(args.temperature, args.top_k, args.top_p, args.seed)
-        ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError("the prompt is empty")
-    except _errors() as error:
-        print(f"tttlm generate: error: {error}", file=sys.stderr)
-        return 2
+    ckpt = resolve_checkpoint(args.ckpt)
+    tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data) if args.data else None)
+    model = ckpt.load_model(args.dtype, _device(args.device))
+    sampler = make_sampler(args.temperature, args.top_k, args.top_p, args.seed)
+    ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("the prompt is empty; give text that encodes to at least one token")
     new: list[int] = []
     shown = ""
     print(args.prompt, end="", flush=True)
@@ -191,14 +219,11 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors("compare")
 def _compare(args: argparse.Namespace) -> int:
     from tttlm.eval.compare import write_comparison
 
-    try:
-        path = write_comparison(args.runs, args.out, args.ref)
-    except _errors() as error:
-        print(f"tttlm compare: error: {error}", file=sys.stderr)
-        return 2
+    path = write_comparison(args.runs, args.out, args.ref)
     print(f"wrote {path}")
     return 0
 
@@ -207,11 +232,16 @@ def _common(parser: argparse.ArgumentParser, *, data: bool = True) -> None:
     if data:
         parser.add_argument("--data", type=Path, help="prepared data directory (default: the run's, else the default)")
         parser.add_argument("--split", choices=("val", "test"), default="val", help="held-out split")
-        parser.add_argument("--max-docs", type=int, default=16, help="documents per context length at most")
-    parser.add_argument("--chunk", type=int, default=2048, help="tokens per forward call when streaming")
+        parser.add_argument("--max-docs", type=positive_int, default=16, help="documents per context length at most")
+        parser.add_argument(
+            "--allow-other-tokenizer",
+            action="store_true",
+            help="score data packed with another tokenizer than the model's (normally refused: the ids differ)",
+        )
+    parser.add_argument("--chunk", type=positive_int, default=2048, help="tokens per forward call when streaming")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model dtype")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (0: PyTorch's default)")
 
 
 def add_eval_commands(commands: argparse._SubParsersAction) -> None:
@@ -243,7 +273,9 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     )
     position.add_argument("--ckpt", type=Path, action="append", required=True, help="checkpoint (repeatable)")
     position.add_argument("--ref", type=Path, help="reference checkpoint for the loss difference")
-    position.add_argument("--length", type=int, default=0, help="positions (0: min(2048, longest document))")
+    position.add_argument(
+        "--length", type=non_negative_int, default=0, help="positions (0: min(2048, longest document))"
+    )
     position.add_argument("--out", type=Path, help="output directory")
     _common(position)
     position.set_defaults(func=_by_position)
@@ -260,8 +292,8 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     niah.add_argument("--ckpt", type=Path, required=True, help="run directory or model directory")
     niah.add_argument("--tasks", type=_tasks, default=["s-niah-1", "s-niah-2", "s-niah-3"], help="tasks")
     niah.add_argument("--lengths", type=int_list, default=[256, 512, 1024], help="context lengths (prompt tokens)")
-    niah.add_argument("--depths", type=int, default=5, help="needle depths spread over [0, 1]")
-    niah.add_argument("--samples", type=int, default=1, help="samples per (task, length, depth)")
+    niah.add_argument("--depths", type=positive_int, default=5, help="needle depths spread over [0, 1]")
+    niah.add_argument("--samples", type=positive_int, default=1, help="samples per (task, length, depth)")
     niah.add_argument("--seed", type=int, default=0, help="task generator seed")
     niah.add_argument("--out", type=Path, help="output directory")
     _common(niah)
@@ -275,10 +307,14 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     )
     generate.add_argument("--ckpt", type=Path, required=True, help="run directory or model directory")
     generate.add_argument("--prompt", required=True, help="the text to continue")
-    generate.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate at most")
-    generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
-    generate.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    generate.add_argument("--max-new-tokens", type=positive_int, default=100, help="tokens to generate at most")
+    generate.add_argument(
+        "--temperature", type=non_negative_float, default=0.8, help="sampling temperature (0: greedy)"
+    )
+    generate.add_argument(
+        "--top-k", type=non_negative_int, default=0, help="sample from the k most likely tokens (0: all)"
+    )
+    generate.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass, in (0, 1]")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed")
     generate.add_argument("--no-stop", action="store_true", help="do not stop at the end-of-text token")
     generate.add_argument("--data", type=Path, help="data directory whose tokenizer to use if the model has none")

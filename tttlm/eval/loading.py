@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from tttlm.train.run_dir import RunDir
 
@@ -62,10 +63,32 @@ class Checkpoint:
         return default_data_dir()
 
     def load_model(self, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
-        """The model in eval mode, in ``dtype`` on ``device``."""
-        from tttlm.models import load
+        """The model in eval mode, in ``dtype`` on ``device``.
 
-        model = load(self.model_dir)
+        A final model with a manifest (``checkpoint.EXPORT_MANIFEST``) is verified against it first; a directory that
+        does not load, or whose ``config.json`` describes another model than its weights (transformers would
+        initialise the missing weights at random), is a ``CheckpointError`` naming the problem.
+        """
+        from safetensors import SafetensorError
+
+        from tttlm.models import load
+        from tttlm.train.checkpoint import EXPORT_MANIFEST, CorruptCheckpointError, verify_export
+
+        fix = f"re-export it (tttlm train --config ... --resume re-exports a run's model) or restore {self.model_dir}"
+        if (self.model_dir / EXPORT_MANIFEST).exists():
+            try:
+                verify_export(self.model_dir)
+            except CorruptCheckpointError as error:
+                raise CheckpointError(f"the model in {self.model_dir} fails verification ({error}); {fix}") from None
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # transformers' load report of missing weights: _check_weights_cover says it
+        try:
+            model = load(self.model_dir)
+        except (OSError, ValueError, KeyError, SafetensorError) as error:
+            raise CheckpointError(f"cannot load the model in {self.model_dir} ({error}); {fix}") from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        _check_weights_cover(model, self.model_dir)
         return model.to(device=device, dtype=DTYPES[dtype]).eval()
 
     def load_tokenizer(self, data_dir: Path | None = None) -> PreTrainedTokenizerBase:
@@ -78,6 +101,34 @@ class Checkpoint:
         if data_dir is not None and (data_dir / TOKENIZER_DIR).is_dir():
             return load_tokenizer(data_dir / TOKENIZER_DIR)
         raise CheckpointError(f"no tokenizer in {self.model_dir} (and no data directory with one was given)")
+
+
+def _check_weights_cover(model: PreTrainedModel, model_dir: Path) -> None:
+    """``CheckpointError`` unless the ``*.safetensors`` of ``model_dir`` hold exactly the model's tensors (each tied
+    pair once). Other weight formats are left to transformers."""
+    from safetensors import safe_open
+
+    from tttlm.train.checkpoint import tied_names
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        return
+    stored: set[str] = set()
+    for file in files:
+        with safe_open(file, framework="pt") as handle:
+            stored.update(handle.keys())
+    aliases = tied_names(model)
+    partner = {**aliases, **{name: alias for alias, name in aliases.items()}}
+    expected = set(model.state_dict())
+    missing = sorted(k for k in expected if k not in stored and partner.get(k) not in stored)
+    unexpected = sorted(stored - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{model_dir / 'config.json'} describes a {type(model).__name__} ({model.config.model_type}), but the "
+            f"weights in {model_dir} are another model's ({len(missing)} of its {len(expected)} tensors missing, "
+            f"e.g. {(missing or unexpected)[0]!r}; {len(unexpected)} unknown); put back the config.json saved with "
+            "these weights"
+        )
 
 
 def resolve_checkpoint(path: Path | str) -> Checkpoint:

@@ -47,10 +47,22 @@ def long_documents(
     return out
 
 
+class NonFiniteLossError(ValueError):
+    """The model gives a non-finite loss (NaN or inf): its weights are broken, no result can be reported."""
+
+
 def document_losses(model: torch.nn.Module, doc: np.ndarray, length: int, eos_id: int, chunk_size: int) -> np.ndarray:
-    """(length,) float64 losses of document tokens 0 … length − 1, the model reading ``[eos] + doc[: length − 1]``."""
+    """(length,) float64 losses of document tokens 0 … length − 1, the model reading ``[eos] + doc[: length − 1]``;
+    ``NonFiniteLossError`` if any is NaN or inf (a perplexity of NaN is no result)."""
     ids = np.concatenate([[eos_id], doc[:length]])
-    return token_losses(model, ids, chunk_size)
+    losses = token_losses(model, ids, chunk_size)
+    if not np.isfinite(losses).all():
+        first = int(np.flatnonzero(~np.isfinite(losses))[0])
+        raise NonFiniteLossError(
+            f"the model gives a non-finite loss ({losses[first]}) at token {first} of a {length}-token document: its "
+            "weights are broken (did training diverge?); evaluate an earlier checkpoint"
+        )
+    return losses
 
 
 @dataclass

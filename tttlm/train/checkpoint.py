@@ -39,7 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from tttlm.data.io import apply_umask, fsync_dir, sha256_file
+from tttlm.data.io import apply_umask, fsync_dir, replace_dir, sha256_file
 from tttlm.train.distributed import DistContext, barrier, gather_objects, unwrap
 from tttlm.train.run_dir import RunDir
 
@@ -47,7 +47,9 @@ STATE_FILE = "checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
+EXPORT_MANIFEST = "export.json"  # in the final model directory: its files' sizes and sha256s (``write_export``)
 FORMAT = 1
+_TMP = ".tmp-"  # prefix of directories being written (checkpoints, the final model)
 _NAME = re.compile(r"^step-(\d+)$")
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -70,12 +72,14 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def remove_temporaries(run_dir: Path) -> None:
-    """Delete leftovers of checkpoint writes that were interrupted (``.tmp-*`` directories)."""
-    root = RunDir(Path(run_dir)).checkpoints
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(".tmp-"):
-                shutil.rmtree(path, ignore_errors=True)
+    """Delete leftovers of checkpoint and final-model writes that were interrupted (``.tmp-*`` directories, and the
+    ``.model.old-*`` an interrupted replacement of ``model/`` leaves)."""
+    run = RunDir(Path(run_dir))
+    for root, prefixes in ((run.checkpoints, (_TMP,)), (run.path, (_TMP, f".{run.model.name}.old-"))):
+        if root.is_dir():
+            for path in root.iterdir():
+                if path.is_dir() and path.name.startswith(prefixes):
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- RNG
@@ -179,6 +183,26 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def _file_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    """{name: {"bytes", "sha256"}} of every file in ``directory``, each given the umask's mode and flushed to disk."""
+    files = {}
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            apply_umask(path)  # safetensors >= 0.8 writes its files 0600 whatever the umask
+            _fsync_file(path)
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return files
+
+
+def _write_sealed_json(path: Path, payload: dict[str, Any]) -> None:
+    """``payload`` plus a sha256 of itself, written and flushed to disk (the last file of a directory being sealed)."""
+    payload["checksum"] = _self_checksum(payload)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def save(
     run_dir: Path,
     step: int,
@@ -202,7 +226,7 @@ def save(
     final = root / checkpoint_name(step)
     if ctx.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+        tmp = root / f"{_TMP}{checkpoint_name(step)}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         aliases = {a: n for a, n in tied_names(unwrap(model)).items() if a in model_state and n in model_state}
@@ -220,11 +244,6 @@ def save(
                 rng_tensors[f"rank{rank}/cuda"] = _bytes_tensor(state["cuda"])
             rng_json.append({"numpy": state["numpy"], "python": state["python"]})
         save_file(rng_tensors, tmp / RNG_FILE)
-        files = {}
-        for path in sorted(tmp.iterdir()):
-            apply_umask(path)  # safetensors >= 0.8 writes its files 0600 whatever the umask
-            _fsync_file(path)
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         payload = {
             "format": FORMAT,
             "step": step,
@@ -233,13 +252,9 @@ def save(
             "weights": {"file": WEIGHTS_FILE, "aliases": aliases},
             "optimizer": optim_structure,
             "rng": rng_json,
-            "files": files,
+            "files": _file_manifest(tmp),
         }
-        payload["checksum"] = _self_checksum(payload)
-        with open(tmp / STATE_FILE, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_sealed_json(tmp / STATE_FILE, payload)
         fsync_dir(tmp)
         if final.exists():  # a re-run of the same step (after a resume): the new one replaces it
             shutil.rmtree(final)
@@ -251,6 +266,28 @@ def save(
     return final
 
 
+# ---------------------------------------------------------------- the final model
+
+
+def write_export(out: Path, write: Callable[[Path], None], *, step: int) -> None:
+    """Write a final model directory ``out`` atomically: ``write(tmp)`` fills a temporary directory beside it, then
+    ``EXPORT_MANIFEST`` records each file's size and sha256, everything is flushed to disk and the directory is renamed
+    into place (an older ``out`` is replaced). A kill at any moment leaves either the old ``out`` or the new one."""
+    tmp = out.with_name(f"{_TMP}{out.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    _write_sealed_json(tmp / EXPORT_MANIFEST, {"format": FORMAT, "step": step, "files": _file_manifest(tmp)})
+    fsync_dir(tmp)
+    replace_dir(tmp, out)
+
+
+def verify_export(model_dir: Path) -> dict[str, Any]:
+    """The parsed ``EXPORT_MANIFEST`` of a final model directory whose files all match it; ``CorruptCheckpointError``
+    saying what is wrong otherwise (a model written before exports had a manifest fails too)."""
+    return _read_sealed(Path(model_dir), EXPORT_MANIFEST, "tttlm model export")
+
+
 # ---------------------------------------------------------------- verifying and loading
 
 
@@ -259,18 +296,22 @@ def verify(path: Path) -> dict[str, Any]:
 
     Raises ``CorruptCheckpointError`` saying what is wrong otherwise.
     """
-    path = Path(path)
-    state_file = path / STATE_FILE
+    return _read_sealed(Path(path), STATE_FILE, "tttlm checkpoint")
+
+
+def _read_sealed(path: Path, manifest: str, kind: str) -> dict[str, Any]:
+    """The parsed ``path/manifest`` if it is intact and every file it lists has its recorded size and sha256."""
+    state_file = path / manifest
     if not state_file.exists():
-        raise CorruptCheckpointError(f"{path.name}: no {STATE_FILE} (the write did not finish)")
+        raise CorruptCheckpointError(f"{path.name}: no {manifest} (the write did not finish)")
     try:
         payload = json.loads(state_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptCheckpointError(f"{path.name}: {STATE_FILE} is not valid JSON ({error}); truncated?") from None
+        raise CorruptCheckpointError(f"{path.name}: {manifest} is not valid JSON ({error}); truncated?") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CorruptCheckpointError(f"{path.name}: {STATE_FILE} is not a format-{FORMAT} tttlm checkpoint")
+        raise CorruptCheckpointError(f"{path.name}: {manifest} is not a format-{FORMAT} {kind}")
     if payload.get("checksum") != _self_checksum(payload):
-        raise CorruptCheckpointError(f"{path.name}: {STATE_FILE} does not match its own checksum (altered)")
+        raise CorruptCheckpointError(f"{path.name}: {manifest} does not match its own checksum (altered)")
     for name, info in payload["files"].items():
         file = path / name
         if not file.exists():

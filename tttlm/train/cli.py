@@ -1,4 +1,9 @@
-"""``tttlm train --config configs/<name>.yaml [--resume]`` (the same command under torchrun)."""
+"""``tttlm train --config configs/<name>.yaml [--resume]`` (the same command under torchrun).
+
+Exit status: 0 done; 1 stopped on a non-finite loss or gradient norm (``train.on_nonfinite: stop``; the message names
+the checkpoint to resume from); 2 a bad config, data, checkpoint, device or run directory (the message names it and
+the fix); 128 + N stopped by signal N after saving a checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,27 @@ def _train(args: argparse.Namespace) -> int:
     from tttlm.data.packing import DataMismatchError
     from tttlm.train.checkpoint import CorruptCheckpointError
     from tttlm.train.config import ConfigError
-    from tttlm.train.loop import TrainingInterrupted, train
+    from tttlm.train.loop import NonFiniteError, TrainingInterrupted, train
 
+    if args.allow_config_change and not args.resume:
+        print("tttlm train: error: --allow-config-change only applies with --resume", file=sys.stderr)
+        return 2
     try:
         run_dir = train(
-            args.config, resume=args.resume, overrides=args.set, progress=False if args.no_progress else None
+            args.config,
+            resume=args.resume,
+            overrides=args.set,
+            progress=False if args.no_progress else None,
+            allow_config_change=args.allow_config_change,
         )
     except TrainingInterrupted as stop:
         print(f"tttlm train: {stop}", file=sys.stderr)
         return 128 + stop.signum
-    except (ConfigError, DataMismatchError, CorruptCheckpointError, FileNotFoundError, ValueError) as error:
+    except NonFiniteError as error:
+        print(f"tttlm train: error: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, DataMismatchError, CorruptCheckpointError, ValueError, OSError) as error:
+        # OSError: a file the run needs is missing or cannot be written (FileNotFoundError, PermissionError, ...)
         print(f"tttlm train: error: {error}", file=sys.stderr)
         return 2
     print(f"run directory: {run_dir}")
@@ -47,6 +63,12 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.steps=50 --set optim.lr=1e-3 (repeatable)",
+    )
+    train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue even though the optimizer, schedule, batch, seed or precision changed (e.g. a "
+        "lower optim.lr after a non-finite loss); the run is then no longer an exact continuation",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     train.set_defaults(func=_train)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ import yaml
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bf16", "float64")
+ON_NONFINITE = ("stop", "skip")
+# keys of the trajectory sections that do not change the sequence of weights (checks, fault handling): a resume
+# with other values is still exact, and checkpoints written before these keys existed still resume
+_NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
+# sections a resume with --allow-config-change may change (model and data must stay: the weights and the windows)
+CHANGEABLE_ON_RESUME = ("seed", "precision", "train", "optim")
 # parameters whose name matches one of these (regex search) get no weight decay; see tttlm.train.optim
 DEFAULT_NO_DECAY = ("bias", "norm", r"(^|\.)b\d+$")
 
@@ -46,19 +53,25 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Packed data (a directory written by ``tttlm data prepare``; null: the default one) and the context length."""
+    """Packed data (a directory written by ``tttlm data prepare``; null: the default one), the context length, and
+    whether the token files are checked against their recorded sha256 before training."""
 
     dir: str | None = None
     seq_len: int = 2048
+    # false skips the sha256 check of the packed token files when a run starts or resumes (for corpora so large that
+    # reading them once costs too much); tokens corrupted in place then go unnoticed
+    verify_checksums: bool = True
 
 
 @dataclass
 class TrainLoopConfig:
-    """Optimizer steps, the global batch in tokens, and the per-process micro-batch in sequences."""
+    """Optimizer steps, the global batch in tokens, the per-process micro-batch in sequences, and what a step with a
+    non-finite loss or gradient norm does: ``stop`` the run (before the update) or ``skip`` the update and go on."""
 
     steps: int = 1000
     batch_tokens: int = 524288
     micro_batch_size: int = 1
+    on_nonfinite: str = "stop"
 
 
 @dataclass
@@ -136,8 +149,17 @@ class TrainConfig:
 
     def trajectory(self) -> dict[str, Any]:
         """The settings that determine the sequence of weights; a resumed run must match them exactly."""
-        plain = self.to_dict()
-        return {key: plain[key] for key in ("seed", "precision", "model", "data", "train", "optim")}
+        return trajectory_of(self.to_dict())
+
+
+def trajectory_of(plain: dict[str, Any]) -> dict[str, Any]:
+    """``TrainConfig.trajectory`` of a config as plain data (e.g. the one a checkpoint records); a missing section
+    is None."""
+    out = {key: plain.get(key) for key in ("seed", "precision", "model", "data", "train", "optim")}
+    for section, keys in _NOT_TRAJECTORY.items():
+        if isinstance(out[section], dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -176,6 +198,8 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number; got {value!r}")
+        if not math.isfinite(value):  # YAML reads .inf and .nan as floats; no setting can use them
+            raise ConfigError(f"{where} must be a finite number; got {value!r}")
         return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
@@ -232,8 +256,11 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.threads < 0:
         raise ConfigError(f"threads must be >= 0 (0: PyTorch's default); got {config.threads}")
     data, loop, optim = config.data, config.train, config.optim
+    if data.seq_len < 2:  # a window of L tokens trains L - 1 predictions
+        raise ConfigError(f"data.seq_len must be >= 2 (tokens are predicted from earlier ones); got {data.seq_len}")
+    if loop.on_nonfinite not in ON_NONFINITE:
+        raise ConfigError(f"train.on_nonfinite must be one of {', '.join(ON_NONFINITE)}; got {loop.on_nonfinite!r}")
     for where, value in (
-        ("data.seq_len", data.seq_len - 1),
         ("train.steps", loop.steps),
         ("train.batch_tokens", loop.batch_tokens),
         ("train.micro_batch_size", loop.micro_batch_size),

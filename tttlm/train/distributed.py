@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tttlm.train.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -41,10 +43,16 @@ def _pick_device(preference: str, local_rank: int) -> torch.device:
         return torch.device("cpu")
     if preference.startswith("cuda") or (preference == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device {preference!r} was asked for but CUDA is not available; use device: auto or cpu"
+            raise ConfigError(
+                f"device {preference!r} was asked for but CUDA is not available (no GPU or no CUDA build of torch); "
+                "set device: auto or cpu (--set device=cpu)"
             )
         index = int(preference.split(":")[1]) if ":" in preference else local_rank
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {preference!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of them or device: auto"
+            )
         return torch.device("cuda", index)
     return torch.device("cpu")
 

@@ -38,14 +38,20 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from tttlm.data.io import apply_umask_below
 from tttlm.data.packing import DataMismatchError, PackedDataset
 from tttlm.data.prepare import TOKENIZER_DIR, default_data_dir
 from tttlm.data.tokenizer import load_tokenizer
 from tttlm.train import checkpoint as ckpt
 from tttlm.train import distributed as dist_utils
 from tttlm.train.batches import TrainWindows, eval_windows, micro_batch_samples
-from tttlm.train.config import ConfigError, TrainConfig, accumulation_steps, load_config
+from tttlm.train.config import (
+    CHANGEABLE_ON_RESUME,
+    ConfigError,
+    TrainConfig,
+    accumulation_steps,
+    load_config,
+    trajectory_of,
+)
 from tttlm.train.factory import make_model
 from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at
@@ -56,13 +62,21 @@ Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
 def train(
-    config: TrainConfig | Path | str, *, resume: bool = False, overrides: list[str] = (), progress: bool | None = None
+    config: TrainConfig | Path | str,
+    *,
+    resume: bool = False,
+    overrides: list[str] = (),
+    progress: bool | None = None,
+    allow_config_change: bool = False,
 ) -> Path:
     """Train a model as ``config`` says (a ``TrainConfig`` or a YAML path); return the run directory.
 
     With ``resume``, continue from the newest valid checkpoint of the run directory (exactly: the same loss curve as
-    an uninterrupted run). ``overrides`` are ``KEY=VALUE`` config changes (YAML path only). Under torchrun, every
-    process calls this. Raises ``TrainingInterrupted`` after SIGINT/SIGTERM, once a checkpoint is saved.
+    an uninterrupted run). ``allow_config_change`` lets such a resume change the optimizer, schedule, batch, seed or
+    precision (the run then continues from the checkpoint under the new settings, no longer exactly). ``overrides``
+    are ``KEY=VALUE`` config changes (YAML path only). Under torchrun, every process calls this. Raises
+    ``TrainingInterrupted`` after SIGINT/SIGTERM, once a checkpoint is saved, and ``NonFiniteError`` when a step's
+    loss or gradient norm is not finite and ``train.on_nonfinite`` is ``stop``.
     """
     if not isinstance(config, TrainConfig):
         config = load_config(config, list(overrides))
@@ -71,28 +85,47 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _run_steps(config, ctx, resume=resume, progress=progress)
+        return _run_steps(config, ctx, resume=resume, progress=progress, allow_config_change=allow_config_change)
     finally:
         torch.set_num_threads(threads)  # a library call leaves the process as it found it
         dist_utils.teardown(ctx)
 
 
-def _run_steps(config: TrainConfig, ctx: dist_utils.DistContext, *, resume: bool, progress: bool | None) -> Path:
+def _run_steps(
+    config: TrainConfig,
+    ctx: dist_utils.DistContext,
+    *,
+    resume: bool,
+    progress: bool | None,
+    allow_config_change: bool,
+) -> Path:
     """The steps of the module docstring, in order, on this process."""
     console = _Console(enabled=ctx.is_main)
     run = RunDir(config.run_dir)
-    data = load_data(config)
+    data = load_data(config, say=console.say)
     if ctx.is_main:
         prepare_run_dir(config, run, resume=resume, say=console.say)
     dist_utils.barrier(ctx)  # no process reads the run directory before it is ready
     model, optimizer = build(config, ctx, data)
     trainer = Trainer(config, ctx, run, data, model, optimizer, console)
-    start = trainer.resume() if resume else 0
+    start = trainer.resume(allow_config_change=allow_config_change) if resume else 0
     trainer.fit(start, resumed=resume, progress=config.log.progress if progress is None else progress)
-    if start < config.train.steps or not run.model.exists():  # a finished run resumed again keeps its export
+    if start < config.train.steps or not _export_is_valid(run, console.say):  # a finished run keeps a good export
         out = trainer.export()
         console.say(f"done: {config.train.steps} steps; final model in {out}")
     return run.path
+
+
+def _export_is_valid(run: RunDir, say: Say) -> bool:
+    """Whether the run's ``model/`` passes ``checkpoint.verify_export``; says why not when it exists but fails."""
+    if not run.model.exists():
+        return False
+    try:
+        ckpt.verify_export(run.model)
+    except ckpt.CorruptCheckpointError as error:
+        say(f"the final model fails verification ({error}): exporting it again from the last checkpoint")
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- 1. load data
@@ -118,12 +151,23 @@ class TrainData:
     identity: dict[str, str]
 
 
-def load_data(config: TrainConfig) -> TrainData:
-    """Open the splits of ``data.dir`` (default: the prepared corpus); ``DataMismatchError`` if the model's vocabulary
-    does not cover the data or the data was made with another tokenizer than the one in the data directory."""
+def load_data(config: TrainConfig, say: Say) -> TrainData:
+    """Open the splits of ``data.dir`` (default: the prepared corpus) and check their token files against the
+    recorded sha256s (unless ``data.verify_checksums`` is false, which ``say`` reports); ``CorruptDataError`` if they
+    differ, ``DataMismatchError`` if the model's vocabulary does not cover the data or the data was made with another
+    tokenizer than the one in the data directory."""
     data_dir = Path(config.data.dir).expanduser() if config.data.dir else default_data_dir()
     train_split = PackedDataset(data_dir, "train")
     val_split = PackedDataset(data_dir, "val") if config.eval.tokens else None
+    splits = [split for split in (train_split, val_split) if split is not None]
+    if config.data.verify_checksums:
+        for split in splits:
+            split.verify_checksum()
+    else:
+        say(
+            f"data.verify_checksums is false: not checking {', '.join(str(s.bin_path) for s in splits)} against the "
+            "sha256s in meta.json (tokens corrupted in place would go unnoticed)"
+        )
     vocab_size = config.model.overrides.get("vocab_size", train_split.vocab_size)
     train_split.check_vocab(vocab_size)
     tokenizer_dir = data_dir / TOKENIZER_DIR
@@ -145,14 +189,20 @@ def prepare_run_dir(config: TrainConfig, run: RunDir, *, resume: bool, say: Say)
             f"{run.path} already holds checkpoints (newest: {existing[-1][1].name}); pass --resume to continue that "
             "run, or set out_dir (or name) to start a new one"
         )
-    run.path.mkdir(parents=True, exist_ok=True)
-    ckpt.remove_temporaries(run.path)
-    if not existing:
-        # nothing to continue: drop logs of an earlier attempt that never reached a checkpoint
-        shutil.rmtree(run.tensorboard, ignore_errors=True)
-        if resume:
-            say(f"no checkpoint in {run.path}: starting from step 0")
-    run.config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_temporaries(run.path)
+        if not existing:
+            # nothing to continue: drop logs of an earlier attempt that never reached a checkpoint
+            shutil.rmtree(run.tensorboard, ignore_errors=True)
+            if resume:
+                say(f"no checkpoint in {run.path}: starting from step 0")
+        run.config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as error:  # found before the first step rather than at the first checkpoint
+        raise ConfigError(
+            f"cannot write the run directory {run.path} ({error.strerror}: {error.filename}); set out_dir to a "
+            "writable directory, or fix its permissions"
+        ) from None
 
 
 # ---------------------------------------------------------------- 3. build
@@ -185,6 +235,11 @@ def build(config: TrainConfig, ctx: dist_utils.DistContext, data: TrainData) -> 
 
 
 # ---------------------------------------------------------------- 4. the trainer: resume, step, after-step, export
+
+
+class NonFiniteError(FloatingPointError):
+    """A step's loss or gradient norm, or the loss of the weights about to be checkpointed, is not finite; the
+    message says which checkpoint to go back to and how."""
 
 
 class TrainingInterrupted(RuntimeError):  # noqa: N818 (a stop, not an error)
@@ -297,16 +352,28 @@ def evaluate(
     return float(total[0] / total[1])
 
 
-def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    current = config.trajectory()
-    old = {key: saved.get(key) for key in current}
-    if old != current:
-        changed = [key for key in current if old[key] != current[key]]
-        details = "; ".join(f"{key}: {old[key]} -> {current[key]}" for key in changed)
+def _check_trajectory(saved: dict[str, Any], config: TrainConfig, path: Path, *, allow_change: bool, say: Say) -> None:
+    """Refuse a resume under settings other than the checkpoint's; with ``allow_change``, accept (and report) changes
+    of the sections in ``CHANGEABLE_ON_RESUME``."""
+    current, old = config.trajectory(), trajectory_of(saved)
+    changed = [key for key in current if old[key] != current[key]]
+    if not changed:
+        return
+    details = "; ".join(f"{key}: {old[key]} -> {current[key]}" for key in changed)
+    fixed = [key for key in changed if key not in CHANGEABLE_ON_RESUME]
+    if allow_change and not fixed:
+        say(f"resuming {path} with a changed config ({details}): from here on the run is not an exact continuation")
+        return
+    if allow_change:
         raise ConfigError(
-            f"the config differs from the one {path} was trained with in {', '.join(changed)} ({details}); an exact "
-            "resume needs the same model, data, batch, optimizer and seed (eval, checkpoint and log may change)"
+            f"the config differs from the one {path} was trained with in {', '.join(fixed)} ({details}); even with "
+            "--allow-config-change the model and data must stay the same: start a new run (another out_dir)"
         )
+    raise ConfigError(
+        f"the config differs from the one {path} was trained with in {', '.join(changed)} ({details}); an exact "
+        "resume needs the same model, data, batch, optimizer and seed (eval, checkpoint and log may change); to "
+        "continue under the new optimizer, schedule, batch or seed anyway pass --allow-config-change"
+    )
 
 
 @dataclass(frozen=True)
@@ -320,6 +387,7 @@ class StepResult:
         grad_norm: the global gradient norm before clipping.
         seconds: wall-clock time of the step.
         signum: SIGINT/SIGTERM that any process had received by the end of the step (0: none).
+        skipped: the loss or gradient norm was not finite and the update was skipped (``train.on_nonfinite: skip``).
     """
 
     done: int
@@ -328,6 +396,7 @@ class StepResult:
     grad_norm: float
     seconds: float
     signum: int
+    skipped: bool = False
 
 
 class Trainer:
@@ -358,18 +427,19 @@ class Trainer:
         self.stop = _StopFlag()
         self.last_val: float | None = None  # the latest validation loss, recorded in checkpoints
 
-    def resume(self) -> int:
+    def resume(self, *, allow_config_change: bool = False) -> int:
         """Load the newest valid checkpoint of the run into the model, the optimizer and this process's RNG; return
         its step (0 when the run has none).
 
-        Corrupt checkpoints are reported and skipped; a checkpoint of another trajectory (``ConfigError``) or of
-        other data (``DataMismatchError``) is refused.
+        Corrupt checkpoints are reported and skipped; a checkpoint of another trajectory (``ConfigError``, unless
+        ``allow_config_change`` and only the optimizer, schedule, batch, seed or precision changed) or of other data
+        (``DataMismatchError``) is refused.
         """
         found = ckpt.latest_valid(self.run.path, report=self.console.say)
         if found is None:
             return 0
         path, payload = found
-        _check_trajectory(payload["config"], self.config, path)
+        _check_trajectory(payload["config"], self.config, path, allow_change=allow_config_change, say=self.console.say)
         if payload["train_state"].get("data", self.data.identity) != self.data.identity:
             raise DataMismatchError(
                 f"the data in {self.data.dir} changed since {path} was written (other tokens or tokenizer); resume "
@@ -443,27 +513,58 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.inner.parameters(), config.optim.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
             grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
+        # the loss is averaged over processes before the update, so that every process decides alike whether to apply
+        # it (the gradient norm is already global)
+        dist_utils.all_reduce(loss_sum, ctx)
+        loss_value, grad_value = float(loss_sum) / ctx.world_size, float(grad_norm)
+        finite = math.isfinite(loss_value) and math.isfinite(grad_value)
+        if finite:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
         # a signal on any process stops every process after this step (max over processes)
         signum = torch.tensor(float(self.stop.signum), dtype=torch.float64, device=ctx.device)
-        dist_utils.all_reduce(loss_sum, ctx)
         dist_utils.all_reduce(signum, ctx, op="max")
-        loss_value = float(loss_sum) / ctx.world_size
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"the training loss became {loss_value} at step {step + 1}; lower optim.lr or raise "
-                "optim.warmup_steps (the last checkpoint is untouched)"
-            )
+        if not finite:
+            what = f"the training loss ({loss_value}) or gradient norm ({grad_value}) at step {step + 1} is not finite"
+            if config.train.on_nonfinite == "stop":
+                raise NonFiniteError(f"{what}: stopped before updating the weights. {self._recovery_hint()}")
+            self.console.say(f"{what}: update skipped (train.on_nonfinite: skip)")
         return StepResult(
             done=step + 1,
             loss=loss_value,
             lr=lr,
-            grad_norm=float(grad_norm),
+            grad_norm=grad_value,
             seconds=time.perf_counter() - began,
             signum=int(signum.item()),
+            skipped=not finite,
         )
+
+    def _recovery_hint(self) -> str:
+        """What the run holds to go back to after a non-finite value, and how to continue from it."""
+        existing = ckpt.list_checkpoints(self.run.path)
+        if not existing:
+            return "No checkpoint was written yet; start again with a lower optim.lr or more optim.warmup_steps."
+        return (
+            f"The newest checkpoint, {existing[-1][1]} (step {existing[-1][0]}), gave a finite loss when it was saved; "
+            "continue from it with a lower learning rate: tttlm train --config ... --resume --allow-config-change "
+            "--set optim.lr=..., or set train.on_nonfinite: skip to drop such steps"
+        )
+
+    def _weights_give_finite_loss(self, done: int) -> bool:
+        """Whether the current weights give a finite loss on the first micro-batch of step ``done`` (on every
+        process): the guard that keeps diverged weights out of checkpoints. Runs no backward and draws no random
+        numbers, so the run continues exactly as without it."""
+        config, ctx = self.config, self.ctx
+        samples = micro_batch_samples(
+            done - 1, 0, ctx.rank, ctx.world_size, config.train.micro_batch_size, self.accumulation
+        )
+        batch = self.windows.batch(samples).to(ctx.device)
+        with torch.no_grad(), self.autocast():
+            loss = self.model(input_ids=batch, labels=batch, use_cache=False).loss
+        bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, dtype=torch.float64, device=ctx.device)
+        dist_utils.all_reduce(bad, ctx, op="max")
+        return not bad.item()
 
     def after_step(self, result: StepResult, metrics: MetricsWriter) -> None:
         """Log the step; evaluate and checkpoint when due (both after the last step; a checkpoint also after a
@@ -471,18 +572,17 @@ class Trainer:
         config, done = self.config, result.done
         last = done == config.train.steps
         tokens_per_s = config.train.batch_tokens / result.seconds
-        if last or _due(done, config.log.every):
-            metrics.log(
-                {
-                    "step": done,
-                    "kind": "train",
-                    "loss": result.loss,
-                    "lr": result.lr,
-                    "grad_norm": result.grad_norm,
-                    "tokens": done * config.train.batch_tokens,
-                    "tokens_per_s": tokens_per_s,
-                }
-            )
+        if last or result.skipped or _due(done, config.log.every):
+            record = {
+                "step": done,
+                "kind": "train",
+                "loss": result.loss,
+                "lr": result.lr,
+                "grad_norm": result.grad_norm,
+                "tokens": done * config.train.batch_tokens,
+                "tokens_per_s": tokens_per_s,
+            }
+            metrics.log({**record, "skipped": True} if result.skipped else record)
         self.console.advance(result.loss, tokens_per_s)
         if self.eval_starts and (last or _due(done, config.eval.every)):
             self.last_val = evaluate(
@@ -502,7 +602,14 @@ class Trainer:
             raise TrainingInterrupted(self.run.path, done, result.signum)
 
     def save_checkpoint(self, done: int) -> None:
-        """The checkpoint after step ``done`` (every process takes part: sharded state is gathered)."""
+        """The checkpoint after step ``done`` (every process takes part: sharded state is gathered); ``NonFiniteError``
+        instead if the weights give a non-finite loss on the step's batch (diverged, though the step's loss was
+        finite), so that no checkpoint holds them."""
+        if not self._weights_give_finite_loss(done):
+            raise NonFiniteError(
+                f"the weights after step {done} give a non-finite loss on that step's batch (training diverged): not "
+                f"saving them as a checkpoint. {self._recovery_hint()}"
+            )
         batch_tokens = self.config.train.batch_tokens
         train_state = {
             "step": done,
@@ -525,26 +632,28 @@ class Trainer:
         self.console.say(f"saved checkpoint {path}")
 
     def export(self) -> Path:
-        """Write the final model to the run's ``model/``: weights and config (``save_pretrained``) and the data's
-        tokenizer; every process takes part (sharded weights are gathered). Returns that directory."""
+        """Write the final model to the run's ``model/``: weights and config (``save_pretrained``), the data's
+        tokenizer and the manifest of their checksums, atomically (``checkpoint.write_export``); every process takes
+        part (sharded weights are gathered). Returns that directory."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        out = self.run.model
-        if self.ctx.is_main:
-            shutil.rmtree(out, ignore_errors=True)
+
+        def write(directory: Path) -> None:
             bar_was_on = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar: noise here
             try:
-                self.inner.save_pretrained(out, state_dict=state)
+                self.inner.save_pretrained(directory, state_dict=state)
             finally:
                 if bar_was_on:
                     hf_logging.enable_progress_bar()
-            apply_umask_below(out)
             tokenizer_dir = self.data.dir / TOKENIZER_DIR
             if tokenizer_dir.is_dir():
                 for file in tokenizer_dir.iterdir():
                     if file.is_file():
-                        shutil.copy2(file, out / file.name)
+                        shutil.copy2(file, directory / file.name)
+
+        if self.ctx.is_main:
+            ckpt.write_export(self.run.model, write, step=self.config.train.steps)
         dist_utils.barrier(self.ctx)
-        return out
+        return self.run.model
