@@ -66,19 +66,89 @@ def check_inputs_embeds(inputs_embeds: object, hidden_size: int) -> None:
         )
 
 
-def check_attention_mask(attention_mask: Tensor | None, batch: int) -> None:
-    # A recurrent state cannot skip tokens: a padding token would be learnt by every TTT layer and shift the
-    # mini-batch alignment, so padded batches are refused instead of being silently wrong.
+def real_tokens(attention_mask: Tensor | None, batch: int, seq: int) -> Tensor | None:
+    """(batch, seq) bool: which of this call's ``seq`` tokens are real (the mask's last ``seq`` columns: ``generate``
+    passes the mask of the whole sequence so far), or None when all are.
+
+    A padded token must never enter a recurrent state (a TTT layer would learn it, and it would shift the rows'
+    mini-batch alignment), so padded batches are run row by row (``forward_by_row``), each row on its real tokens.
+    """
     if attention_mask is None:
-        return
-    if not isinstance(attention_mask, Tensor) or attention_mask.dim() != 2 or attention_mask.shape[0] != batch:
+        return None
+    if (
+        not isinstance(attention_mask, Tensor)
+        or attention_mask.dim() != 2
+        or attention_mask.shape[0] != batch
+        or attention_mask.shape[1] < seq
+    ):
         shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-        raise ValueError(f"attention_mask must be None or a (batch={batch}, seq) tensor; got {shape}")
-    if not bool((attention_mask != 0).all()):
         raise ValueError(
-            "attention_mask contains padding (zeros), which TTT models do not support: the recurrent TTT state would "
-            "absorb the padding tokens. Run sequences of different lengths separately (or in equal-length groups)"
+            f"attention_mask must be None or a (batch={batch}, tokens >= seq={seq}) tensor of 0s and 1s; got {shape}"
         )
+    real = attention_mask[:, attention_mask.shape[1] - seq :] != 0
+    return None if bool(real.all()) else real
+
+
+def forward_by_row(
+    model: nn.Module,
+    real: Tensor | None,
+    cache: BlockCache | None,
+    inputs: dict[str, Tensor],
+    use_cache: bool,
+    output_hidden_states: bool,
+    **row_kwargs: Any,
+) -> tuple[dict[str, Any], BlockCache | None]:
+    """Run ``model`` on each row's real tokens alone, with that row's own cache, and put the rows together.
+
+    Args:
+        real: (batch, seq) bool of the real tokens (None: all of them, for a cache already in rows).
+        cache: the call's cache (``resolve_cache``'s): its rows, or its batched state cut into rows, are continued.
+        inputs: {"input_ids": (batch, seq)} or {"inputs_embeds": (batch, seq, hidden)}.
+        row_kwargs: further arguments of every row's call (TTT-E2E: the LM head).
+
+    Returns:
+        The output fields ``last_hidden_state`` and, when the model returns them, ``logits`` (batch, seq, ·) and
+        ``hidden_states`` (a tuple of those), zero at padded positions; and the cache, now holding the rows (None
+        without ``use_cache``).
+    """
+    ((name, x),) = inputs.items()
+    batch, seq = x.shape[:2]
+    real = torch.ones(batch, seq, dtype=torch.bool, device=x.device) if real is None else real
+    rows = [None] * batch if cache is None else cache.split_rows(batch)
+    pieces: list[tuple[Tensor, Any]] = []
+    for i in range(batch):
+        positions = real[i].nonzero().squeeze(-1)
+        if positions.numel():
+            out = model(
+                **{name: x[i : i + 1, positions]},
+                past_key_values=rows[i],
+                use_cache=True,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+                **row_kwargs,
+            )
+            rows[i] = output_cache(out)
+            pieces.append((i, positions, out))
+
+    def assemble(get: Any) -> Tensor:
+        first = get(pieces[0][2])
+        full = first.new_zeros(batch, seq, *first.shape[2:])
+        for i, positions, out in pieces:
+            full[i, positions] = get(out)[0]
+        return full
+
+    fields: dict[str, Any] = {"last_hidden_state": assemble(lambda out: out.last_hidden_state)}
+    if getattr(pieces[0][2], "logits", None) is not None:
+        fields["logits"] = assemble(lambda out: out.logits)
+    if output_hidden_states:
+        layers = len(pieces[0][2].hidden_states)
+        fields["hidden_states"] = tuple(assemble(lambda out, k=k: out.hidden_states[k]) for k in range(layers))
+    if not use_cache:
+        return fields, None
+    cache.rows = rows
+    cache.blocks = [None] * len(cache.blocks)  # the state now lives in the rows
+    cache.seen_tokens += seq
+    return fields, cache
 
 
 def resolve_cache(
@@ -163,7 +233,9 @@ class BlockStackBackbone:
 
         Args:
             input_ids: (batch, seq) token ids in [0, vocab_size); or give ``inputs_embeds`` (batch, seq, hidden).
-            attention_mask: accepted for API compatibility; must be all ones (padding is not supported).
+            attention_mask: (batch, seq) or, as ``generate`` passes it, (batch, tokens so far): 0 marks padding. A
+                padded batch is run row by row on the real tokens (``forward_by_row``), so padding never enters
+                a state; outputs at padded positions are zero.
             past_key_values: a cache (``cache_class``) to continue from; it is updated in place and returned. It may
                 also be passed as ``cache`` or ``cache_params`` (the names of other transformers releases).
             use_cache: return a cache (a new one when none is given). Default: ``config.use_cache`` when not training.
@@ -186,9 +258,17 @@ class BlockStackBackbone:
         else:
             check_inputs_embeds(inputs_embeds, config.hidden_size)
         batch, seq = inputs_embeds.shape[:2]
-        check_attention_mask(attention_mask, batch)
-
+        real = real_tokens(attention_mask, batch, seq)
         past_key_values, use_cache = resolve_cache(self, past_key_values, self.cache_class, batch, use_cache)
+        if real is not None or (past_key_values is not None and past_key_values.rows is not None):
+            fields, cache_out = forward_by_row(
+                self, real, past_key_values, {"inputs_embeds": inputs_embeds}, use_cache, output_hidden_states
+            )
+            if not return_dict:
+                return tuple(
+                    v for v in (fields["last_hidden_state"], cache_out, fields.get("hidden_states")) if v is not None
+                )
+            return with_cache(BaseModelOutputWithPast, cache_out, **fields)
 
         hidden = inputs_embeds
         all_hidden = [hidden] if output_hidden_states else None

@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -45,7 +46,11 @@ class BlockCache:
 
     Attributes:
         blocks: one cache per block (a nest of named tuples of tensors), or None before the first forward call.
-        seen_tokens: number of tokens consumed so far (the HF "sequence length" of the cache).
+        seen_tokens: number of tokens consumed so far (the HF "sequence length" of the cache; with padding, the
+            number of columns, pads included, as ``generate`` counts them).
+        rows: None, or one cache per sequence of the batch (None for a row not started yet) once a padded batch
+            was seen: rows of different lengths are at different positions of their recurrence (mini-batch
+            offsets, windows), so from then on each row is run on its own (``base.forward_by_row``).
 
     It follows the parts of the transformers ``Cache`` interface that ``generate`` uses (``get_seq_length``,
     ``reorder_cache`` for beam search, batch selection, ``is_compileable``); recurrent states and sliding KV windows
@@ -63,6 +68,7 @@ class BlockCache:
             )
         self.blocks: list[Any] = [None] * num_layers
         self.seen_tokens = 0
+        self.rows: list[BlockCache | None] | None = None
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -82,8 +88,18 @@ class BlockCache:
     @property
     def batch_size(self) -> int | None:
         """Batch size of the stored state, or None while the cache is empty."""
+        if self.rows is not None:
+            return len(self.rows)
         tensor = _first_tensor(tuple(self.blocks))
         return None if tensor is None else tensor.shape[0]
+
+    def split_rows(self, batch: int) -> list[BlockCache | None]:
+        """One cache per sequence: the rows cache's own, or this batched state cut into rows (None while empty)."""
+        if self.rows is not None:
+            return list(self.rows)
+        if self.batch_size is None:
+            return [None] * batch
+        return [self._mapped(lambda t, i=i: t[i : i + 1]) for i in range(batch)]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Number of tokens consumed so far (the same for every layer)."""
@@ -97,27 +113,50 @@ class BlockCache:
         """Forget everything: the next forward call starts a new sequence."""
         self.blocks = [None] * len(self.blocks)
         self.seen_tokens = 0
+        self.rows = None
 
     def _map(self, fn: Callable[[Tensor], Tensor]) -> None:
         self.blocks = [map_tensors(block, fn) for block in self.blocks]
+        if self.rows is not None:
+            self.rows = [None if row is None else row._mapped(fn) for row in self.rows]
+
+    def _mapped(self, fn: Callable[[Tensor], Tensor]) -> BlockCache:
+        """A copy with ``fn`` applied to every tensor (new containers throughout: updating the copy in place
+        leaves this cache as it is)."""
+        out = copy.copy(self)
+        out._map(fn)
+        return out
+
+    def _select_rows(self, indices: list[int]) -> None:
+        # each kept row gets containers of its own: beam search may keep one row twice, and forward updates rows
+        # in place
+        assert self.rows is not None
+        self.rows = [None if self.rows[i] is None else self.rows[i]._mapped(lambda t: t) for i in indices]
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         """Keep batch rows ``beam_idx`` (LongTensor (new_batch,)), as beam search needs."""
-        self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
+        if self.rows is not None:
+            self._select_rows(beam_idx.tolist())
+        else:
+            self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
 
     def batch_select_indices(self, indices: Tensor) -> None:
         """Keep batch rows ``indices``."""
-        self._map(lambda t: t[indices.to(t.device)])
+        if self.rows is not None:
+            self._select_rows(torch.arange(len(self.rows))[indices.cpu()].tolist())
+        else:
+            self._map(lambda t: t[indices.to(t.device)])
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         """Repeat every batch row ``repeats`` times (row i becomes rows i·repeats … i·repeats + repeats − 1)."""
-        self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+        if self.rows is not None:
+            self._select_rows([i for i in range(len(self.rows)) for _ in range(repeats)])
+        else:
+            self._map(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def detach(self) -> BlockCache:
         """A copy cut from the autograd graph (between truncated-BPTT segments); this cache is unchanged."""
-        out = copy.copy(self)  # the same attributes; ``_map`` then replaces every nest holding tensors
-        out._map(Tensor.detach)
-        return out
+        return self._mapped(Tensor.detach)
 
     def crop(self, tokens_to_remove: int) -> None:
         """Only ``crop(0)`` is possible: a recurrent state cannot be rolled back to an earlier position."""

@@ -57,8 +57,9 @@ from tttlm.models.base import (
     TIED_LM_HEAD,
     CausalLMHead,
     StatefulPreTrainedModel,
-    check_attention_mask,
     check_input_ids,
+    forward_by_row,
+    real_tokens,
     resolve_cache,
 )
 from tttlm.models.cache import map_tensors
@@ -246,7 +247,8 @@ class E2EModel(E2EPreTrainedModel):
 
         Args:
             input_ids: (batch, seq) token ids (required: the inner loss predicts them; embeddings are refused).
-            attention_mask: None or all ones (padding would be learnt by the inner loop; it is refused).
+            attention_mask: 0 marks padding: a padded batch runs row by row, each row's inner loop learning from its
+                own real tokens only (``base.forward_by_row``).
             past_key_values: an ``E2ECache`` from an earlier call, updated in place (or passed as ``cache``).
             use_cache: return the cache (default: when one is given, or ``config.use_cache`` outside training).
             output_hidden_states: also return the embeddings and every block's output.
@@ -270,8 +272,19 @@ class E2EModel(E2EPreTrainedModel):
             )
         check_input_ids(input_ids, config.vocab_size)
         batch, seq = input_ids.shape
-        check_attention_mask(attention_mask, batch)
+        real = real_tokens(attention_mask, batch, seq)
         cache, use_cache = resolve_cache(self, past_key_values, E2ECache, batch, use_cache)
+        if real is not None or (cache is not None and cache.rows is not None):
+            # each row's inner loop learns from its own real tokens only (see base.forward_by_row)
+            fields, cache_out = forward_by_row(
+                self, real, cache, {"input_ids": input_ids}, use_cache, output_hidden_states, lm_head=lm_head
+            )
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            fields["logits"] = fields["logits"][:, keep]
+            if not return_dict:
+                values = (fields["last_hidden_state"], cache_out, fields.get("hidden_states"), fields["logits"])
+                return tuple(v for v in values if v is not None)
+            return with_cache(E2EModelOutput, cache_out, **fields)
 
         hidden = self.embed_tokens(input_ids)
         all_hidden = [hidden] if output_hidden_states else None
