@@ -250,6 +250,9 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint: perplexity, loss by position, S-NIAH")
     evals = evaluate.add_subparsers(dest="eval", required=True, metavar="EVAL")
 
+    from tttlm.eval.harness import add_harness_command
+
+    add_harness_command(evals)
     ppl = evals.add_parser(
         "ppl",
         help="perplexity at several context lengths on long held-out documents",
