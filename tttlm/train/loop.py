@@ -180,9 +180,25 @@ def load_data(config: TrainConfig, say: Say) -> TrainData:
 # ---------------------------------------------------------------- 2. prepare the run directory
 
 
+def _unwritable(run: RunDir, error: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot write the run directory {run.path} ({error.strerror}: {error.filename}); set out_dir to a "
+        "writable directory, or fix its permissions"
+    )
+
+
+def write_run_config(config: TrainConfig, run: RunDir) -> None:
+    """Write the resolved ``config.yaml``; ``ConfigError`` saying so when the run directory cannot be written."""
+    try:
+        run.config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except OSError as error:
+        raise _unwritable(run, error) from None
+
+
 def prepare_run_dir(config: TrainConfig, run: RunDir, *, resume: bool, say: Say) -> None:
     """Refuse to overwrite a run that has checkpoints unless resuming; start a fresh run's directory clean; write
-    the resolved ``config.yaml``."""
+    the resolved ``config.yaml`` unless there is a run to continue (``Trainer.resume`` writes it once the checkpoint
+    accepts the config, so that a refused resume leaves the run's record as it was)."""
     existing = ckpt.list_checkpoints(run.path)
     if existing and not resume:
         raise ConfigError(
@@ -197,12 +213,10 @@ def prepare_run_dir(config: TrainConfig, run: RunDir, *, resume: bool, say: Say)
             shutil.rmtree(run.tensorboard, ignore_errors=True)
             if resume:
                 say(f"no checkpoint in {run.path}: starting from step 0")
-        run.config.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     except OSError as error:  # found before the first step rather than at the first checkpoint
-        raise ConfigError(
-            f"cannot write the run directory {run.path} ({error.strerror}: {error.filename}); set out_dir to a "
-            "writable directory, or fix its permissions"
-        ) from None
+        raise _unwritable(run, error) from None
+    if not existing:
+        write_run_config(config, run)
 
 
 # ---------------------------------------------------------------- 3. build
@@ -445,6 +459,8 @@ class Trainer:
                 f"the data in {self.data.dir} changed since {path} was written (other tokens or tokenizer); resume "
                 "with the data it was trained on, or start a new run"
             )
+        if self.ctx.is_main:
+            write_run_config(self.config, self.run)
         ckpt.load(path, payload, model=self.model, optimizer=self.optimizer, ctx=self.ctx)
         step = payload["step"]
         saved_world = payload["train_state"].get("world_size", 1)
