@@ -171,3 +171,13 @@ def test_generate_with_an_empty_prompt(capsys, run) -> None:
 
 def test_generate_from_a_missing_checkpoint(capsys, tmp_path) -> None:
     assert_refused(capsys, ["generate", "--ckpt", tmp_path / "gone", "--prompt", "the"], 2, "does not exist")
+
+
+def test_a_model_without_a_tokenizer_says_what_is_checked(capsys, run, data_dir) -> None:
+    model = run / "model"
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    (model / EXPORT_MANIFEST).unlink()
+    code, err = run_cli(capsys, *_ppl(run))
+    assert code == 0, err
+    assert "only the vocabulary size is checked" in err

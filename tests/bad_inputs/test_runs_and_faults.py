@@ -277,3 +277,12 @@ def test_kill_during_the_final_export_then_resume(capsys, tmp_path, config_for, 
     _assert_good_export(run, finished_run)
     assert fingerprint(run / "checkpoints") == checkpoints
     assert json.loads((run / "model" / EXPORT_MANIFEST).read_text())["step"] == 4
+
+
+def test_fewer_steps_than_the_checkpoint_on_resume(capsys, tmp_path, config_for, finished_run) -> None:
+    run = copy_run(finished_run, tmp_path / "run")
+    before = fingerprint(run)
+    config = config_for(run, **{"train.steps": 2, "optim.warmup_steps": 1})
+    argv = ["train", "--config", config, "--resume", "--allow-config-change"]
+    assert_refused(capsys, argv, 2, "past train.steps=2", "at least 4")
+    assert fingerprint(run) == before

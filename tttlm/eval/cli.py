@@ -54,9 +54,12 @@ def _setup(args: argparse.Namespace, path: Path):
     ckpt = resolve_checkpoint(path)
     data_dir = ckpt.data_dir(args.data)
     data = PackedDataset(data_dir, args.split)
-    if not args.allow_other_tokenizer and (ckpt.model_dir / "tokenizer.json").exists():
+    has_tokenizer = (ckpt.model_dir / "tokenizer.json").exists()
+    if has_tokenizer and not args.allow_other_tokenizer:
         # the vocabulary sizes of two tokenizers can agree while their ids mean other things
         data.check_tokenizer(ckpt.load_tokenizer(), override=", or pass --allow-other-tokenizer to score it anyway")
+    elif not has_tokenizer:
+        _log(f"note: {ckpt.model_dir} holds no tokenizer, so only the vocabulary size is checked against {data.dir}")
     model = ckpt.load_model(args.dtype, _device(args.device))
     data.check_vocab(model.config.vocab_size)
     return ckpt, model, data

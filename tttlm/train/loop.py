@@ -459,10 +459,15 @@ class Trainer:
                 f"the data in {self.data.dir} changed since {path} was written (other tokens or tokenizer); resume "
                 "with the data it was trained on, or start a new run"
             )
+        step = payload["step"]
+        if step > self.config.train.steps:  # only reachable with --allow-config-change: fewer steps than done
+            raise ConfigError(
+                f"{path} is already past train.steps={self.config.train.steps} (step {step}); set train.steps to at "
+                f"least {step}"
+            )
         if self.ctx.is_main:
             write_run_config(self.config, self.run)
         ckpt.load(path, payload, model=self.model, optimizer=self.optimizer, ctx=self.ctx)
-        step = payload["step"]
         saved_world = payload["train_state"].get("world_size", 1)
         extra = (
             "" if saved_world == self.ctx.world_size else f" (saved with {saved_world} processes: RNG streams reset)"

@@ -7,7 +7,8 @@ read it.
     metrics.jsonl    train and eval records (``tttlm.train.metrics``)
     tensorboard/     the same records as TensorBoard events
     checkpoints/     one ``step-N/`` directory per checkpoint (``tttlm.train.checkpoint``)
-    model/           the final weights, model config and tokenizer (``from_pretrained``-loadable), at the end
+    model/           the final weights, model config and tokenizer (``from_pretrained``-loadable), at the end, with
+                     ``export.json``: each file's size and sha256 (``checkpoint.write_export``/``verify_export``)
     eval/            what ``tttlm eval`` writes by default
 """
 
