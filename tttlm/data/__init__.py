@@ -10,7 +10,7 @@ PackedDataset(data_dir, split) read them back, checking the tokenizer/model voca
 from tttlm.data.corpus import CorpusSummary, iter_documents, prepare_corpus
 from tttlm.data.documents import SPLITS, Document, read_path
 from tttlm.data.fetch import FetchError, cache_dir
-from tttlm.data.packing import DataMismatchError, PackedDataset, PackSummary, pack, read_meta
+from tttlm.data.packing import CorruptDataError, DataMismatchError, PackedDataset, PackSummary, pack, read_meta
 from tttlm.data.prepare import PrepareSummary, default_data_dir, prepare_data
 from tttlm.data.split import assign_splits
 from tttlm.data.tokenizer import (
@@ -26,6 +26,7 @@ __all__ = [
     "END_OF_TEXT",
     "SPLITS",
     "CorpusSummary",
+    "CorruptDataError",
     "DataMismatchError",
     "Document",
     "FetchError",

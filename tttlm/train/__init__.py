@@ -7,11 +7,12 @@ make_model(arch, size, overrides) -> a transformers causal LM
 
 from tttlm.train.config import ConfigError, TrainConfig, config_from_dict, load_config
 from tttlm.train.factory import make_model
-from tttlm.train.loop import TrainingInterrupted, train
+from tttlm.train.loop import NonFiniteError, TrainingInterrupted, train
 from tttlm.train.metrics import read_metrics
 
 __all__ = [
     "ConfigError",
+    "NonFiniteError",
     "TrainConfig",
     "TrainingInterrupted",
     "config_from_dict",

@@ -566,10 +566,12 @@ class Trainer:
         existing = ckpt.list_checkpoints(self.run.path)
         if not existing:
             return "No checkpoint was written yet; start again with a lower optim.lr or more optim.warmup_steps."
+        stopping = self.config.train.on_nonfinite == "stop"
+        skip = ", or set train.on_nonfinite: skip to drop such steps" if stopping else ""
         return (
             f"The newest checkpoint, {existing[-1][1]} (step {existing[-1][0]}), gave a finite loss when it was saved; "
             "continue from it with a lower learning rate: tttlm train --config ... --resume --allow-config-change "
-            "--set optim.lr=..., or set train.on_nonfinite: skip to drop such steps"
+            f"--set optim.lr=...{skip}"
         )
 
     def _weights_give_finite_loss(self, done: int) -> bool:
