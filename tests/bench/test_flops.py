@@ -32,7 +32,12 @@ TOLERANCE = 0.02
 
 
 def _counted(model: torch.nn.Module, ids: torch.Tensor, cache: object = None) -> tuple[int, object]:
-    """FLOPs the counter sees in one call, with the math SDPA backend (the CPU fused kernel is not counted)."""
+    """FLOPs the counter sees in one call, with the math SDPA backend (the CPU fused kernel is not counted).
+
+    The parameters are frozen first: the counter's module tracker hooks every module input that requires grad,
+    and transformers 5.25's Mamba-2 passes a parameter (the conv weight) as a module input, which the tracker
+    cannot hook under no_grad ("Expected gradient function to be set")."""
+    model.requires_grad_(False)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         out = model(input_ids=ids, **cache_argument(cache), use_cache=True, logits_to_keep=1)
     return counter.get_total_flops(), output_cache(out)
