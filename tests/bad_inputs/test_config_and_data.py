@@ -90,6 +90,8 @@ def _broken_data(tmp_path, data_dir, file: str, damage) -> tuple:
     [
         ("train.bin", flip_byte, ["train.bin", "sha256", "tttlm data prepare --out"]),  # corrupted in place
         ("val.bin", flip_byte, ["val.bin", "sha256"]),
+        # a document boundary moved (the low byte of the next-to-last offset), same size
+        ("train.idx.npy", lambda path: flip_byte(path, -16), ["train.idx.npy", "sha256"]),
         ("train.bin", truncate, ["train.bin", "should hold", "re-pack"]),
         ("train.idx.npy", truncate, ["train.idx.npy", "unreadable", "re-pack"]),
         ("meta.json", truncate, ["meta.json", "not valid JSON", "re-pack"]),

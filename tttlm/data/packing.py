@@ -5,7 +5,8 @@
     tokens/{split}.bin       the ids back to back, uint16 when the vocabulary fits (<= 65536 ids), else uint32
     tokens/{split}.idx.npy   int64 offsets, shape (documents + 1,): document i is bin[offsets[i]:offsets[i + 1]]
     tokens/{split}.ids.json  the document ids, in order
-    tokens/meta.json         dtype, vocab size, end-of-text id, the tokenizer's fingerprint and path, sizes, sha256s
+    tokens/meta.json         dtype, vocab size, end-of-text id, the tokenizer's fingerprint and path, sizes, and the
+                             sha256s of each split's .bin and .idx.npy (the latter absent in data packed before it)
 
 ``PackedDataset`` memory-maps one split, refuses a tokenizer or model whose vocabulary does not match, and reports
 files that are truncated or differ from their sha256 (``verify_checksum``) as ``CorruptDataError``.
@@ -130,6 +131,7 @@ def pack(
                 "tokens": offsets[-1],
                 "documents": len(documents),
                 "sha256": sha256_file(tmp / f"{split}.bin"),
+                "idx_sha256": sha256_file(tmp / f"{split}.idx.npy"),
             }
             summary.tokens[split] = offsets[-1]
             summary.documents[split] = len(documents)
@@ -220,14 +222,16 @@ class PackedDataset:
         return self.dir / f"{self.split}.bin"
 
     def verify_checksum(self) -> None:
-        """Raise ``CorruptDataError`` unless the token file has the sha256 recorded in ``meta.json`` (read in 1 MiB
-        chunks: about a second per GB). Sizes are checked on opening; this finds tokens altered in place."""
-        recorded = self.meta["splits"][self.split].get("sha256")
-        if recorded is not None and sha256_file(self.bin_path) != recorded:
-            raise CorruptDataError(
-                f"{self.bin_path} does not match the sha256 recorded in {self.dir / META} (altered or corrupted "
-                f"in place); {_repack_hint(self.dir)}, or restore the original files"
-            )
+        """Raise ``CorruptDataError`` unless the token and offset files have the sha256s recorded in ``meta.json``
+        (read in 1 MiB chunks: about a second per GB). Sizes are checked on opening; this finds files altered in
+        place."""
+        info = self.meta["splits"][self.split]
+        for path, key in ((self.bin_path, "sha256"), (self.dir / f"{self.split}.idx.npy", "idx_sha256")):
+            if key in info and sha256_file(path) != info[key]:
+                raise CorruptDataError(
+                    f"{path} does not match the sha256 recorded in {self.dir / META} (altered or corrupted in "
+                    f"place); {_repack_hint(self.dir)}, or restore the original files"
+                )
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
