@@ -187,6 +187,7 @@ def test_convert_command_writes_a_loadable_model(reference_dir, capsys: pytest.C
     assert "converted" in capsys.readouterr().out
     # readable by others, as a plain open() makes it (safetensors alone writes 0600)
     assert stat.S_IMODE((path / "ours" / "model.safetensors").stat().st_mode) == 0o644
+    assert (path / "ours" / "tttlm_auto.py").exists()  # loads without import tttlm (models/remote_code.py)
     model = AutoModelForCausalLM.from_pretrained(path / "ours")
     ids = torch.randint(model.config.vocab_size, (1, 9))
     torch.testing.assert_close(model(ids).logits, load_reference(source)(ids).logits, rtol=0, atol=0)
