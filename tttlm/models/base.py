@@ -115,7 +115,9 @@ def forward_by_row(
     batch, seq = x.shape[:2]
     real = torch.ones(batch, seq, dtype=torch.bool, device=x.device) if real is None else real
     rows = [None] * batch if cache is None else cache.split_rows(batch)
-    pieces: list[tuple[Tensor, Any]] = []
+    if not bool(real.any()):
+        raise ValueError("every token of this call is padding (attention_mask all 0): pass at least one real token")
+    pieces: list[tuple[int, Tensor, Any]] = []
     for i in range(batch):
         positions = real[i].nonzero().squeeze(-1)
         if positions.numel():
@@ -145,10 +147,20 @@ def forward_by_row(
         fields["hidden_states"] = tuple(assemble(lambda out, k=k: out.hidden_states[k]) for k in range(layers))
     if not use_cache:
         return fields, None
-    cache.rows = rows
-    cache.blocks = [None] * len(cache.blocks)  # the state now lives in the rows
-    cache.seen_tokens += seq
+    seen = cache.seen_tokens
+    cache.reset()  # the state now lives in the rows (a family's reset clears its own extras, e.g. E2E's open batch)
+    cache.rows, cache.seen_tokens = rows, seen + seq
     return fields, cache
+
+
+def kept_positions(logits_to_keep: int | Tensor) -> slice | Tensor:
+    """The positions whose logits a call returns: all for 0, the last k for k > 0, or the given 1-D positions."""
+    return slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+
+
+def runs_by_row(real: Tensor | None, cache: BlockCache | None) -> bool:
+    """Whether a call takes ``forward_by_row``: some token of it is padding, or the cache already holds rows."""
+    return real is not None or (cache is not None and cache.rows is not None)
 
 
 def resolve_cache(
@@ -260,38 +272,38 @@ class BlockStackBackbone:
         batch, seq = inputs_embeds.shape[:2]
         real = real_tokens(attention_mask, batch, seq)
         past_key_values, use_cache = resolve_cache(self, past_key_values, self.cache_class, batch, use_cache)
-        if real is not None or (past_key_values is not None and past_key_values.rows is not None):
+        if runs_by_row(real, past_key_values):
             fields, cache_out = forward_by_row(
                 self, real, past_key_values, {"inputs_embeds": inputs_embeds}, use_cache, output_hidden_states
             )
-            if not return_dict:
-                return tuple(
-                    v for v in (fields["last_hidden_state"], cache_out, fields.get("hidden_states")) if v is not None
-                )
-            return with_cache(BaseModelOutputWithPast, cache_out, **fields)
+            hidden, hidden_states = fields["last_hidden_state"], fields.get("hidden_states")
+        else:
+            hidden, hidden_states = self._run_blocks(inputs_embeds, past_key_values, output_hidden_states)
+            cache_out = past_key_values if use_cache else None
+        if not return_dict:
+            return tuple(v for v in (hidden, cache_out, hidden_states) if v is not None)
+        return with_cache(BaseModelOutputWithPast, cache_out, last_hidden_state=hidden, hidden_states=hidden_states)
 
+    def _run_blocks(
+        self, inputs_embeds: Tensor, cache: BlockCache | None, output_hidden_states: bool
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The blocks and the final norm on (batch, seq, hidden) inputs, continuing ``cache`` (updated in place)."""
         hidden = inputs_embeds
         all_hidden = [hidden] if output_hidden_states else None
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.layers):
-            block_cache = None if past_key_values is None else past_key_values.blocks[i]
+            block_cache = None if cache is None else cache.blocks[i]
             if checkpointing:
                 hidden, new_cache = self._gradient_checkpointing_func(block.__call__, hidden, block_cache)
             else:
                 hidden, new_cache = block(hidden, block_cache)
-            if past_key_values is not None:
-                past_key_values.blocks[i] = new_cache
+            if cache is not None:
+                cache.blocks[i] = new_cache
             if all_hidden is not None:
                 all_hidden.append(hidden)
-        if past_key_values is not None:
-            past_key_values.seen_tokens += seq
-        hidden = self.norm(hidden)
-
-        cache_out = past_key_values if use_cache else None
-        hidden_states = tuple(all_hidden) if all_hidden is not None else None
-        if not return_dict:
-            return tuple(v for v in (hidden, cache_out, hidden_states) if v is not None)
-        return with_cache(BaseModelOutputWithPast, cache_out, last_hidden_state=hidden, hidden_states=hidden_states)
+        if cache is not None:
+            cache.seen_tokens += inputs_embeds.shape[1]
+        return self.norm(hidden), None if all_hidden is None else tuple(all_hidden)
 
 
 class CausalLMHead:
@@ -315,8 +327,7 @@ class CausalLMHead:
     def _backbone_logits(self, logits_to_keep: int | Tensor, **backbone_kwargs: Any) -> tuple[Tensor, Any]:
         """Run ``self.model`` and the LM head on the kept positions: (logits, the backbone's outputs)."""
         outputs = self.model(**backbone_kwargs, return_dict=True)
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        return self.lm_head(outputs.last_hidden_state[:, keep]), outputs
+        return self.lm_head(outputs.last_hidden_state[:, kept_positions(logits_to_keep)]), outputs
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head

@@ -62,7 +62,7 @@ def prefill(model: PreTrainedModel, input_ids: Tensor, chunk_size: int, *, token
         out = model(input_ids[:, start:end], **cache_argument(cache), use_cache=True, **keep)
         cache = output_cache(out)
         logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))
-        last = logits[:, -1].float()  # a copy, not a view that would keep the chunk's logits alive
+        last = logits[:, -1].to(torch.float32, copy=True)  # not a view that would keep the chunk's logits alive
         if token_loss:
             targets = input_ids[:, start + 1 : end + 1]
             n = targets.shape[1]

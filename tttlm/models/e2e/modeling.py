@@ -59,8 +59,10 @@ from tttlm.models.base import (
     StatefulPreTrainedModel,
     check_input_ids,
     forward_by_row,
+    kept_positions,
     real_tokens,
     resolve_cache,
+    runs_by_row,
 )
 from tttlm.models.cache import map_tensors
 from tttlm.models.e2e.cache import E2EBlockCache, E2ECache, OpenMiniBatch
@@ -274,18 +276,36 @@ class E2EModel(E2EPreTrainedModel):
         batch, seq = input_ids.shape
         real = real_tokens(attention_mask, batch, seq)
         cache, use_cache = resolve_cache(self, past_key_values, E2ECache, batch, use_cache)
-        if real is not None or (cache is not None and cache.rows is not None):
+        if runs_by_row(real, cache):
             # each row's inner loop learns from its own real tokens only (see base.forward_by_row)
             fields, cache_out = forward_by_row(
                 self, real, cache, {"input_ids": input_ids}, use_cache, output_hidden_states, lm_head=lm_head
             )
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            fields["logits"] = fields["logits"][:, keep]
-            if not return_dict:
-                values = (fields["last_hidden_state"], cache_out, fields.get("hidden_states"), fields["logits"])
-                return tuple(v for v in values if v is not None)
-            return with_cache(E2EModelOutput, cache_out, **fields)
+            normed, hidden_states = fields["last_hidden_state"], fields.get("hidden_states")
+            logits = fields["logits"][:, kept_positions(logits_to_keep)]
+        else:
+            normed, hidden_states, logits = self._stream_call(
+                input_ids, cache, lm_head, logits_to_keep, output_hidden_states
+            )
+            cache_out = cache if use_cache else None
+        if not return_dict:
+            return tuple(v for v in (normed, cache_out, hidden_states, logits) if v is not None)
+        return with_cache(
+            E2EModelOutput, cache_out, last_hidden_state=normed, hidden_states=hidden_states, logits=logits
+        )
 
+    def _stream_call(
+        self,
+        input_ids: Tensor,
+        cache: E2ECache | None,
+        lm_head: nn.Module,
+        logits_to_keep: int | Tensor,
+        output_hidden_states: bool,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor]:
+        """The blocks on (batch, seq) ids, continuing ``cache`` (updated in place): (normed hidden states, every
+        block's outputs or None, the kept logits)."""
+        config = self.config
+        seq = input_ids.shape[1]
         hidden = self.embed_tokens(input_ids)
         all_hidden = [hidden] if output_hidden_states else None
         first = config.first_updated_layer
@@ -313,14 +333,7 @@ class E2EModel(E2EPreTrainedModel):
                 cache.blocks[block.layer_idx] = E2EBlockCache(stream.attn[j], stream.fast[j], start)
             cache.open = stream.open
             cache.seen_tokens += seq
-
-        cache_out = cache if use_cache else None
-        hidden_states = tuple(all_hidden) if all_hidden is not None else None
-        if not return_dict:
-            return tuple(v for v in (normed, cache_out, hidden_states, logits) if v is not None)
-        return with_cache(
-            E2EModelOutput, cache_out, last_hidden_state=normed, hidden_states=hidden_states, logits=logits
-        )
+        return normed, None if all_hidden is None else tuple(all_hidden), logits
 
     def _stream_from(self, cache: E2ECache | None) -> _Stream:
         blocks = [None if cache is None else cache.blocks[b.layer_idx] for b in self.updated_blocks]

@@ -24,6 +24,7 @@ classes so named, and we want one contract everywhere.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -44,10 +45,16 @@ from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
 from tttlm.ops.selective_scan import selective_scan
 
 
+@functools.cache
+def _library_cache_name(forward: Callable[..., Any]) -> str:
+    # read once per function: the signature does not change, and forward runs once per decoded token
+    return "cache" if "cache" in inspect.signature(forward).parameters else "cache_params"
+
+
 def library_cache_argument(forward: Callable[..., Any], cache: Any) -> dict[str, Any]:
     """``{name: cache}`` for a ``forward`` of the library's Mamba classes, which take the cache as ``cache_params``
     before transformers 5.24 and as ``cache`` from then on."""
-    return {"cache" if "cache" in inspect.signature(forward).parameters else "cache_params": cache}
+    return {_library_cache_name(forward): cache}
 
 
 def _returned_cache(out: ModelOutput) -> Any:
