@@ -14,7 +14,7 @@ import torch
 
 from tttlm.cli import main
 from tttlm.data.tokenizer import train_tokenizer
-from tttlm.eval.harness import OUR_TASKS, TASKS_DIR, model_args, read_samples, run_harness
+from tttlm.eval.harness import OUR_TASKS, TASKS_DIR, model_args, run_harness
 from tttlm.models import build
 
 pytest.importorskip("lm_eval", reason='the harness is the "eval" extra (part of "test")')
@@ -37,6 +37,12 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         tokenizer.save_pretrained(root / arch)
         dirs[arch] = root / arch
     return dirs
+
+
+def _read_samples(output_path: Path, task: str) -> list[dict]:
+    """The per-request records that ``lm_eval --log_samples --output_path`` wrote for ``task`` (one JSON a line)."""
+    (path,) = sorted(Path(output_path).rglob(f"samples_{task}_*.jsonl"))
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _our_loglikelihood(model: torch.nn.Module, tokenizer, context: str, continuation: str) -> float:
@@ -92,7 +98,7 @@ def test_the_harness_cli_at_batch_4_equals_batch_1_and_our_loglikelihoods(model_
         model = AutoModelForCausalLM.from_pretrained(model_dirs[arch]).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dirs[arch])
         for task in OUR_TASKS:
-            four = {s["doc_id"]: s for s in read_samples(tmp_path / arch, task)}
+            four = {s["doc_id"]: s for s in _read_samples(tmp_path / arch, task)}
             assert set(four) == {s["doc_id"] for s in one["samples"][task]}
             for sample in one["samples"][task]:
                 batched = four[sample["doc_id"]]

@@ -11,14 +11,12 @@ arguments and knows our own tasks (``harness_tasks/``: ``tttlm_cloze``, multiple
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from tttlm.data.io import write_json_atomic
 from tttlm.eval.loading import CheckpointError, resolve_checkpoint
-from tttlm.train.run_dir import RunDir
 
 TASKS_DIR = Path(__file__).parent / "harness_tasks"
 OUR_TASKS = ("tttlm_cloze", "tttlm_continue")
@@ -67,8 +65,7 @@ def _harness(args: argparse.Namespace) -> int:
     except (CheckpointError, ImportError) as error:
         print(f"tttlm eval harness: error: {error}", file=sys.stderr)
         return 2
-    out = args.out or (RunDir(checkpoint.run_dir).eval if checkpoint.run_dir else checkpoint.model_dir / "eval")
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out or checkpoint.eval_dir
     summary = {"checkpoint": str(checkpoint.model_dir), "tasks": args.tasks, "results": results["results"]}
     write_json_atomic(out / "harness.json", summary)
     for task, metrics in results["results"].items():
@@ -96,9 +93,3 @@ def add_harness_command(evals: Any) -> None:
     harness.add_argument("--device", default="cpu", help="torch device")
     harness.add_argument("--out", type=Path, help="output directory")
     harness.set_defaults(func=_harness)
-
-
-def read_samples(output_path: Path, task: str) -> list[dict[str, Any]]:
-    """The per-request records that ``lm_eval --log_samples --output_path`` wrote for ``task`` (one JSON a line)."""
-    (path,) = sorted(Path(output_path).rglob(f"samples_{task}_*.jsonl"))[-1:]
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
