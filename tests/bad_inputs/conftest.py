@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 # reuse the trainer tests' helpers rather than a second copy of them
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 
+from shared_fixtures import _private_cache, _single_thread
 from synthetic_data import make_synthetic_data_dir
 from train_testing import make_data_dir, tiny_config, write_config
 
 from tttlm.train import train
+
+__all__ = ["_private_cache", "_single_thread"]
 
 # the settings of every run here: 4 steps, a checkpoint every 2 (so a run has step-2 and step-4)
 STEPS = {"train.steps": 4, "checkpoint.every": 2, "checkpoint.keep_last": 3}
@@ -52,18 +54,3 @@ def config_for(tmp_path, data_dir):
         return write_config(tmp_path / f"{run_dir.name}.yaml", config)
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # nothing here may read or write the user's cache (the default data directory lives there)
-    monkeypatch.setenv("TTTLM_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    # tiny models on a shared 2-core machine: several threads per op spin against each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

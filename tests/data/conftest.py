@@ -6,9 +6,6 @@ packages look for them.)
 
 from __future__ import annotations
 
-import pytest
+from shared_fixtures import _private_cache
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TTTLM_CACHE", str(tmp_path / "cache"))
+__all__ = ["_private_cache"]

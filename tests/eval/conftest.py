@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from eval_testing import TINY, make_data_dir
+from shared_fixtures import _private_cache, _single_thread
 
 from tttlm.models import build
+
+__all__ = ["_private_cache", "_single_thread"]
 
 
 @pytest.fixture(scope="session")
@@ -31,18 +34,3 @@ def run_dir(tmp_path_factory, data_dir):
     records.append({"step": 4, "kind": "eval", "val_loss": 2.5, "val_ppl": 12.2})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # nothing here may read or write the user's cache (the default data directory lives there)
-    monkeypatch.setenv("TTTLM_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    # tiny models on a shared machine: several threads per op spin against each other (measured 0.6 s vs 3 ms a call)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
