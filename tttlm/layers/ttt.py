@@ -4,7 +4,7 @@ modulo the mini-batch, output LayerNorm and gate around the functional ops of ``
 Per head (d = head dim), from the normalised block input x:
     q, k, v = x θQ, x θK, x θV  (Mamba backbone: one shared projection, then two causal convs give q and k)
     q, k    ← RoPE with position (t mod b)
-    lr_t    = base_lr · sigmoid(x_t θ_lr + b_lr) / d
+    lr_t    = s · base_lr · sigmoid(x_t θ_lr + b_lr) / d    (s: inner_lr_scale, the trainer's warm-up factor)
     z       = TTT op (inner model learnt on (k, v), read at q; initial weights W0 and inner LN learnable)
     y       = θO (gelu_tanh(x θG) ⊙ LN(z))        (the gate is optional)
 """
@@ -28,6 +28,9 @@ from tttlm.ops.ttt_mlp import FORMS as MLP_FORMS
 
 # the paper's inner learning rates: TTT-Linear 1.0, TTT-MLP 0.1
 DEFAULT_BASE_LR = {"linear": 1.0, "mlp": 0.1}
+# the start of the inner-lr warm-up as a fraction of the base rate (ttt-lm-jax README and scripts/ttt_mlp/*.sh:
+# ttt_base_lr_init=0.01 for ttt_base_lr=0.1; TTT-Linear has none)
+WARMUP_RATIO = {"linear": None, "mlp": 0.1}
 
 
 class TTTLayerCache(NamedTuple):
@@ -97,6 +100,8 @@ class TTTLayer(nn.Module):
         self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, hidden_size // num_heads
         self.inner, self.mini_batch_size, self.form, self.eps = inner, mini_batch_size, form, eps
         self.base_lr = DEFAULT_BASE_LR[inner] if base_lr is None else float(base_lr)
+        # set by the trainer's inner-lr warm-up (tttlm.models.inner_lr_scale); not part of the saved state
+        self.inner_lr_scale, self.inner_lr_warmup_ratio = 1.0, WARMUP_RATIO[inner]
         self.rope_theta, self.use_gate, self.share_qk = rope_theta, use_gate, share_qk
         self.inner_norm, self.learn_init, self.learn_lr = inner_norm, learn_init, learn_lr
         heads, d, std = num_heads, self.head_dim, initializer_range
@@ -170,10 +175,11 @@ class TTTLayer(nn.Module):
         positions = (start + torch.arange(seq, device=x.device)) % self.mini_batch_size
         cos, sin = rope_angles(positions, self.head_dim, self.rope_theta)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        base_lr = self.inner_lr_scale * self.base_lr
         if self.learn_lr:
-            lr = self.base_lr / self.head_dim * torch.sigmoid(x @ self.lr_weight.t().to(x.dtype) + self.lr_bias)
+            lr = base_lr / self.head_dim * torch.sigmoid(x @ self.lr_weight.t().to(x.dtype) + self.lr_bias)
         else:
-            lr = x.new_full((*x.shape[:2], self.num_heads), self.base_lr / self.head_dim * 0.5)  # sigmoid(0)
+            lr = x.new_full((*x.shape[:2], self.num_heads), base_lr / self.head_dim * 0.5)  # sigmoid(0)
 
         # The inner loop runs in at least float32 (also under bf16 autocast or in a bf16 model): its state is
         # accumulated over the whole sequence and its gradients go through a LayerNorm backward.

@@ -26,12 +26,16 @@ from typing import Any
 
 import yaml
 
+from tttlm.train.inner_lr import WarmupError, parse_warmup
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "float32", "bf16", "float64")
 ON_NONFINITE = ("stop", "skip")
 # keys of the trajectory sections that do not change the sequence of weights (checks, fault handling): a resume
 # with other values is still exact, and checkpoints written before these keys existed still resume
 _NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
+# trajectory keys added later, with the value that a config saved before they existed was trained under
+_ADDED_LATER = {"train": {"inner_lr_warmup": "off"}}
 # sections a resume with --allow-config-change may change (model and data must stay: the weights and the windows)
 CHANGEABLE_ON_RESUME = ("seed", "precision", "train", "optim")
 # parameters whose name matches one of these (regex search) get no weight decay; see tttlm.train.optim
@@ -65,13 +69,17 @@ class DataConfig:
 
 @dataclass
 class TrainLoopConfig:
-    """Optimizer steps, the global batch in tokens, the per-process micro-batch in sequences, and what a step with a
-    non-finite loss or gradient norm does: ``stop`` the run (before the update) or ``skip`` the update and go on."""
+    """Optimizer steps, the global batch in tokens, the per-process micro-batch in sequences, what a step with a
+    non-finite loss or gradient norm does (``stop`` the run before the update, or ``skip`` the update and go on), and
+    the inner-learning-rate warm-up of TTT models (``tttlm.train.inner_lr``)."""
 
     steps: int = 1000
     batch_tokens: int = 524288
     micro_batch_size: int = 1
     on_nonfinite: str = "stop"
+    # warm-up of a TTT model's inner learning rate: auto (the arch's recipe), off, or {init_ratio, fraction}; see
+    # tttlm.train.inner_lr
+    inner_lr_warmup: str | dict[str, float] = "auto"
 
 
 @dataclass
@@ -159,6 +167,9 @@ def trajectory_of(plain: dict[str, Any]) -> dict[str, Any]:
     for section, keys in _NOT_TRAJECTORY.items():
         if isinstance(out[section], dict):
             out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    for section, added in _ADDED_LATER.items():
+        if isinstance(out[section], dict):
+            out[section] = {**added, **out[section]}
     return out
 
 
@@ -237,6 +248,11 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         key = f"{where}.{name}" if where else name
         if name in _SECTIONS and not where:
             values[name] = _build(_SECTIONS[name], value, name)
+        elif key == "train.inner_lr_warmup":
+            try:
+                values[name] = parse_warmup(key, value)
+            except WarmupError as error:
+                raise ConfigError(str(error)) from None
         else:
             values[name] = _check_type(key, value, getattr(defaults, name))
     return cls(**values)

@@ -53,6 +53,7 @@ from tttlm.train.config import (
     trajectory_of,
 )
 from tttlm.train.factory import make_model
+from tttlm.train.inner_lr import WarmupError, inner_lr_multiplier, resolve_warmup
 from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at
 from tttlm.train.run_dir import RunDir
@@ -430,6 +431,10 @@ class Trainer:
         self.config, self.ctx, self.run, self.data = config, ctx, run, data
         self.model, self.optimizer, self.console = model, optimizer, console
         self.inner = dist_utils.unwrap(model)
+        try:
+            self.inner_lr_warmup = resolve_warmup(config.train.inner_lr_warmup, self.inner)
+        except WarmupError as error:
+            raise ConfigError(str(error)) from None
         self.accumulation = accumulation_steps(config, ctx.world_size)
         self.autocast = _autocast(config.precision, ctx.device)
         self.windows = TrainWindows(data.train, config.data.seq_len, config.seed)
@@ -520,6 +525,13 @@ class Trainer:
         lr = lr_at(step, config.optim, config.train.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.inner_lr_warmup is not None:
+            warmup = self.inner_lr_warmup
+            self.inner.set_inner_lr_scale(
+                inner_lr_multiplier(
+                    step, warmup.init_ratio, warmup.steps(config.train.steps, config.optim.warmup_steps)
+                )
+            )
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         for m in range(self.accumulation):
             samples = micro_batch_samples(

@@ -22,6 +22,7 @@ from tttlm.layers.gated_deltanet import GatedDeltaNet
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
 from tttlm.models.base import TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, StatefulPreTrainedModel
+from tttlm.models.inner_lr_scale import InnerLrScaled
 from tttlm.models.stack.cache import StackCache
 from tttlm.models.stack.configuration import StackConfig
 
@@ -85,8 +86,9 @@ class StackBlock(nn.Module):
         return x, tuple(new_cache)
 
 
-class StackPreTrainedModel(StatefulPreTrainedModel):
-    """Weight init, checkpointing support and the config class shared by the stack models."""
+class StackPreTrainedModel(InnerLrScaled, StatefulPreTrainedModel):
+    """Weight init, checkpointing support, the inner-lr scale (of TTT mixers) and the config class shared by the
+    stack models."""
 
     config_class = StackConfig
     _no_split_modules: ClassVar[list[str]] = ["StackBlock"]

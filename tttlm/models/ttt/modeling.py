@@ -21,6 +21,7 @@ from tttlm.layers.conv import CausalConv
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
 from tttlm.models.base import TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, StatefulPreTrainedModel
+from tttlm.models.inner_lr_scale import InnerLrScaled
 from tttlm.models.ttt.cache import TTTBlockCache, TTTCache
 from tttlm.models.ttt.configuration import TTTConfig
 
@@ -56,8 +57,8 @@ class TTTBlock(nn.Module):
         return x, TTTBlockCache(ttt_cache, pre_conv_state)
 
 
-class TTTPreTrainedModel(StatefulPreTrainedModel):
-    """Weight init, checkpointing support and the config class shared by the TTT models."""
+class TTTPreTrainedModel(InnerLrScaled, StatefulPreTrainedModel):
+    """Weight init, checkpointing support, the inner-lr scale and the config class shared by the TTT models."""
 
     config_class = TTTConfig
     _no_split_modules: ClassVar[list[str]] = ["TTTBlock"]
