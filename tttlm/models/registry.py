@@ -71,6 +71,8 @@ ARCH_ATTR = "tttlm_arch"
 # dims every arch takes from the TTT preset; overriding one of them changes the reference model too
 SHARED_DIMS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 MLP_WIDTH_MULTIPLE = 8
+# knobs every arch takes that are no config field (see ``build``)
+REGISTRY_KNOBS = ("short_conv",)
 
 # Per-size defaults of the baselines' own knobs. The TTT-E2E paper uses window k = 8K and TTT-KVB mini-batch
 # b = 1K at 3B parameters and 8K-128K context; scaled down here to the 2K pre-training context of paper 1 (k = 2K,
@@ -140,14 +142,43 @@ def _transformer_dims(dims: TTTConfig) -> dict[str, Any]:
     }
 
 
+def _short_conv(overrides: dict[str, Any]) -> bool:
+    """Pop the registry knob ``short_conv`` (a depthwise causal conv sub-block before each mixer, Zoology's recipe)."""
+    value = overrides.pop("short_conv", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"short_conv must be True or False; got {value!r}")
+    return value
+
+
+def _conv_built_in(arch: str, overrides: dict[str, Any]) -> None:
+    """The Mamba mixers start with their own short conv: short_conv=True is what they are already."""
+    if "short_conv" in overrides and not _short_conv(overrides):
+        raise ValueError(
+            f"{arch}: its mixer starts with a short causal conv (conv_kernel); short_conv=False cannot remove it"
+        )
+
+
 def _ttt_config(layer_type: str) -> Callable[[str, TTTConfig, dict[str, Any]], PretrainedConfig]:
     def make(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+        overrides = dict(overrides)
+        if _short_conv(overrides):
+            if overrides.get("pre_conv") is False:
+                raise ValueError(
+                    "short_conv=True is the TTT models' pre_conv sub-block; do not also pass pre_conv=False"
+                )
+            overrides["pre_conv"] = True
         return TTTConfig.from_preset(size, **{"layer_type": layer_type, **overrides})
 
     return make
 
 
 def _llama_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    if overrides.get("short_conv"):
+        # Llama's blocks take no extra sub-block: full attention with a short conv is built as a stack model
+        # (our blocked attention, RoPE, SwiGLU: the same block otherwise), saved and reloaded as such
+        return _stack_config(_every_layer("full_attention"))(size, dims, overrides)
+    overrides = dict(overrides)
+    _short_conv(overrides)
     values = {
         **_transformer_dims(dims),
         "num_key_value_heads": dims.num_attention_heads,
@@ -163,7 +194,9 @@ def _stack_config(mixers: Callable[[str, int, dict[str, Any]], list[list[str]]],
         overrides = dict(overrides)
         layers = overrides.get("num_hidden_layers", dims.num_hidden_layers)
         sized = {k: _per_size(v, size) if isinstance(v, dict) else v for k, v in defaults.items()}
-        values = {**_transformer_dims(dims), **sized, "layer_mixers": mixers(size, layers, overrides)}
+        conv = ["short_conv"] if _short_conv(overrides) else []
+        layer_mixers = [conv + names for names in mixers(size, layers, overrides)]
+        values = {**_transformer_dims(dims), **sized, "layer_mixers": layer_mixers}
         return StackConfig(**{**values, **overrides})
 
     return make
@@ -184,6 +217,9 @@ def _hybrid_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[li
 
 
 def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    overrides = dict(overrides)
+    if _short_conv(overrides):
+        raise ValueError("ttt-e2e: short_conv is not available (its blocks, in models/e2e, take no conv sub-block)")
     values = {
         **_transformer_dims(dims),
         "sliding_window": _per_size(SLIDING_WINDOW, size),
@@ -193,6 +229,8 @@ def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> Pretra
 
 
 def _mamba_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    overrides = dict(overrides)
+    _conv_built_in("mamba", overrides)
     # initializer_range 0.02 like every other arch (and the original mamba_ssm embedding init), not the library's
     # default 0.1; the library still initialises A, dt, D and the conv its own way
     values = {
@@ -208,6 +246,8 @@ def _mamba_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> Pret
 
 
 def _mamba2_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    overrides = dict(overrides)
+    _conv_built_in("mamba2", overrides)
     settings = _per_size(MAMBA2, size)
     hidden = dims.hidden_size
     expand = overrides.get("expand", 2)
@@ -353,7 +393,7 @@ def _fields(config_class: type[PretrainedConfig]) -> set[str]:
 
 
 def _check_overrides(spec: ArchSpec, overrides: dict[str, Any]) -> None:
-    allowed = _fields(spec.config_class) | set(spec.extra_knobs)
+    allowed = _fields(spec.config_class) | set(spec.extra_knobs) | set(REGISTRY_KNOBS)
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise ValueError(
@@ -398,8 +438,8 @@ def _solve_width(spec: ArchSpec, config_at: Callable[[int], PretrainedConfig], s
     """The width whose parameter count is closest to ``target`` (counts are affine in the width)."""
     step = 8 * spec.width_multiple
     low, high = (
-        count_parameters(config_at(start), spec.model_class),
-        count_parameters(config_at(start + step), spec.model_class),
+        count_parameters(config_at(start)),
+        count_parameters(config_at(start + step)),
     )
     slope = (high - low) / step
     width = round((start + (target - low) / slope) / spec.width_multiple) * spec.width_multiple
@@ -443,18 +483,21 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
             ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``ttt_mini_batch_size=128`` for ttt-kvb,
             ``mini_batch_size=64``, ``inner_lr=0.1`` for ttt-e2e,
-            ``state_size=...`` for mamba) and ``full_attention_every=N`` for hybrid. Overriding a shared dim
+            ``state_size=...`` for mamba), ``full_attention_every=N`` for hybrid, and for every arch but ttt-e2e
+            ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel ``conv_kernel``) before each
+            mixer, Zoology's short convolution (the TTT models' ``pre_conv``; a stack model for ``transformer``;
+            what the Mamba mixers have already). Overriding a shared dim
             (``hidden_size``, ``num_hidden_layers``, ...) changes the reference model as well.
 
     Build under ``torch.device("meta")`` to get shapes only (instant at any size).
     """
     config = make_config(arch, size, match_params=match_params, **overrides)
-    return _spec(arch).model_class(config)
+    return _class_for_config(config)(config)
 
 
 def param_count(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> int:
     """Number of parameters of ``build(arch, size, **overrides)`` (tied weights once), counted on the meta device."""
-    return count_parameters(make_config(arch, size, match_params=match_params, **overrides), _spec(arch).model_class)
+    return count_parameters(make_config(arch, size, match_params=match_params, **overrides))
 
 
 def arch_of(model_or_config: PreTrainedModel | PretrainedConfig) -> str | None:

@@ -22,7 +22,7 @@ from tttlm.models.base import (
 from tttlm.ops.forms import INNER_MODELS
 from tttlm.ops.gated_delta_rule import FORMS as GDN_FORMS
 
-MIXERS = ("full_attention", "sliding_attention", "gated_deltanet", "ttt")
+MIXERS = ("short_conv", "full_attention", "sliding_attention", "gated_deltanet", "ttt")
 
 
 def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]]:
@@ -56,7 +56,8 @@ class StackConfig(LMConfig):
         vocab_size, hidden_size, intermediate_size, num_hidden_layers: as in ``TTTConfig`` (MLP width
             ``intermediate_size``).
         num_attention_heads: attention heads (head dim = hidden_size / heads, even).
-        layer_mixers: per block, the list of mixers among "full_attention", "sliding_attention", "gated_deltanet",
+        layer_mixers: per block, the list of mixers among "short_conv" (a depthwise causal conv of kernel
+            ``conv_kernel``, Zoology's short convolution), "full_attention", "sliding_attention", "gated_deltanet",
             "ttt". None: full attention in every block.
         sliding_window: window w of "sliding_attention" (query i sees keys i − w < j ≤ i).
         attention_block_size: query rows per block of the blocked attention (None: max(window, 256)).
@@ -64,7 +65,7 @@ class StackConfig(LMConfig):
             and as many heads as make 0.75 × hidden_size, the flash-linear-attention default ratio).
         gdn_expand_v: value head dim / key head dim of Gated DeltaNet.
         gdn_chunk_size, gdn_form: chunk length and form ("chunk" or "recurrent") of the gated delta rule.
-        conv_kernel: short causal conv kernel of Gated DeltaNet.
+        conv_kernel: short causal conv kernel of Gated DeltaNet and of the "short_conv" mixer.
         ttt_layer_type: inner model of the "ttt" mixer, "linear" (TTT-KVB of paper 1) or "mlp".
         ttt_num_heads: TTT heads (None: num_attention_heads).
         ttt_mini_batch_size: TTT mini-batch size (large for TTT-KVB, as in the TTT-E2E paper's comparison).

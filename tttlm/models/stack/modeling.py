@@ -2,7 +2,7 @@
 
 Block i, each sub-block pre-normed with RMSNorm (see ``StackConfig``):
 
-    for m in layer_mixers[i]:  x ← x + m(RMSNorm(x))      sliding/full attention, Gated DeltaNet, TTT
+    for m in layer_mixers[i]:  x ← x + m(RMSNorm(x))      short conv, sliding/full attention, Gated DeltaNet, TTT
     x ← x + SwiGLU(RMSNorm(x))
 
 The model shares the TTT model's conventions: a ``StackCache`` updated in place, padding refused (recurrent
@@ -28,6 +28,7 @@ from tttlm.models.stack.configuration import StackConfig
 
 # attribute names of each mixer and its norm inside a block (they name the checkpoint keys)
 _MIXER_ATTRS = {
+    "short_conv": "conv",
     "full_attention": "attn",
     "sliding_attention": "attn",
     "gated_deltanet": "gdn",
@@ -36,6 +37,8 @@ _MIXER_ATTRS = {
 
 
 def _make_mixer(name: str, config: StackConfig) -> nn.Module:
+    if name == "short_conv":
+        return CausalConv(config.hidden_size, config.conv_kernel)
     if name in ("full_attention", "sliding_attention"):
         return Attention(
             config.hidden_size,
