@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tttlm.data.cli import add_data_command
     from tttlm.eval.cli import add_eval_commands
+    from tttlm.experiments.cli import add_experiment_command
     from tttlm.models.cli import add_models_command
     from tttlm.train.cli import add_train_command
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_command(commands)
     add_train_command(commands)
     add_eval_commands(commands)
+    add_experiment_command(commands)
     return parser
 
 

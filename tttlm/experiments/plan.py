@@ -1,0 +1,241 @@
+"""From a spec to its runs: one training config per arm × sweep point × seed, validated without training, with the
+tokens, FLOPs and time each costs.
+
+``plan_runs(spec, seeds, out)`` builds every run's training config through ``tttlm.train.config_from_dict`` (so a
+run the trainer would refuse is refused here), every model config through the registry (``make_config``, on no
+device), and checks what the spec asks of them (``check_plan``). Costs: training FLOPs from ``tttlm.bench.flops``
+(3 × the forward; ``6 N`` per token where no formula exists, marked approximate), and time at the stated
+throughputs ``GPU_FLOPS`` and ``CPU_FLOPS``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from tttlm.experiments.requirements import missing
+from tttlm.experiments.spec import Arm, Spec, SpecError
+
+# the throughput the GPU-hour estimate assumes: 200 TFLOP/s sustained per GPU (an H100/H200 at ~20% of its
+# 989 TFLOP/s dense bf16 peak; the TTT layers run well below the matmul peak, see docs/BENCHMARKS.md)
+GPU_FLOPS = 200e12
+# the CPU time estimate: 12 GFLOP/s sustained on one thread, the low end of what the tiny preset trained at on this
+# 2-core machine (measured 2026-12-03 at load ~1: 12 GFLOP/s ttt-mlp ... 29 GFLOP/s swa, T = 1024, 8K tokens/step)
+CPU_FLOPS = 12e9
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run: arm ``arm`` at sweep point ``point`` (index ``point_index``) with seed ``seed``.
+
+    Attributes:
+        run_dir: where it trains (a ``tttlm.train`` run directory) and keeps its evaluations.
+        config: its training config as plain data (None for an arm that is only timed).
+        model_config: the model it trains (or times), built by the registry at the plan's vocabulary.
+        tokens: training tokens.
+        flops: training FLOPs; ``flops_exact`` is False when they are the ``6 N`` approximation.
+        missing: why the run cannot be done today (features it needs that do not exist); empty when it can.
+        init_from: the run whose final weights this one starts from, if any.
+    """
+
+    arm: Arm
+    point: Any
+    point_index: int
+    seed: int
+    run_dir: Path
+    config: dict[str, Any] | None
+    model_config: PretrainedConfig
+    tokens: int
+    flops: float
+    flops_exact: bool
+    missing: tuple[str, ...]
+    init_from: Path | None
+
+    @property
+    def point_label(self) -> str:
+        return "" if self.arm.sweep is None else f"{self.arm.sweep.symbol}={self.point}"
+
+    @property
+    def name(self) -> str:
+        point = f"[{self.point_label}]" if self.point_label else ""
+        return f"{self.arm.name}{point} seed {self.seed}"
+
+
+def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``dotted`` = ``a.b.c``, creating the sections on the way."""
+    *sections, last = dotted.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise SpecError(f"{dotted}: {section} is not a section of the training config")
+    node[last] = value
+
+
+def run_dir_of(out: Path, arm: Arm, point: Any, seed: int) -> Path:
+    """``<out>/runs/<arm>[/<symbol>-<value>]/seed-<seed>``."""
+    parts = [arm.name] + ([f"{arm.sweep.symbol}-{point}"] if arm.sweep else []) + [f"seed-{seed}"]
+    return Path(out, "runs", *parts)
+
+
+def training_config(spec: Spec, arm: Arm, point: Any, seed: int, run_dir: Path) -> dict[str, Any]:
+    """The training config of one run as plain data: the spec's base, the arm's arch, overrides and settings, the
+    sweep point, the seed and the run directory."""
+    raw = copy.deepcopy(spec.train_config)
+    raw.setdefault("model", {})
+    raw["model"]["arch"] = arm.arch
+    raw["model"]["overrides"] = {**(raw["model"].get("overrides") or {}), **arm.overrides}
+    for key, value in arm.settings.items():
+        set_key(raw, key, value)
+    if arm.sweep:
+        set_key(raw, arm.sweep.key, point)
+    raw.update(name=f"{spec.name}-{run_dir.parent.name}-{run_dir.name}", seed=seed, out_dir=str(run_dir))
+    return raw
+
+
+def _model_config(spec: Spec, raw: dict[str, Any], where: str) -> PretrainedConfig:
+    from tttlm.models import make_config
+
+    model = raw.get("model") or {}
+    overrides = {"vocab_size": spec.vocab_size, **(model.get("overrides") or {})}
+    try:
+        return make_config(model["arch"], model.get("size", "tiny"), **overrides)
+    except (ValueError, TypeError) as error:
+        raise SpecError(f"{where}: the model config is invalid: {error}") from None
+
+
+def _training_flops(config: PretrainedConfig, seq_len: int, tokens: int) -> tuple[float, bool]:
+    from tttlm.bench.flops import has_flop_formula, train_flops_per_token
+    from tttlm.models.registry import count_parameters
+
+    if has_flop_formula(config):
+        return train_flops_per_token(config, seq_len) * tokens, True
+    return 6.0 * count_parameters(config) * tokens, False
+
+
+def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
+    """Every run of ``spec`` for ``seeds``, seed by seed (so a partial run has every arm of the first seeds), each
+    validated; ``SpecError`` for the first config that the trainer or the registry would refuse."""
+    from tttlm.train.config import ConfigError, accumulation_steps, config_from_dict
+
+    plans: list[RunPlan] = []
+    for seed in seeds:
+        for arm in spec.arms:
+            gaps = tuple(filter(None, (missing(r) for r in arm.requires)))
+            for index, point in enumerate(arm.points):
+                run_dir = run_dir_of(out, arm, point, seed)
+                raw = training_config(spec, arm, point, seed, run_dir)
+                where = f"{spec.name}: arm {arm.name!r}" + (f" at {arm.sweep.symbol}={point}" if arm.sweep else "")
+                try:
+                    config = config_from_dict(raw)
+                    if arm.train:
+                        accumulation_steps(config, spec.gpus)
+                except ConfigError as error:
+                    raise SpecError(f"{where}: {error}") from None
+                model_config = _model_config(spec, raw, where)
+                tokens = config.train.steps * config.train.batch_tokens if arm.train else 0
+                flops, exact = _training_flops(model_config, config.data.seq_len, tokens)
+                source = None
+                if arm.init_from:
+                    parent = spec.arm(arm.init_from[0])
+                    at = arm.init_from[1] % len(parent.points)
+                    source = run_dir_of(out, parent, parent.points[at], seed)
+                plans.append(
+                    RunPlan(arm, point, index, seed, run_dir, raw if arm.train else None, model_config, tokens,
+                            flops, exact, gaps, source)
+                )  # fmt: skip
+    check_plan(spec, plans)
+    return plans
+
+
+def _eval_lengths(spec: Spec, seq_len: int) -> list[int]:
+    """The longest document length each evaluation needs for a model trained on ``seq_len`` tokens."""
+    lengths = []
+    for evaluation in spec.evaluations:
+        settings = evaluation.settings
+        if evaluation.kind == "ppl":
+            contexts = settings["contexts"]
+            lengths += [seq_len] if contexts == "train" else list(contexts)
+        elif evaluation.kind == "by_position":
+            lengths.append(settings["length"])
+    return lengths
+
+
+def check_plan(spec: Spec, plans: Sequence[RunPlan]) -> None:
+    """What the spec asks of its runs: the window-to-mini-batch ratio of every TTT-E2E arm (``ratios``), and the
+    by-position length reaching past the window the claims compare across (``ratios.context_over_window``)."""
+    want = spec.ratios.get("window_over_mini_batch")
+    span = spec.ratios.get("context_over_window")
+    for plan in plans:
+        config = plan.model_config
+        window = getattr(config, "sliding_window", None)
+        mini_batch = getattr(config, "mini_batch_size", None)
+        if want is not None and window and mini_batch and window != want * mini_batch:
+            raise SpecError(
+                f"{spec.name}: arm {plan.arm.name!r} has window k = {window} and mini-batch b = {mini_batch}, so "
+                f"k / b = {window / mini_batch:g}; the spec keeps the paper's k / b = {want} "
+                "(ratios.window_over_mini_batch)"
+            )
+        if span is not None and window:
+            seq_len = (plan.config or spec.train_config).get("data", {}).get("seq_len", 0)
+            longest = max([seq_len, *_eval_lengths(spec, seq_len)])
+            if not span[0] * window <= longest <= span[1] * window:
+                raise SpecError(
+                    f"{spec.name}: arm {plan.arm.name!r} (window {window}) is trained/evaluated up to {longest} "
+                    f"tokens = {longest / window:g}× its window; the spec asks for {span[0]}–{span[1]}× "
+                    "(ratios.context_over_window)"
+                )
+
+
+def check_data(spec: Spec, plans: Sequence[RunPlan], data_dir: Path) -> list[str]:
+    """Problems of the prepared data for these runs (an empty list when there are none): the held-out documents
+    must be as long as the longest context any evaluation asks for."""
+    from tttlm.data.packing import PackedDataset
+    from tttlm.eval.perplexity import longest_document
+
+    longest = longest_document(PackedDataset(data_dir, "val"))
+    problems = []
+    for plan in plans:
+        if plan.config is None:
+            continue
+        need = max(_eval_lengths(spec, plan.config["data"]["seq_len"]), default=0)
+        if need > longest:
+            problems.append(
+                f"{plan.name}: an evaluation needs held-out documents of {need} tokens; the longest in {data_dir} "
+                f"has {longest}"
+            )
+    return sorted(set(problems))
+
+
+def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int]) -> str:
+    """The plan as printed by ``--dry-run``: one line per arm (runs, tokens, FLOPs, what is missing) and the totals
+    with the time they take at ``GPU_FLOPS`` per GPU (paper scale) or ``CPU_FLOPS`` (cpu scale)."""
+    lines = [f"{spec.name} ({spec.title}) at scale {spec.scale}: {len(plans)} runs, seeds {list(seeds)}"]
+    for arm in spec.arms:
+        mine = [p for p in plans if p.arm is arm]
+        tokens, flops = sum(p.tokens for p in mine), sum(p.flops for p in mine)
+        points = f", {arm.sweep.symbol} ∈ {list(arm.sweep.values)}" if arm.sweep else ""
+        approx = "" if all(p.flops_exact for p in mine) else " (≈ 6N per token: no FLOP formula for this arch)"
+        what = f"{tokens:,} tokens, {flops:.3g} FLOPs{approx}" if arm.train else "timed only (not trained)"
+        size = (mine[0].config or spec.train_config).get("model", {}).get("size", "tiny")
+        lines.append(f"  {arm.name}: {arm.arch} {size}{points}: {len(mine)} runs, {what}")
+        if mine and mine[0].missing:
+            lines += [f"    REFUSED: {gap}" for gap in mine[0].missing]
+        if arm.init_from:
+            lines.append(f"    starts from the final weights of {arm.init_from[0]} (point {arm.init_from[1]})")
+    tokens, flops = sum(p.tokens for p in plans), sum(p.flops for p in plans)
+    runnable = sum(p.flops for p in plans if not p.missing)
+    if spec.scale == "paper":
+        hours = flops / GPU_FLOPS / 3600
+        cost = f"{hours:,.1f} GPU-hours ({hours / spec.gpus:,.1f} h on {spec.gpus} GPUs)"
+        cost += f" at {GPU_FLOPS / 1e12:.0f} TFLOP/s per GPU"
+    else:
+        minutes = runnable / CPU_FLOPS / 60
+        cost = f"≈ {minutes:,.0f} CPU-minutes for the runnable runs at {CPU_FLOPS / 1e9:.0f} GFLOP/s on one thread"
+    lines.append(f"total: {tokens:,} training tokens, {flops:.3g} FLOPs; {cost} (evaluations not included)")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Features an arm may need that the project does not have yet: each is checked against the code as it is, so an arm
+that needs one is refused with what is missing (never run with a stand-in), and runs once the feature lands.
+
+``missing(name)`` is None when the feature is there, else one sentence saying what is missing and who builds it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+
+def _init_from() -> str | None:
+    from tttlm.train import loop
+
+    if "init_from" in inspect.signature(loop.train).parameters:
+        return None
+    return (
+        "two-stage training: tttlm.train.train(..., init_from=<model dir>) (tttlm train --init-from, issue 21) does "
+        "not exist yet, so a run cannot start from another run's final weights"
+    )
+
+
+def _lact_kvb() -> str | None:
+    from tttlm.models import ARCHS
+
+    if "ttt-kvb-linear" in ARCHS:  # issue 17: ttt-kvb becomes LaCT-style, the old one stays as ttt-kvb-linear
+        return None
+    return (
+        "TTT-KVB as the second paper ran it (LaCT: SwiGLU fast weights per head, issue 17) is not built yet; today's "
+        "ttt-kvb is paper-1 TTT-Linear beside SWA, not the paper's baseline"
+    )
+
+
+def _kvb_simplified() -> str | None:
+    from tttlm.models import ARCHS
+
+    if "ttt-kvb-simplified" in ARCHS:
+        return None
+    return (
+        "the simplified TTT-KVB of the second paper's §2.4 (its Table 1 ladder) has no arch or switch yet "
+        "(needs the LaCT TTT-KVB of issue 17 first)"
+    )
+
+
+def _needle_data() -> str | None:
+    from tttlm.data import prepare
+
+    if "needles" in inspect.signature(prepare.prepare_data).parameters:
+        return None
+    return (
+        "a training mixture with synthetic needle documents (tttlm data prepare with needles, issue 19) does not "
+        "exist yet; without it no model at this scale learns retrieval and S-NIAH is 0 for every arch"
+    )
+
+
+REQUIREMENTS: dict[str, Callable[[], str | None]] = {
+    "init-from": _init_from,
+    "lact-kvb": _lact_kvb,
+    "kvb-simplified": _kvb_simplified,
+    "needle-data": _needle_data,
+}
+
+
+def missing(name: str) -> str | None:
+    """Why feature ``name`` (a key of ``REQUIREMENTS``) is not available, or None when it is."""
+    if name not in REQUIREMENTS:
+        raise ValueError(f"unknown requirement {name!r}; known: {', '.join(REQUIREMENTS)}")
+    return REQUIREMENTS[name]()

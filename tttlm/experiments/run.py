@@ -1,0 +1,165 @@
+"""Running an experiment: train every planned run through ``tttlm.train.train`` (resumable), evaluate it, keep the
+results beside it, then summarise and report.
+
+Resuming is the trainer's: a run with checkpoints continues from the newest (``resume=True``), a run whose final
+model is exported and verified (``checkpoint.verify_export``) under the same training config is reused untouched,
+and a run's evaluation results (``<run>/experiment.json``) are reused while the spec's evaluations for it are the
+same. A run directory that holds another config's run is refused (another ``--out``, or delete it). An arm that
+needs a missing feature (``tttlm.experiments.requirements``) is skipped and reported as not run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import PreTrainedModel
+
+from tttlm.experiments.evaluations import evaluate, training_metrics
+from tttlm.experiments.plan import RunPlan, check_data, plan_runs
+from tttlm.experiments.spec import Spec
+
+RESULTS_FILE = "experiment.json"
+Say = Callable[[str], None]
+
+
+class ExperimentError(RuntimeError):
+    """An experiment cannot go on (a run directory of another config, data too short, a failed run); the message
+    says what and how to fix it."""
+
+
+def _trained_config(plan: RunPlan, data_dir: Path) -> Any:
+    from tttlm.train import config_from_dict
+
+    raw = json.loads(json.dumps(plan.config))
+    raw.setdefault("data", {})["dir"] = str(data_dir)
+    return config_from_dict(raw)
+
+
+def _is_finished(run_dir: Path) -> bool:
+    from tttlm.train.checkpoint import CorruptCheckpointError, verify_export
+    from tttlm.train.run_dir import RunDir
+
+    model = RunDir(run_dir).model
+    if not model.exists():
+        return False
+    try:
+        verify_export(model)
+    except CorruptCheckpointError:
+        return False
+    return True
+
+
+def ensure_trained(plan: RunPlan, data_dir: Path, say: Say) -> None:
+    """Train ``plan``'s run, continue it from its newest checkpoint, or reuse it when it is finished."""
+    from tttlm.train import train
+    from tttlm.train.checkpoint import list_checkpoints
+    from tttlm.train.config import trajectory_of
+    from tttlm.train.run_dir import RunDir
+
+    config = _trained_config(plan, data_dir)
+    saved = RunDir(plan.run_dir).config
+    if saved.exists():
+        old = trajectory_of(yaml.safe_load(saved.read_text()) or {})
+        if old != config.trajectory():
+            changed = [k for k in old if old[k] != config.trajectory()[k]]
+            raise ExperimentError(
+                f"{plan.run_dir} holds a run of another config (differs in {', '.join(changed)}); the spec or --data "
+                "changed since it was trained: pass another --out, or delete that run directory to train it again"
+            )
+        if _is_finished(plan.run_dir):
+            say(f"  {plan.name}: finished earlier, reused")
+            return
+    resume = bool(list_checkpoints(plan.run_dir))
+    kwargs: dict[str, Any] = {}
+    if plan.init_from is not None:
+        kwargs["init_from"] = RunDir(plan.init_from).model
+    say(f"  {plan.name}: {'continuing' if resume else 'training'} ({config.train.steps} steps)")
+    train(config, resume=resume, progress=False, **kwargs)
+
+
+def load_for_eval(plan: RunPlan) -> PreTrainedModel:
+    """The model to evaluate: the run's verified final model with the arm's ``eval_overrides`` applied to its config,
+    or, for an arm that is only timed, a fresh model of the planned config initialised from the seed."""
+    from tttlm.models import ARCHS, load
+    from tttlm.train.checkpoint import verify_export
+    from tttlm.train.run_dir import RunDir
+
+    if not plan.arm.train:
+        torch.manual_seed(plan.seed)
+        return ARCHS[plan.arm.arch].model_class(plan.model_config).float()
+    model_dir = RunDir(plan.run_dir).model
+    verify_export(model_dir)
+    return load(model_dir, **plan.arm.eval_overrides).float().eval()
+
+
+def _fingerprint(spec: Spec, plan: RunPlan) -> str:
+    """What a run's cached results depend on besides its training: the evaluations and the eval-time overrides."""
+    return json.dumps([[asdict(e) for e in spec.evaluations], plan.arm.eval_overrides], sort_keys=True, default=str)
+
+
+def measure(spec: Spec, plan: RunPlan, data_dir: Path | None, say: Say) -> dict[str, Any]:
+    """Train (or reuse) and evaluate one run; its results, cached in ``<run>/experiment.json``."""
+    from tttlm.data.io import write_json_atomic
+
+    cache = plan.run_dir / RESULTS_FILE
+    fingerprint = _fingerprint(spec, plan)
+    if plan.arm.train:
+        ensure_trained(plan, data_dir, say)
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("fingerprint") == fingerprint:
+            return cached
+    say(f"  {plan.name}: evaluating")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(spec.train_config.get("threads") or threads))
+    try:
+        model = load_for_eval(plan)
+        seq_len = (plan.config or spec.train_config).get("data", {}).get("seq_len", 0)
+        metrics = training_metrics(plan.run_dir) if plan.arm.train else {}
+        curves: dict[str, list[float]] = {}
+        for evaluation in spec.evaluations:
+            values, shapes = evaluate(evaluation, model, seq_len=seq_len, data_dir=data_dir, say=say)
+            metrics.update(values)
+            curves.update(shapes)
+    finally:
+        torch.set_num_threads(threads)
+    result = {"fingerprint": fingerprint, "metrics": metrics, "curves": curves}
+    write_json_atomic(cache, result)
+    return result
+
+
+def run_experiment(
+    spec: Spec,
+    seeds: Sequence[int],
+    out: Path,
+    data_dir: Path | None = None,
+    say: Say = print,
+) -> Path:
+    """Every run of ``spec`` for ``seeds`` (trained, continued or reused; evaluated), then ``report.md``, the plots
+    and ``results.json`` in ``out``; returns the report's path."""
+    from tttlm.experiments.report import write_report
+    from tttlm.experiments.results import summarise
+
+    plans = plan_runs(spec, seeds, out)
+    if spec.trains:
+        from tttlm.data.prepare import ensure_prepared
+
+        data_dir = ensure_prepared(data_dir, say=say)
+        problems = check_data(spec, plans, data_dir)
+        if problems:
+            raise ExperimentError("; ".join(problems) + ": prepare a corpus with longer held-out documents")
+    measured: dict[str, dict[str, Any]] = {}
+    for i, plan in enumerate(plans, 1):
+        say(f"[{i}/{len(plans)}] {plan.name}")
+        if plan.missing:
+            say("  not run: " + "; ".join(plan.missing))
+            continue
+        measured[plan.name] = measure(spec, plan, data_dir, say)
+    summary = summarise(spec, plans, measured)
+    return write_report(spec, summary, out)
