@@ -1,4 +1,4 @@
-"""``tttlm eval ppl|by-position|niah``, ``tttlm generate`` and ``tttlm compare``.
+"""``tttlm eval ppl|by-position|niah|mqar``, ``tttlm generate`` and ``tttlm compare``.
 
 Exit status: 0 done; 1 the model gives a non-finite loss (its weights are broken: nothing is written); 2 a bad
 checkpoint, data directory, tokenizer or device, or an output directory that cannot be written (the message names
@@ -256,6 +256,9 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     from tttlm.eval.harness import add_harness_command
 
     add_harness_command(evals)
+    from tttlm.eval.mqar_cli import add_mqar_command
+
+    add_mqar_command(evals)
     ppl = evals.add_parser(
         "ppl",
         help="perplexity at several context lengths on long held-out documents",
