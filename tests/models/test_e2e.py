@@ -40,6 +40,7 @@ FD_MODEL = {
     "attention_block_size": 4,
     "mini_batch_size": 4,
     "inner_lr": 0.5,
+    "inner_lr_learnable": True,
     "initializer_range": 0.2,
 }
 
@@ -56,6 +57,17 @@ def _fd_model(**overrides: object) -> E2EForCausalLM:
 
 def _no_ttt(**overrides: object) -> dict:
     return {**overrides, "inner_lr": 0.0, "inner_lr_learnable": False}
+
+
+# the release's block without what the Llama-style SWA block of the stack models lacks (QK-norm, post-norms, the
+# interleaved RoPE, θ 500K), at the stack models' tiny MLP width: these weights load into the registry's "swa"
+STACK_LIKE = {
+    "qk_norm": False,
+    "post_norm": False,
+    "rope_pairing": "half",
+    "rope_theta": 10000.0,
+    "intermediate_size": 172,
+}
 
 
 def _cache_tensors(cache: E2ECache) -> list[Tensor]:
@@ -75,18 +87,23 @@ def _cache_tensors(cache: E2ECache) -> list[Tensor]:
 # ---------------------------------------------------------------------------------------------------- structure
 
 
-def test_prime_mlps_sit_in_the_last_quarter_and_the_static_mlp_there_is_shrunk() -> None:
+def test_the_125m_preset_is_the_release_shape_with_prime_mlps_in_the_last_quarter() -> None:
     config = make_config("ttt-e2e", "125m")
-    assert (config.num_updated_layers, config.first_updated_layer) == (3, 9)
-    assert config.updated_intermediate_size < config.intermediate_size == config.prime_intermediate_size == 2048
+    assert (config.num_updated_layers, config.first_updated_layer) == (3, 9)  # the release's suffix_len 3
+    assert config.intermediate_size == config.updated_intermediate_size == config.prime_intermediate_size == 1664
+    assert (config.sliding_window, config.mini_batch_size, config.rope_theta) == (8192, 1024, 500000.0)
+    assert (config.qk_norm, config.post_norm, config.prime_position) == (True, True, "before_static")
     with torch.device("meta"):
         model = build("ttt-e2e", "125m")
     updated = [block.layer_idx for block in model.model.layers if block.prime is not None]
     assert updated == [9, 10, 11]
-    assert model.model.layers[0].mlp.up_proj.out_features == 2048
-    assert model.model.layers[11].mlp.up_proj.out_features == config.updated_intermediate_size
-    assert model.model.layers[11].prime.up.shape == (768, 2048)  # (in, out)
-    assert model.model.layers[11].prime.log_lr.shape == (3,)  # one step size per prime weight tensor
+    assert model.model.layers[11].mlp.up_proj.out_features == 1664
+    assert model.model.layers[11].prime.up.shape == (768, 1664)  # (in, out)
+    assert model.model.layers[11].prime.log_lr is None  # the release's step size is fixed
+    assert model.model.layers[11].attn.q_norm.weight.shape == (64,)  # per head
+    with torch.device("meta"):
+        learnable = build("ttt-e2e", "125m", inner_lr_learnable=True)
+    assert learnable.model.layers[11].prime.log_lr.shape == (3,)  # ours: one step size per prime weight tensor
     assert make_config("ttt-e2e", "tiny").num_updated_layers == 1  # at least one
     assert E2EConfig(num_hidden_layers=24).num_updated_layers == 6
     assert E2EConfig(num_hidden_layers=4, updated_fraction=1.0).first_updated_layer == 0
@@ -100,7 +117,11 @@ def test_prime_mlps_sit_in_the_last_quarter_and_the_static_mlp_there_is_shrunk()
         ({"updated_fraction": 0.0}, ["updated_fraction", "(0, 1]"]),
         ({"updated_fraction": 1.5}, ["updated_fraction", "1.5"]),
         ({"inner_lr": -0.1}, ["inner_lr", "-0.1"]),
-        ({"inner_lr": 0.0}, ["inner_lr", "inner_lr_learnable=False"]),
+        ({"inner_lr": 0.0, "inner_lr_learnable": True}, ["inner_lr", "inner_lr_learnable=False"]),
+        ({"prime_position": "middle"}, ["prime_position", "'before_static'", "'middle'"]),
+        ({"loss_reduction": "sum"}, ["loss_reduction", "'mini_batch'"]),
+        ({"rope_pairing": "complex"}, ["rope_pairing", "'interleaved'"]),
+        ({"qk_norm": 1}, ["qk_norm"]),
         ({"inner_grad_clip": 0.0}, ["inner_grad_clip", "0.0"]),
         ({"meta_gradient": "second"}, ["meta_gradient", "'exact'", "'second'"]),
         ({"num_attention_heads": 3}, ["num_attention_heads", "3"]),
@@ -189,7 +210,7 @@ def test_each_sequence_learns_only_from_itself() -> None:
 def test_inner_lr_zero_is_the_swa_backbone_with_the_same_weights() -> None:
     # same widths everywhere, prime MLPs' output projection at 0: the plain SWA model of the registry
     dims = {"sliding_window": 5, "attention_block_size": 4}
-    e2e = _e2e(**_no_ttt(updated_intermediate_size=172), match_params=False)
+    e2e = _e2e(**_no_ttt(**STACK_LIKE))
     torch.nn.init.zeros_(e2e.model.layers[1].prime.down)
     swa = build("swa", "tiny", match_params=False, **dims).double().eval()
     swa.load_state_dict({k: v for k, v in e2e.state_dict().items() if ".prime." not in k}, strict=True)
@@ -200,7 +221,7 @@ def test_inner_lr_zero_is_the_swa_backbone_with_the_same_weights() -> None:
 
 def test_inner_lr_zero_adds_the_prime_mlp_with_its_initial_weights() -> None:
     # the prime MLP's effect computed directly: a hook adds x + SwiGLU(RMSNorm(x); W_0) to the SWA block output
-    e2e = _e2e(**_no_ttt(updated_intermediate_size=172), match_params=False)
+    e2e = _e2e(**_no_ttt(**STACK_LIKE, prime_position="after_static"))
     swa = build("swa", "tiny", match_params=False, sliding_window=5, attention_block_size=4).double().eval()
     swa.load_state_dict({k: v for k, v in e2e.state_dict().items() if ".prime." not in k}, strict=True)
     prime = e2e.model.layers[1].prime
@@ -214,7 +235,7 @@ def test_inner_lr_zero_adds_the_prime_mlp_with_its_initial_weights() -> None:
     ids = random_ids(2, 23)
     with torch.no_grad():
         assert rel_err(e2e(ids).logits, swa(ids).logits) < 1e-12
-        learning = _e2e(updated_intermediate_size=172, match_params=False)
+        learning = _e2e(**STACK_LIKE, prime_position="after_static")
         learning.load_state_dict(e2e.state_dict(), strict=False)
         assert rel_err(learning(ids).logits, swa(ids).logits) > 1e-3  # with lr > 0 it is not the backbone
 
@@ -352,7 +373,7 @@ def test_the_cache_does_not_grow_with_the_context() -> None:
             assert block.attn.keys.shape[1] == block.attn.values.shape[1] == 5  # window − 1
         updated = cache.blocks[1]
         assert updated.fast is not None
-        assert [w.shape for w in updated.fast] == [(1, 64, 172), (1, 64, 172), (1, 172, 64)]
+        assert [w.shape for w in updated.fast] == [(1, 64, 136), (1, 64, 136), (1, 136, 64)]
         assert updated.start_attn.keys.shape[1] == 5
     assert sizes[0] == sizes[1] == sizes[2]
 
@@ -375,8 +396,8 @@ def test_grad_mode_gives_the_inference_values_and_a_graph_into_w0() -> None:
         expected = model(ids).logits
     logits = model(ids).logits
     assert rel_err(logits.detach(), expected) < TOL64
-    (grad,) = torch.autograd.grad(logits[:, 8:].sum(), model.model.layers[1].prime.log_lr)
-    assert bool(grad.abs().sum() > 0)  # later mini-batches depend on the step sizes
+    (grad,) = torch.autograd.grad(logits[:, 8:].sum(), model.model.layers[1].prime.gate)
+    assert bool(grad.abs().sum() > 0)  # later mini-batches depend on W_0, through the steps too
 
 
 def test_logits_to_keep_and_hidden_states() -> None:

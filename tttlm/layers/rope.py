@@ -1,7 +1,9 @@
-"""Rotary position embedding on interleaved pairs (x[2i], x[2i+1]) rotated by angle p · θ^(−2i/d).
+"""Rotary position embedding: channel pair i rotated by angle p · θ^(−2i/d), in one of two pairings.
 
-This is the pairing of the TTT reference implementations (JAX and PyTorch), so their checkpoints load
-without permuting weights. TTT layers pass positions modulo the mini-batch size.
+* ``"interleaved"`` (``apply_rope``): pairs (x[2i], x[2i+1]), the pairing of the TTT reference implementations
+  (JAX and PyTorch) and of the TTT-E2E release, so their checkpoints load without permuting weights. TTT layers
+  pass positions modulo the mini-batch size.
+* ``"half"`` (``apply_rope_half``): pairs (x[i], x[i + d/2]), the rotate-half pairing of Llama/Mistral.
 """
 
 from __future__ import annotations
@@ -26,3 +28,16 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     cos = cos.to(x.dtype)[:, None, :]
     sin = sin.to(x.dtype)[:, None, :]
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+def apply_rope_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate channel pairs (c, c + d/2) of x: (batch, seq, heads, d) by angles cos, sin: (seq, d / 2)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos = cos.to(x.dtype)[:, None, :]
+    sin = sin.to(x.dtype)[:, None, :]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+# name → rotation, for the modules that let the pairing be chosen (``layers.attention.Attention``)
+ROPE_PAIRINGS = {"interleaved": apply_rope, "half": apply_rope_half}

@@ -329,6 +329,11 @@ class CausalLMHead:
         outputs = self.model(**backbone_kwargs, return_dict=True)
         return self.lm_head(outputs.last_hidden_state[:, kept_positions(logits_to_keep)]), outputs
 
+    def _lm_loss(self, logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None, outputs: Any) -> Tensor:
+        """The loss of ``forward(labels=...)``: next-token cross-entropy (``causal_lm_loss``); a family may reduce
+        it otherwise (TTT-E2E: per mini-batch)."""
+        return causal_lm_loss(logits, labels, num_items_in_batch)
+
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
@@ -378,7 +383,7 @@ class CausalLMHead:
                     f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
                     f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
                 )
-            loss = causal_lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
+            loss = self._lm_loss(logits, labels, kwargs.get("num_items_in_batch"), outputs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         cache = output_cache(outputs)
         if not return_dict:

@@ -35,9 +35,8 @@ is linear in T forward and backward and starts from the cached state.
 
 Parameter matching: the reference is TTT-Linear with the Transformer backbone at the preset. Every other arch has its
 width solved so that its parameter count matches the reference (the papers' practice: the TTT-E2E paper shrinks
-the MLP to keep the count): the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP;
-for ttt-e2e the width of the static MLP in its updated blocks (``updated_intermediate_size``), as the public release
-of the TTT-E2E paper shrinks it to make room for the prime MLP.
+the MLP to keep the count): the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP.
+ttt-e2e is never solved: it has the release's own sizes (``E2E_PRESETS``, one MLP width for static and prime MLPs).
 Mamba and Mamba-2 have no MLP; they get 2 layers per Transformer block (the Mamba papers' depth at these sizes),
 then Mamba-1 has its inner width d_inner (``intermediate_size``, normally 2 × hidden) solved and Mamba-2, whose
 width must be ``expand × hidden`` (an integer expand), its number of layers. ``match_params=False`` keeps the
@@ -56,7 +55,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 
-from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.e2e.configuration import E2E_PRESETS, E2EConfig
 from tttlm.models.e2e.modeling import E2EForCausalLM
 from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
 from tttlm.models.ssm.modeling import SelectiveScanForCausalLM, SSDForCausalLM
@@ -80,8 +79,9 @@ REGISTRY_KNOBS = ("short_conv",)
 SLIDING_WINDOW = {"tiny": 64, "default": 2048}
 FULL_ATTENTION_EVERY = {"tiny": 2, "default": 4}
 KVB_MINI_BATCH = {"tiny": 64, "default": 256}
-# TTT-E2E inner mini-batch b, at the paper's ratio k / b = 8K / 1K = 8 to the window
-E2E_MINI_BATCH = {"tiny": 8, "default": 256}
+# TTT-E2E: the release's sizes (``models/e2e/configuration.E2E_PRESETS``, window 8K and b = 1K at every size but
+# tiny); paper 1's 1.3b has the release's 1b shape
+E2E_SIZE_OF = {"1.3b": "1b"}
 # Mamba-2: head dim 64, one group, state 128, chunk 256 (the Mamba-2 paper's settings); tiny: smaller
 MAMBA2 = {
     "tiny": {"head_dim": 16, "state_size": 16, "chunk_size": 64},
@@ -220,12 +220,9 @@ def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> Pretra
     overrides = dict(overrides)
     if _short_conv(overrides):
         raise ValueError("ttt-e2e: short_conv is not available (its blocks, in models/e2e, take no conv sub-block)")
-    values = {
-        **_transformer_dims(dims),
-        "sliding_window": _per_size(SLIDING_WINDOW, size),
-        "mini_batch_size": _per_size(E2E_MINI_BATCH, size),
-    }
-    return E2EConfig(**{**values, **overrides})
+    # the release's shape at this size (its 1b is paper 1's 1.3b), our vocabulary and special tokens
+    preset = E2E_PRESETS[E2E_SIZE_OF.get(size, size)]
+    return E2EConfig(**{**_common(dims), **preset, **overrides})
 
 
 def _mamba_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
@@ -360,12 +357,11 @@ ARCHS: dict[str, ArchSpec] = {
         ),
         ArchSpec(
             "ttt-e2e",
-            "SWA + MLPs of the last L/4 blocks updated at test time, meta-learned (ours)",
+            "SWA + MLPs of the last L/4 blocks updated at test time, meta-learned (the release's block)",
             E2EForCausalLM,
             E2EConfig,
             _e2e_config,
-            "updated_intermediate_size",
-            MLP_WIDTH_MULTIPLE,
+            None,
         ),
     )
 }
@@ -482,7 +478,7 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
         match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
             ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``ttt_mini_batch_size=128`` for ttt-kvb,
-            ``mini_batch_size=64``, ``inner_lr=0.1`` for ttt-e2e,
+            ``mini_batch_size=64``, ``inner_lr=0.5`` for ttt-e2e,
             ``state_size=...`` for mamba), ``full_attention_every=N`` for hybrid, and for every arch but ttt-e2e
             ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel ``conv_kernel``) before each
             mixer, Zoology's short convolution (the TTT models' ``pre_conv``; a stack model for ``transformer``;

@@ -33,20 +33,58 @@ def fast_swiglu(x: Tensor, weights: Sequence[Tensor]) -> Tensor:
     return torch.matmul(F.silu(torch.matmul(x, gate)) * torch.matmul(x, up), down)
 
 
-def inner_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Sum over sequences of each sequence's mean next-token cross-entropy.
+def inner_loss(logits: Tensor, targets: Tensor, ignore_id: int | None = None) -> Tensor:
+    """Sum over sequences of each sequence's mean next-token cross-entropy over its counted positions.
 
     Summing (not averaging) over the batch makes the gradient with respect to a sequence's own fast weights that
-    sequence's own mean-loss gradient, whatever the batch size.
+    sequence's own mean-loss gradient, whatever the batch size. A position whose target is ``ignore_id`` is not
+    counted (the release's loss mask, target ≠ BOS); a sequence with no counted position contributes 0, as the
+    release's ``cross_entropy_loss_and_accuracy`` (whose count is floored at 1e-10).
 
     Args:
         logits: (B, n, vocab) logits of the mini-batch's positions.
         targets: (B, n) the token that follows each position.
+        ignore_id: the target id left out (None: every position counts).
+    """
+    return masked_mean_nll(logits, targets, ignore_id).sum()
+
+
+def masked_mean_nll(logits: Tensor, targets: Tensor, ignore_id: int | None = None) -> Tensor:
+    """(B,) each row's mean next-token cross-entropy over the positions whose target is not ``ignore_id``
+    (0 for a row with none). logits: (B, n, vocab); targets: (B, n)."""
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    if ignore_id is None:
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape).mean(1)
+    # ignored positions give exactly 0 (not 0 × a possibly infinite loss)
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_id, reduction="none")
+    return nll.view(targets.shape).sum(dim=1) / (targets != ignore_id).sum(dim=1).clamp_min(1)
+
+
+def mini_batch_loss(logits: Tensor, labels: Tensor, mini_batch_size: int, start: int = 0) -> Tensor:
+    """The release's outer loss: the mean, over the (sequence, mini-batch) pairs with a counted position, of each
+    mini-batch's mean next-token cross-entropy over its counted positions.
+
+    Args:
+        logits: (B, T, vocab); position t is scored against ``labels[:, t + 1]`` (the transformers shift).
+        labels: (B, T) target ids; -100 is not counted (the caller sets BOS targets to it: the release's mask).
+        mini_batch_size: b; position t belongs to mini-batch ``(start + t) // b`` of the stream.
+        start: the stream position of the call's first token.
     """
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
-    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    return nll.view(targets.shape).mean(dim=1).sum()
+    targets = F.pad(labels, (0, 1), value=-100)[:, 1:].to(logits.device)
+    counted = targets != -100
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+    batch, seq = targets.shape
+    # one group per (row, stream mini-batch): pad the front so that the groups are whole
+    offset = start % mini_batch_size
+    groups = -(-(offset + seq) // mini_batch_size)
+    pad = (offset, groups * mini_batch_size - offset - seq)
+    sums = F.pad(nll, pad).view(batch, groups, mini_batch_size).sum(-1)
+    counts = F.pad(counted, pad).view(batch, groups, mini_batch_size).sum(-1)
+    present = counts > 0
+    return (sums[present] / counts[present]).mean()
 
 
 def sgd_step(

@@ -1,41 +1,46 @@
 """TTT-E2E: a sliding-window Transformer that keeps learning at test time by next-token prediction.
 
-Block i, each sub-block pre-normed with RMSNorm (``E2EBlock``):
+Block i, as the release computes it (``ttt/model/transformer.py`` ``Block``; every norm an RMSNorm without bias,
+``pre``/``post`` each sub-block's own; ``post`` is skipped with ``post_norm=False``):
 
-    x ← x + SWA(RMSNorm(x))                      window k, every block (``layers/attention.py``)
-    x ← x + SwiGLU(RMSNorm(x))                   the static MLP: never changed by the inner loop
-    x ← x + PrimeSwiGLU(RMSNorm(x); W)           only the last ``num_updated_layers`` blocks (default L/4)
+    h ← h + post(SWA(pre(h)))                    window k, QK-norm before RoPE (``attention.py`` ``SWA``)
+    h ← h + post'(PrimeSwiGLU(pre'(h); W))       only the last ``num_updated_layers`` blocks (``suffix_len``)
+    h ← h + post''(SwiGLU(pre''(h)))             the static MLP, never changed by the inner loop
 
-then a final RMSNorm and the LM head. The prime MLPs' weights W are the fast weights. The input is cut into
-mini-batches of b tokens aligned to absolute stream positions; mini-batch i is processed with W_i and then
+then the final RMSNorm (``ln_f``) and the LM head tied to the embedding. The prime MLPs' weights W (gate, up,
+down; not their norms: the release's ``spec_inner`` is ``**.suffix_blocks.feed_forward_prime.**``) are the fast
+weights. The input is cut into mini-batches of b tokens aligned to absolute stream positions; mini-batch i is
+processed with W_i and then
 
-    W_{i+1} = W_i − η · min(1, c / ‖g_i‖) · g_i,    g_i = ∇_W (mean next-token loss of mini-batch i)(W_i)
+    W_{i+1} = W_i − η · min(1, c / ‖g_i‖) · g_i,    g_i = ∇_W ℓ_i(W_i)
 
-per sequence (``inner_loop.sgd_step``); W_0 is the prime MLPs' parameters, learned in the outer loop.
+per sequence (``inner_loop.sgd_step``; ‖·‖ the global norm over all prime weights of all updated blocks, optax's
+``clip_by_global_norm``), where ℓ_i is the mean next-token loss over mini-batch i's positions whose target is not
+BOS (``mask_bos_targets``). W_0 is the prime MLPs' parameters, learned in the outer loop; η is ``inner_lr``
+(release: 1) times the trainer's warm-up scale (``set_inner_lr_scale``; the release's ``get_ilr_multiplier``).
 
 Decisions (see also docs/ARCHITECTURE.md, "TTT-E2E"):
 
 * Targets. Position t of mini-batch i predicts token t + 1, so its last position's target is the first token of
-  mini-batch i + 1: the inner loss is exactly the outer loss restricted to the mini-batch (as in the public
-  release, whose inner loss uses the training targets), and b = 1 is online gradient descent. The step after
-  mini-batch i is therefore taken when that next token is known; it changes only the outputs from that token on,
-  so the model stays causal. A mini-batch that is incomplete, or complete but last in the input, produces its
-  outputs with W_i and its step is left open in the cache (``E2ECache.open``) until the mini-batch completes and
-  the next token arrives; then its step is taken by recomputing the updated blocks on it, exactly.
-* Step size. ``inner_lr_learnable``: one learnable log step size per prime weight tensor (η = exp(log η),
-  positive, scale-free to learn); otherwise the configured ``inner_lr`` (0 disables test-time training).
+  mini-batch i + 1, as in the release (whose chunks of ``target_tokens`` are the inputs shifted by one): b = 1 is
+  online gradient descent. The step after mini-batch i is therefore taken when that next token is known; it
+  changes only the outputs from that token on, so the model stays causal. A mini-batch that is incomplete, or
+  complete but last in the input, produces its outputs with W_i and its step is left open in the cache
+  (``E2ECache.open``) until the mini-batch completes and the next token arrives; then its step is taken by
+  recomputing the updated blocks on it, exactly.
 * Where gradients go. The blocks below the first updated block run once over the whole input, outside the inner
-  loop; the inner gradient is taken with respect to the prime weights only, so its backward starts at the
-  logits and stops at the first updated block's input (nothing below is visited). The outer gradient is the exact
+  loop (the release's ``prefix_call``); the inner gradient is taken with respect to the prime weights only, so its
+  backward starts at the logits and stops at the first updated block's input. The outer gradient is the exact
   gradient of the outer loss (``meta_gradient="exact"``: the inner gradients are built with ``create_graph``, and
-  the outer backward flows through them into W_0, the step sizes and every parameter they depend on, the lower
-  blocks included through the first updated block's input). ``meta_gradient="first_order"`` treats the inner
-  gradients as constants (cheaper, biased). Inside one mini-batch one forward serves both losses: the outer loss
-  and the inner loss read the same logits.
+  the outer backward flows through them into W_0 and every parameter they depend on, as ``jax.grad`` of the
+  release's ``loss_for_sequence``). ``meta_gradient="first_order"`` (ours) treats the inner gradients as constants.
+  Inside one mini-batch one forward serves both losses: the outer loss and the inner loss read the same logits.
+* The outer loss (``loss_reduction="mini_batch"``, the release's): the mean over mini-batches of each mini-batch's
+  masked mean, each mini-batch scored before its own step.
 * Inference (``torch.is_grad_enabled()`` False, including ``inference_mode``): the inner gradient is still taken
   (autograd switched on locally), first-order only, on detached copies; nothing is kept for a second-order pass.
-* Placement. The prime MLP comes after the static MLP, as DESIGN.md describes the release; the release code we read
-  applies it before the static MLP. Both are residual sub-blocks of the same block; only the order differs.
+* Attention keeps keys after RoPE at their absolute positions; the release keeps them before RoPE and rotates the
+  window by positions relative to it. RoPE depends only on position differences, so the two agree up to rounding.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from tttlm.models.base import (
     TIED_LM_HEAD,
     CausalLMHead,
     StatefulPreTrainedModel,
+    causal_lm_loss,
     check_input_ids,
     forward_by_row,
     kept_positions,
@@ -67,18 +73,29 @@ from tttlm.models.base import (
 from tttlm.models.cache import map_tensors
 from tttlm.models.e2e.cache import E2EBlockCache, E2ECache, OpenMiniBatch
 from tttlm.models.e2e.configuration import E2EConfig
-from tttlm.models.e2e.inner_loop import autograd_ready, fast_swiglu, inner_grad_mode, inner_loss, sgd_step
+from tttlm.models.e2e.inner_loop import (
+    autograd_ready,
+    fast_swiglu,
+    inner_grad_mode,
+    inner_loss,
+    mini_batch_loss,
+    sgd_step,
+)
 from tttlm.models.hf_compat import pop_cache, with_cache
+from tttlm.models.inner_lr_scale import InnerLrScaled
 
 FastWeights = tuple[Tensor, Tensor, Tensor]
+# the release's pre-training recipe: ilr_init 0.1 with inner lr 1 (``pretrain-*-e2e.yaml``); extension runs at 1
+RELEASE_INNER_LR_WARMUP_RATIO = 0.1
 
 
 class PrimeMLP(nn.Module):
-    """The updated MLP of a block: ``SwiGLU(RMSNorm(x); W)``; its parameters hold W_0 and the step sizes.
+    """The updated sub-block of a block: ``post(SwiGLU(norm(x); W))``; its parameters hold W_0 and the norms.
 
-    The RMSNorm is static. W_0 is ``gate`` (d, m), ``up`` (d, m), ``down`` (m, d), in the (in, out) layout of the
-    fast weights (``inner_loop``; the transpose of ``nn.Linear.weight``), initialised N(0, initializer_range²) like
-    every linear layer. ``log_lr`` (3,), if the step size is learnable, holds log η for gate, up and down.
+    The norms are static (outer parameters). W_0 is ``gate`` (d, m), ``up`` (d, m), ``down`` (m, d), in the
+    (in, out) layout of the fast weights (``inner_loop``; the release's layout, the transpose of
+    ``nn.Linear.weight``), initialised N(0, initializer_range²) like every linear layer. ``log_lr`` (3,), if the
+    step size is learnable (ours), holds log η for gate, up and down.
     """
 
     def __init__(
@@ -87,12 +104,14 @@ class PrimeMLP(nn.Module):
         intermediate_size: int,
         *,
         eps: float,
+        post_norm: bool,
         inner_lr: float,
         learnable_lr: bool,
         initializer_range: float,
     ) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(hidden_size, eps=eps)
+        self.post_norm = nn.RMSNorm(hidden_size, eps=eps) if post_norm else None
         self.gate = nn.Parameter(torch.empty(hidden_size, intermediate_size))
         self.up = nn.Parameter(torch.empty(hidden_size, intermediate_size))
         self.down = nn.Parameter(torch.empty(intermediate_size, hidden_size))
@@ -115,45 +134,56 @@ class PrimeMLP(nn.Module):
         gate, up, down = (p.to(dtype) for p in (self.gate, self.up, self.down))
         return gate.expand(batch, *gate.shape), up.expand(batch, *up.shape), down.expand(batch, *down.shape)
 
-    def step_sizes(self) -> list[Tensor | float]:
-        """η for gate, up and down: ``exp(log_lr)`` (differentiable) or the configured float."""
+    def step_sizes(self, scale: float = 1.0) -> list[Tensor | float]:
+        """η for gate, up and down, times ``scale`` (the warm-up): ``exp(log_lr)`` (differentiable) or the
+        configured float."""
         if self.log_lr is None:
-            return [self.inner_lr] * 3
-        return list(self.log_lr.exp().unbind())
+            return [self.inner_lr * scale] * 3
+        return list((self.log_lr.exp() * scale).unbind())
 
     def forward(self, x: Tensor, weights: FastWeights) -> Tensor:
         """x: (B, n, d) block stream; weights: the current fast weights. Returns the residual update (B, n, d)."""
-        h = self.norm(x)
-        return fast_swiglu(h.to(weights[0].dtype), weights).to(x.dtype)
+        h = fast_swiglu(self.norm(x).to(weights[0].dtype), weights).to(x.dtype)
+        return h if self.post_norm is None else self.post_norm(h)
 
 
 class E2EBlock(nn.Module):
-    """``x + SWA(RMSNorm(x))``, ``x + SwiGLU(RMSNorm(x))`` and, in updated blocks, ``x + PrimeMLP(x; W)``.
+    """The release's block: ``h + post(SWA(pre(h)))``, in updated blocks ``h + PrimeMLP(h; W)``, then
+    ``h + post(SwiGLU(pre(h)))`` (with ``prime_position="after_static"``, ours, the prime sub-block comes last).
 
-    ``forward(x, cache, fast) -> (x, cache)``; x: (batch, seq, hidden). Parameter names match ``StackBlock``
-    (``attn_norm``, ``attn``, ``ffn_norm``, ``mlp``), so the weights of a plain SWA model load as they are.
+    ``forward(x, cache, fast) -> (x, cache)``; x: (batch, seq, hidden). Parameter names: ``attn_norm``, ``attn``
+    (with ``q_norm``/``k_norm``), ``attn_post_norm``, ``prime`` (``norm``, ``gate``, ``up``, ``down``,
+    ``post_norm``), ``ffn_norm``, ``mlp``, ``ffn_post_norm``; ``models/e2e/release.py`` maps them to the release's.
     """
 
     def __init__(self, config: E2EConfig, layer_idx: int) -> None:
         super().__init__()
+        hidden, eps = config.hidden_size, config.rms_norm_eps
         self.layer_idx = layer_idx
         self.updated = layer_idx >= config.first_updated_layer
-        self.attn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.prime_first = config.prime_position == "before_static"
+        self.attn_norm = nn.RMSNorm(hidden, eps=eps)
         self.attn = Attention(
-            config.hidden_size,
+            hidden,
             config.num_attention_heads,
             window=config.sliding_window,
             rope_theta=config.rope_theta,
             block_size=config.attention_block_size,
+            qk_norm=config.qk_norm,
+            rope_pairing=config.rope_pairing,
+            eps=eps,
         )
-        self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.attn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else None
+        self.ffn_norm = nn.RMSNorm(hidden, eps=eps)
         width = config.updated_intermediate_size if self.updated else config.intermediate_size
-        self.mlp = SwiGLU(config.hidden_size, width)
+        self.mlp = SwiGLU(hidden, width)
+        self.ffn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else None
         self.prime = (
             PrimeMLP(
-                config.hidden_size,
+                hidden,
                 config.prime_intermediate_size,
-                eps=config.rms_norm_eps,
+                eps=eps,
+                post_norm=config.post_norm,
                 inner_lr=config.inner_lr,
                 learnable_lr=config.inner_lr_learnable,
                 initializer_range=config.initializer_range,
@@ -167,20 +197,29 @@ class E2EBlock(nn.Module):
     ) -> tuple[Tensor, KVCache]:
         """x: (batch, seq, hidden); ``fast`` (updated blocks only): the prime MLP's current weights."""
         h, kv = self.attn(self.attn_norm(x), cache)
-        x = x + h
-        x = x + self.mlp(self.ffn_norm(x))
+        x = x + _post(self.attn_post_norm, h)
         if self.prime is not None:
             if fast is None:
                 raise ValueError(f"block {self.layer_idx} is updated at test time: pass its fast weights")
+            if self.prime_first:
+                x = x + self.prime(x, fast)
+        x = x + _post(self.ffn_post_norm, self.mlp(self.ffn_norm(x)))
+        if self.prime is not None and not self.prime_first:
             x = x + self.prime(x, fast)
         return x, kv
 
 
+def _post(norm: nn.Module | None, h: Tensor) -> Tensor:
+    return h if norm is None else norm(h)
+
+
 @dataclass
 class E2EModelOutput(BaseModelOutputWithPast):
-    """``BaseModelOutputWithPast`` plus the kept ``logits`` (batch, kept, vocab): the inner loop needs the head."""
+    """``BaseModelOutputWithPast`` plus the kept ``logits`` (batch, kept, vocab) (the inner loop needs the head) and
+    ``stream_start``, the stream position of the call's first token (the mini-batches are aligned to it)."""
 
     logits: Tensor | None = None
+    stream_start: int | None = None
 
 
 @dataclass
@@ -220,6 +259,10 @@ class E2EModel(E2EPreTrainedModel):
         self.layers = nn.ModuleList([E2EBlock(config, i) for i in range(config.num_hidden_layers)])
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
+        # the trainer's warm-up of the inner step size (``InnerLrScaled.set_inner_lr_scale``): a schedule, not a
+        # weight, so not saved; the release's pre-training recipe starts it at ilr_init / lr = 0.1
+        self.inner_lr_scale = 1.0
+        self.inner_lr_warmup_ratio = RELEASE_INNER_LR_WARMUP_RATIO
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -227,6 +270,11 @@ class E2EModel(E2EPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
+
+    @property
+    def _ignored_target(self) -> int | None:
+        """The target id the inner loss leaves out (BOS, with ``mask_bos_targets``), or None."""
+        return self.config.bos_token_id if self.config.mask_bos_targets else None
 
     @property
     def updated_blocks(self) -> list[E2EBlock]:
@@ -276,6 +324,7 @@ class E2EModel(E2EPreTrainedModel):
         batch, seq = input_ids.shape
         real = real_tokens(attention_mask, batch, seq)
         cache, use_cache = resolve_cache(self, past_key_values, E2ECache, batch, use_cache)
+        start = 0 if cache is None else cache.seen_tokens
         if runs_by_row(real, cache):
             # each row's inner loop learns from its own real tokens only (see base.forward_by_row)
             fields, cache_out = forward_by_row(
@@ -291,7 +340,12 @@ class E2EModel(E2EPreTrainedModel):
         if not return_dict:
             return tuple(v for v in (normed, cache_out, hidden_states, logits) if v is not None)
         return with_cache(
-            E2EModelOutput, cache_out, last_hidden_state=normed, hidden_states=hidden_states, logits=logits
+            E2EModelOutput,
+            cache_out,
+            last_hidden_state=normed,
+            hidden_states=hidden_states,
+            logits=logits,
+            stream_start=start,
         )
 
     def _stream_call(
@@ -451,7 +505,7 @@ class E2EModel(E2EPreTrainedModel):
         config = self.config
         batch = x.shape[0]
         blocks = self.updated_blocks
-        lrs = [lr for block in blocks for lr in block.prime.step_sizes()]
+        lrs = [lr for block in blocks for lr in block.prime.step_sizes(self.inner_lr_scale)]
         if torch.is_grad_enabled():
             # training: W_{i+1} stays a differentiable function of W_0, the step sizes and the other parameters
             exact = config.meta_gradient == "exact"
@@ -463,7 +517,8 @@ class E2EModel(E2EPreTrainedModel):
                 h, caches, outs = self._blocks(x, attn, _group(flat))
             normed = self.norm(h)
             logits = lm_head(normed)
-            grads = torch.autograd.grad(inner_loss(logits, targets), flat, create_graph=exact, retain_graph=True)
+            loss = inner_loss(logits, targets, self._ignored_target)
+            grads = torch.autograd.grad(loss, flat, create_graph=exact, retain_graph=True)
             new = sgd_step(flat, grads, lrs, config.inner_grad_clip)
             return normed, logits, caches, _group(new), outs
         # inference: first-order gradient on detached copies, nothing kept for a second-order pass
@@ -473,7 +528,7 @@ class E2EModel(E2EPreTrainedModel):
             h, caches, outs = self._blocks(autograd_ready(x), map_tensors(attn, autograd_ready), _group(flat))
             normed = self.norm(h)
             logits = lm_head(normed)
-            grads = torch.autograd.grad(inner_loss(logits, autograd_ready(targets)), flat)
+            grads = torch.autograd.grad(inner_loss(logits, autograd_ready(targets), self._ignored_target), flat)
         with torch.no_grad():
             new = sgd_step([t.detach() for t in flat], grads, lrs, config.inner_grad_clip)
         normed, logits, caches, outs = map_tensors((normed, logits, tuple(caches), tuple(outs)), Tensor.detach)
@@ -495,7 +550,7 @@ def _kept_positions(logits_to_keep: int | Tensor, n: int, device: torch.device) 
     return (lambda s, e: unique[(unique >= s) & (unique < e)] - s), inverse
 
 
-class E2EForCausalLM(CausalLMHead, E2EPreTrainedModel, GenerationMixin):
+class E2EForCausalLM(InnerLrScaled, CausalLMHead, E2EPreTrainedModel, GenerationMixin):
     """``E2EModel`` with the LM head (tied to the embedding unless ``config.tie_word_embeddings`` is False).
 
     ``forward`` is ``TTTForCausalLM``'s. Test-time training happens in every call, training or not: the outputs of
@@ -511,3 +566,15 @@ class E2EForCausalLM(CausalLMHead, E2EPreTrainedModel, GenerationMixin):
         # the backbone needs the LM head itself: the inner loss of every mini-batch is next-token prediction
         outputs = self.model(**backbone_kwargs, return_dict=True, lm_head=self.lm_head, logits_to_keep=logits_to_keep)
         return outputs.logits, outputs
+
+    def _lm_loss(self, logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None, outputs: Any) -> Tensor:
+        """The release's loss (``loss_reduction="mini_batch"``): per mini-batch means, averaged; BOS targets left
+        out with ``mask_bos_targets``. Under gradient accumulation (``num_items_in_batch``) or with
+        ``loss_reduction="token"``: the mean over counted tokens."""
+        config = self.config
+        ignored = self.model._ignored_target
+        if ignored is not None:
+            labels = labels.masked_fill(labels == ignored, -100)
+        if config.loss_reduction == "token" or num_items_in_batch is not None:
+            return causal_lm_loss(logits, labels, num_items_in_batch)
+        return mini_batch_loss(logits, labels, config.mini_batch_size, outputs.stream_start or 0)

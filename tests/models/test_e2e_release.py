@@ -1,0 +1,194 @@
+"""TTT-E2E against the official release's own outputs (``tests/fixtures/ttt-e2e-official-*``, see their README).
+
+Each fixture holds what the release's JAX code computes in float32 for a tiny model: the per-token NLL with
+test-time training on, the meta loss, the exact meta-gradient of every parameter, and the NLL with no test-time
+update. Our model is built from the fixture's config (``release.release_config``) and parameters
+(``release.from_release``), and must reproduce all of it to ≤ 1e-5 relative (float32 on both sides; measured
+≤ 3e-6). The second half checks that the comparison has teeth: each plausible mistake (the prime MLP after the
+static one, no QK-norm, no post-norm, a clip per tensor instead of global, BOS targets counted, no inner-lr warm-up)
+moves some output far beyond the tolerance.
+
+Further fixtures (another release checkpoint of the same layout) are picked up from ``tests/fixtures`` by name, or
+from the directories in ``TTTLM_E2E_FIXTURES`` (separated by ``os.pathsep``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import Tensor
+
+import tttlm.models.e2e.modeling as e2e_modeling
+from tttlm.models.e2e.inner_loop import sgd_step
+from tttlm.models.e2e.modeling import E2EForCausalLM
+from tttlm.models.e2e.release import from_release, release_config
+from tttlm.train.inner_lr import inner_lr_multiplier
+
+TOL = 1e-5  # float32 against float32 computed by other code in another order: 3e-6 measured at worst
+FIXTURES = sorted(Path(__file__).parents[1].glob("fixtures/ttt-e2e-official-*")) + [
+    Path(p) for p in os.environ.get("TTTLM_E2E_FIXTURES", "").split(os.pathsep) if p
+]
+
+
+@dataclass
+class Fixture:
+    config: dict
+    params: dict[str, Tensor]
+    expected: dict[str, Tensor]
+
+    @property
+    def ids(self) -> Tensor:
+        """(1, T + 1): the inputs and the last target, so that every one of the T positions has its target."""
+        return torch.cat([self.expected["input_ids"], self.expected["target_tokens"][-1:]])[None]
+
+    @property
+    def warmup_multiplier(self) -> float:
+        training = self.config["training"]
+        lr = training["optimizer_inner"]["lr"]
+        return inner_lr_multiplier(training["step"], training["ilr_init"] / lr, training["ilr_warmup_steps"])
+
+    def grads(self) -> dict[str, Tensor]:
+        """The release's meta-gradients under our parameter names."""
+        release = {k.removeprefix("grad."): v for k, v in self.expected.items() if k.startswith("grad.")}
+        grads = from_release(release, release_config(self.config["model"], self.config["training"]))
+        grads.pop("lm_head.weight", None)  # tied: the embedding's gradient holds both uses
+        return grads
+
+
+@pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
+def fixture(request: pytest.FixtureRequest) -> Fixture:
+    root = request.param
+    return Fixture(
+        json.loads((root / "config.json").read_text()),
+        load_file(root / "params.safetensors"),
+        load_file(root / "expected.safetensors"),
+    )
+
+
+def _model(fixture: Fixture, **overrides: object) -> E2EForCausalLM:
+    model_cfg, training_cfg = fixture.config["model"], fixture.config["training"]
+    model = E2EForCausalLM(release_config(model_cfg, training_cfg, **overrides)).float()
+    state = from_release(fixture.params, release_config(model_cfg, training_cfg))
+    # a variant without some norms has no place for their weights
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=True)
+    model.set_inner_lr_scale(fixture.warmup_multiplier)
+    return model.train()
+
+
+def _meta(model: E2EForCausalLM, fixture: Fixture) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Per-token NLL (T,), the meta loss and every parameter's gradient, test-time training on."""
+    model.zero_grad()
+    ids = fixture.ids
+    out = model(input_ids=ids, labels=ids, use_cache=False)
+    out.loss.backward()
+    t = fixture.expected["target_tokens"].shape[0]
+    nll = F.cross_entropy(out.logits[0, :t].detach(), fixture.expected["target_tokens"], reduction="none")
+    return nll, out.loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _rel(ours: Tensor, theirs: Tensor) -> float:
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
+def test_meta_token_nll_and_meta_loss_equal_the_release(fixture: Fixture) -> None:
+    nll, loss, _ = _meta(_model(fixture), fixture)
+    assert _rel(nll, fixture.expected["meta_token_nll"]) <= TOL
+    assert _rel(loss, fixture.expected["meta_loss"]) <= TOL
+
+
+def test_every_meta_gradient_equals_the_release(fixture: Fixture) -> None:
+    model = _model(fixture)
+    _, _, grads = _meta(model, fixture)
+    expected = fixture.grads()
+    assert set(grads) == set(expected), "every parameter has a release gradient and vice versa"
+    errors = {name: _rel(grads[name], g) for name, g in expected.items()}
+    worst = sorted(errors.items(), key=lambda item: -item[1])[:3]
+    assert worst[0][1] <= TOL, worst
+
+
+def test_no_test_time_update_gives_the_release_pretrain_nll(fixture: Fixture) -> None:
+    model = _model(fixture)
+    model.set_inner_lr_scale(0.0)
+    with torch.no_grad():
+        out = model(input_ids=fixture.ids, labels=fixture.ids, use_cache=False)
+    t = fixture.expected["target_tokens"].shape[0]
+    nll = F.cross_entropy(out.logits[0, :t], fixture.expected["target_tokens"], reduction="none")
+    assert _rel(nll, fixture.expected["pretrain_token_nll"]) <= TOL
+    assert _rel(out.loss, fixture.expected["pretrain_loss"]) <= TOL
+
+
+def test_inference_mode_streams_the_release_nll_token_by_token(fixture: Fixture) -> None:
+    # the first-order, detached inference path and the cache give the same forward values as one training call
+    model = _model(fixture).eval()
+    ids = fixture.ids
+    with torch.inference_mode():
+        out = model(input_ids=ids[:, :40], use_cache=True)
+        cache, logits = out.past_key_values, [out.logits]
+        for t in range(40, ids.shape[1]):
+            out = model(input_ids=ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            logits.append(out.logits)
+    t = fixture.expected["target_tokens"].shape[0]
+    logits = torch.cat(logits, dim=1)[0, :t]
+    nll = F.cross_entropy(logits, fixture.expected["target_tokens"], reduction="none")
+    assert _rel(nll, fixture.expected["meta_token_nll"]) <= TOL
+
+
+def test_the_warmup_multiplier_is_the_release_formula_at_the_fixture_step(fixture: Fixture) -> None:
+    training = fixture.config["training"]
+    lr, init, warmup, step = (
+        training["optimizer_inner"]["lr"],
+        training["ilr_init"],
+        training["ilr_warmup_steps"],
+        training["step"],
+    )
+    # the release's get_ilr_multiplier, written out
+    assert fixture.warmup_multiplier == pytest.approx((init + (lr - init) * min(1, (step + 1) / warmup)) / lr, 1e-15)
+
+
+# ------------------------------------------------------------------------------ the comparison catches mistakes
+
+
+def _mismatch(fixture: Fixture, model: E2EForCausalLM) -> float:
+    """The largest relative error of the meta NLL or of any meta-gradient."""
+    nll, _, grads = _meta(model, fixture)
+    errors = [_rel(nll, fixture.expected["meta_token_nll"])]
+    errors += [_rel(grads[n], g) for n, g in fixture.grads().items() if n in grads]
+    return max(errors)
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        {"prime_position": "after_static"},  # the prime MLP after the static one
+        {"qk_norm": False},  # no QK-norm
+        {"post_norm": False},  # pre-norm only
+        {"mask_bos_targets": False},  # BOS targets counted in the losses
+        {"rope_pairing": "half"},  # Llama's RoPE pairing
+    ],
+    ids=lambda m: next(iter(m)),
+)
+def test_a_wrong_architecture_fails_the_comparison(fixture: Fixture, mistake: dict) -> None:
+    assert _mismatch(fixture, _model(fixture, **mistake)) > 100 * TOL
+
+
+def test_a_clip_per_tensor_instead_of_global_fails_the_comparison(
+    fixture: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def per_tensor_clip(weights, grads, lrs, clip):
+        return [sgd_step([w], [g], [lr], clip)[0] for w, g, lr in zip(weights, grads, lrs, strict=True)]
+
+    monkeypatch.setattr(e2e_modeling, "sgd_step", per_tensor_clip)
+    assert _mismatch(fixture, _model(fixture)) > 100 * TOL
+
+
+def test_no_inner_lr_warmup_fails_the_comparison(fixture: Fixture) -> None:
+    model = _model(fixture)
+    model.set_inner_lr_scale(1.0)
+    assert _mismatch(fixture, model) > 100 * TOL
