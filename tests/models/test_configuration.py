@@ -106,13 +106,13 @@ def test_dict_round_trip_keeps_every_field() -> None:
 
 
 def test_every_family_with_ttt_layers_passes_every_knob() -> None:
-    """TTT-Linear's blocks and ttt-kvb's "ttt" mixer are built from one spec: the ablation switches, the form and
-    the inner model reach the layer in both (ttt-kvb used to drop inner_norm and learn_*)."""
+    """TTT-Linear's blocks and ttt-kvb-linear's "ttt" mixer are built from one spec: the ablation switches, the form
+    and the inner model reach the layer in both (ttt-kvb-linear used to drop inner_norm and learn_*)."""
     from tttlm.models import build
 
     knobs = {"ttt_inner_norm": False, "ttt_learn_init": False, "ttt_learn_lr": False, "ttt_form": "primal"}
     ttt = build("ttt-linear", "tiny", layer_type="mlp", **knobs).model.layers[0].ttt
-    kvb = build("ttt-kvb", "tiny", ttt_layer_type="mlp", **knobs).model.layers[0].ttt
+    kvb = build("ttt-kvb-linear", "tiny", ttt_layer_type="mlp", **knobs).model.layers[0].ttt
     for layer in (ttt, kvb):
         assert (layer.inner, layer.form) == ("mlp", "primal")
         assert (layer.inner_norm, layer.learn_init, layer.learn_lr) == (False, False, False)

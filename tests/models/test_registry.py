@@ -23,6 +23,7 @@ EXPECTED_ARCHS = [
     "mamba2",
     "gated-deltanet",
     "ttt-kvb",
+    "ttt-kvb-linear",
     "ttt-e2e",
 ]
 
@@ -85,9 +86,15 @@ def test_shared_dims_change_the_reference_too() -> None:
 
 
 def test_size_defaults_of_the_baseline_knobs() -> None:
-    tiny_kvb = make_config("ttt-kvb", "tiny")
+    tiny_kvb = make_config("ttt-kvb-linear", "tiny")
     assert (tiny_kvb.sliding_window, tiny_kvb.ttt_mini_batch_size, tiny_kvb.ttt_layer_type) == (64, 64, "linear")
     assert tiny_kvb.layer_mixers == [["sliding_attention", "ttt"]] * 2
+    # LaCT's LM config (lact_llm/configs/760M_*.json): chunk = window = 2048, 4 heads, rank 32, θ 1e6
+    lact = make_config("ttt-kvb", "125m")
+    assert lact.layer_mixers == [["lact"]] * 12
+    assert (lact.sliding_window, lact.lact_chunk_size, lact.lact_num_heads, lact.lact_low_rank) == (2048, 2048, 4, 32)
+    assert (lact.rope_theta, lact.lact_use_momentum, lact.lact_use_muon) == (1e6, True, False)
+    assert (make_config("ttt-kvb", "tiny").lact_chunk_size, make_config("ttt-kvb", "tiny").sliding_window) == (64, 64)
     big = make_config("hybrid", "125m")
     assert big.sliding_window == 2048
     assert [m[0] for m in big.layer_mixers].count("full_attention") == 3  # every 4th of 12
@@ -141,8 +148,8 @@ def test_unmatchable_width_is_reported() -> None:
     # width 512 with the tiny preset's MLP of 172: the SWA sub-block TTT-KVB adds (4 × 512² per block) costs more
     # than its whole MLP, so no MLP width matches
     with pytest.raises(ValueError, match=r"cannot match .* match_params=False"):
-        make_config("ttt-kvb", "tiny", hidden_size=512, num_attention_heads=8)
-    assert make_config("ttt-kvb", "tiny", match_params=False, hidden_size=512, num_attention_heads=8)
+        make_config("ttt-kvb-linear", "tiny", hidden_size=512, num_attention_heads=8)
+    assert make_config("ttt-kvb-linear", "tiny", match_params=False, hidden_size=512, num_attention_heads=8)
 
 
 def test_cli_models_prints_every_arch(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,8 @@ hybrid             ours, ``StackForCausalLM``: SWA, full attention every N-th
 mamba              transformers ``MambaForCausalLM``, our selective scan
 mamba2             transformers ``Mamba2ForCausalLM`` (adapted call contract)
 gated-deltanet     ours, ``StackForCausalLM`` with ``layers.gated_deltanet``
-ttt-kvb            ours, ``StackForCausalLM``: SWA + TTT-Linear, large b
+ttt-kvb            ours, ``StackForCausalLM``: LaCT's SWA + SwiGLU fast weight
+ttt-kvb-linear     ours, ``StackForCausalLM``: SWA + TTT-Linear, large b
 ttt-e2e            ours, ``E2EForCausalLM``: SWA + MLPs updated at test time
 =================  ==========================================================
 
@@ -79,6 +80,13 @@ REGISTRY_KNOBS = ("short_conv",)
 SLIDING_WINDOW = {"tiny": 64, "default": 2048}
 FULL_ATTENTION_EVERY = {"tiny": 2, "default": 4}
 KVB_MINI_BATCH = {"tiny": 64, "default": 256}
+# TTT-KVB as the TTT-E2E paper ran it (its reference [110], LaCT), in the LaCT release's LM configs
+# (lact_llm/configs/760M_*.json, 3B_*.json): one chunk per window (lact_chunk_size = window_size = 2048), 4 fast-weight
+# heads of width hidden / 4 (inter_multi 1), initial w0/w2 low rank 32 plus ½ I, momentum on, Muon off, RoPE θ 1e6.
+# tiny: chunk = window = 64 and rank 4 for its fast head width 16 (LaCT's rank / width is 32 / 384 at 760M).
+LACT_CHUNK = {"tiny": 64, "default": 2048}
+LACT_LOW_RANK = {"tiny": 4, "default": 32}
+LACT_ROPE_THETA = 1e6
 # TTT-E2E: the release's sizes (``models/e2e/configuration.E2E_PRESETS``, window 8K and b = 1K at every size but
 # tiny); paper 1's 1.3b has the release's 1b shape
 E2E_SIZE_OF = {"1.3b": "1b"}
@@ -343,7 +351,22 @@ ARCHS: dict[str, ArchSpec] = {
         ),
         ArchSpec(
             "ttt-kvb",
-            "SWA + TTT-Linear (key-value binding), large mini-batch (ours)",
+            "LaCT: SWA + a SwiGLU fast weight per head updated once per chunk (= window), as the TTT-E2E paper's [110]",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(
+                _every_layer("lact"),
+                sliding_window=SLIDING_WINDOW,
+                lact_chunk_size=LACT_CHUNK,
+                lact_low_rank=LACT_LOW_RANK,
+                rope_theta=LACT_ROPE_THETA,
+            ),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "ttt-kvb-linear",
+            "SWA + TTT-Linear (key-value binding), large mini-batch (ours; paper 1's layer)",
             StackForCausalLM,
             StackConfig,
             _stack_config(
@@ -473,11 +496,12 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
 
     Args:
         arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "mamba", "mamba2",
-            "gated-deltanet", "ttt-kvb", "ttt-e2e").
+            "gated-deltanet", "ttt-kvb", "ttt-kvb-linear", "ttt-e2e").
         size: a preset of ``TTTConfig`` ("tiny", "125m", "350m", "760m", "1.3b").
         match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
-            ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``ttt_mini_batch_size=128`` for ttt-kvb,
+            ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``lact_chunk_size=512`` for ttt-kvb,
+            ``ttt_mini_batch_size=128`` for ttt-kvb-linear,
             ``mini_batch_size=64``, ``inner_lr=0.5`` for ttt-e2e,
             ``state_size=...`` for mamba), ``full_attention_every=N`` for hybrid, and for every arch but ttt-e2e
             ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel ``conv_kernel``) before each

@@ -356,7 +356,11 @@ def load(
         weights[alias] = weights[name]
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=True))
     optim_state = unflatten_optimizer(load_file(path / OPTIMIZER_FILE), payload["optimizer"])
-    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
+    # strict=False: a parameter that has had no gradient yet has no AdamW state to restore (e.g. LaCT's learning-rate
+    # projection while the sequences are no longer than one chunk); the files were verified against their sha256
+    set_optimizer_state_dict(
+        model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True, strict=False)
+    )
     rng_tensors = load_file(path / RNG_FILE)
     if ctx.rank < len(payload["rng"]):
         prefix = f"rank{ctx.rank}/"

@@ -1,8 +1,9 @@
 """``StackConfig``: a language model whose blocks each hold a chosen list of sequence mixers, then a SwiGLU MLP.
 
 One configuration (and one model, ``stack/modeling.py``) covers the baselines that transformers has no CPU-friendly
-class for: sliding-window attention, SWA/full hybrids, Gated DeltaNet, and SWA blocks with an added TTT layer
-(TTT-KVB). ``layer_mixers[i]`` lists the mixers of block i in order, e.g. ``[["sliding_attention", "ttt"], ...]``.
+class for: sliding-window attention, SWA/full hybrids, Gated DeltaNet, LaCT's SWA + fast-weight layer (TTT-KVB) and
+SWA blocks with an added TTT layer (TTT-KVB of paper 1). ``layer_mixers[i]`` lists the mixers of block i in order,
+e.g. ``[["sliding_attention", "ttt"], ...]``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from tttlm.models.base import (
 )
 from tttlm.ops.forms import INNER_MODELS
 from tttlm.ops.gated_delta_rule import FORMS as GDN_FORMS
+from tttlm.ops.lact import FORMS as LACT_FORMS
 
-MIXERS = ("short_conv", "full_attention", "sliding_attention", "gated_deltanet", "ttt")
+MIXERS = ("short_conv", "full_attention", "sliding_attention", "gated_deltanet", "ttt", "lact")
 
 
 def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]]:
@@ -58,7 +60,8 @@ class StackConfig(LMConfig):
         num_attention_heads: attention heads (head dim = hidden_size / heads, even).
         layer_mixers: per block, the list of mixers among "short_conv" (a depthwise causal conv of kernel
             ``conv_kernel``, Zoology's short convolution), "full_attention", "sliding_attention", "gated_deltanet",
-            "ttt". None: full attention in every block.
+            "ttt", "lact" (``layers/lact.LaCTLayer``: SWA of window ``sliding_window`` and LaCT's fast weight in one
+            mixer). None: full attention in every block.
         sliding_window: window w of "sliding_attention" (query i sees keys i − w < j ≤ i).
         attention_block_size: query rows per block of the blocked attention (None: max(window, 256)).
         gdn_num_heads, gdn_head_dim: Gated DeltaNet heads and key head dim (None: head dim of the attention heads,
@@ -71,6 +74,11 @@ class StackConfig(LMConfig):
         ttt_mini_batch_size: TTT mini-batch size (large for TTT-KVB, as in the TTT-E2E paper's comparison).
         ttt_base_lr, ttt_use_gate, ttt_form, ttt_inner_norm, ttt_learn_init, ttt_learn_lr: as ``ttt_base_lr``,
             ``use_gate`` and the ``ttt_*`` knobs of ``TTTConfig``.
+        lact_num_heads, lact_chunk_size, lact_inter_multi, lact_low_rank, lact_fw_init_gain, lact_base_lr,
+            lact_use_momentum, lact_use_muon, lact_learnable_ttt_scale, lact_qk_norm, lact_form: the "lact"
+            mixer's ``num_lact_heads``, ``chunk_size``, ``inter_multi``, ``low_rank`` (None: full initial
+            matrices), ``fw_init_gain``, ``base_lr``, ``use_momentum``, ``use_muon``, ``learnable_ttt_scale``,
+            ``qk_norm`` and ``form`` (``LaCTLayer``; the defaults are the LaCT release's 760M LM config).
         rope_theta, rms_norm_eps, initializer_range, tie_word_embeddings, max_position_embeddings, use_cache,
             pad_token_id, bos_token_id, eos_token_id: as in ``TTTConfig``.
     """
@@ -102,6 +110,17 @@ class StackConfig(LMConfig):
         ttt_inner_norm: bool = True,
         ttt_learn_init: bool = True,
         ttt_learn_lr: bool = True,
+        lact_num_heads: int = 4,
+        lact_chunk_size: int = 2048,
+        lact_inter_multi: int = 1,
+        lact_low_rank: int | None = 32,
+        lact_fw_init_gain: float = 0.5,
+        lact_base_lr: float = 1e-3,
+        lact_use_momentum: bool = True,
+        lact_use_muon: bool = False,
+        lact_learnable_ttt_scale: bool = True,
+        lact_qk_norm: bool = False,
+        lact_form: str = "chunk",
         rope_theta: float = 10000.0,
         rms_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
@@ -119,6 +138,9 @@ class StackConfig(LMConfig):
             ("gdn_chunk_size", gdn_chunk_size),
             ("conv_kernel", conv_kernel),
             ("ttt_mini_batch_size", ttt_mini_batch_size),
+            ("lact_num_heads", lact_num_heads),
+            ("lact_chunk_size", lact_chunk_size),
+            ("lact_inter_multi", lact_inter_multi),
         ):
             positive_int("StackConfig", name, value)
         for name, value in (
@@ -126,6 +148,7 @@ class StackConfig(LMConfig):
             ("gdn_num_heads", gdn_num_heads),
             ("gdn_head_dim", gdn_head_dim),
             ("ttt_num_heads", ttt_num_heads),
+            ("lact_low_rank", lact_low_rank),
         ):
             if value is not None:
                 positive_int("StackConfig", name, value)
@@ -134,16 +157,27 @@ class StackConfig(LMConfig):
         ttt_form = sequence_form("StackConfig", ttt_form)
         if ttt_base_lr is not None:
             positive_number("StackConfig", "ttt_base_lr", ttt_base_lr)
+        positive_number("StackConfig", "lact_base_lr", lact_base_lr, "1e-3")
+        positive_number("StackConfig", "lact_fw_init_gain", lact_fw_init_gain, "0.5")
+        choice("StackConfig", "lact_form", lact_form, LACT_FORMS)
         check_flags(
             "StackConfig",
             ttt_use_gate=ttt_use_gate,
             ttt_inner_norm=ttt_inner_norm,
             ttt_learn_init=ttt_learn_init,
             ttt_learn_lr=ttt_learn_lr,
+            lact_use_momentum=lact_use_momentum,
+            lact_use_muon=lact_use_muon,
+            lact_learnable_ttt_scale=lact_learnable_ttt_scale,
+            lact_qk_norm=lact_qk_norm,
         )
         check_head_dim("StackConfig", hidden_size, num_attention_heads)
         ttt_num_heads = num_attention_heads if ttt_num_heads is None else ttt_num_heads
         check_head_dim("StackConfig", hidden_size, ttt_num_heads, "ttt_num_heads")
+        if hidden_size % lact_num_heads:
+            raise ValueError(
+                f"StackConfig: hidden_size ({hidden_size}) must be a multiple of lact_num_heads ({lact_num_heads})"
+            )
         head_dim = hidden_size // num_attention_heads
         gdn_head_dim = head_dim if gdn_head_dim is None else gdn_head_dim
         if gdn_num_heads is None:
@@ -168,6 +202,17 @@ class StackConfig(LMConfig):
         self.ttt_use_gate = ttt_use_gate
         self.ttt_form = ttt_form
         self.ttt_inner_norm, self.ttt_learn_init, self.ttt_learn_lr = ttt_inner_norm, ttt_learn_init, ttt_learn_lr
+        self.lact_num_heads = lact_num_heads
+        self.lact_chunk_size = lact_chunk_size
+        self.lact_inter_multi = lact_inter_multi
+        self.lact_low_rank = lact_low_rank
+        self.lact_fw_init_gain = lact_fw_init_gain
+        self.lact_base_lr = lact_base_lr
+        self.lact_use_momentum = lact_use_momentum
+        self.lact_use_muon = lact_use_muon
+        self.lact_learnable_ttt_scale = lact_learnable_ttt_scale
+        self.lact_qk_norm = lact_qk_norm
+        self.lact_form = lact_form
         super().__init__(
             vocab_size=vocab_size,
             hidden_size=hidden_size,

@@ -2,7 +2,7 @@
 
 Block i, each sub-block pre-normed with RMSNorm (see ``StackConfig``):
 
-    for m in layer_mixers[i]:  x ← x + m(RMSNorm(x))      short conv, sliding/full attention, Gated DeltaNet, TTT
+    for m in layer_mixers[i]:  x ← x + m(RMSNorm(x))      short conv, sliding/full attention, Gated DeltaNet, TTT, LaCT
     x ← x + SwiGLU(RMSNorm(x))
 
 The model shares the TTT model's conventions: a ``StackCache`` updated in place, padding refused (recurrent
@@ -19,6 +19,7 @@ from transformers import GenerationMixin
 from tttlm.layers.attention import Attention
 from tttlm.layers.conv import CausalConv
 from tttlm.layers.gated_deltanet import GatedDeltaNet
+from tttlm.layers.lact import LaCTLayer
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
 from tttlm.models.base import TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, StatefulPreTrainedModel
@@ -33,6 +34,7 @@ _MIXER_ATTRS = {
     "sliding_attention": "attn",
     "gated_deltanet": "gdn",
     "ttt": "ttt",
+    "lact": "lact",
 }
 
 
@@ -57,6 +59,26 @@ def _make_mixer(name: str, config: StackConfig) -> nn.Module:
             chunk_size=config.gdn_chunk_size,
             form=config.gdn_form,
             eps=config.rms_norm_eps,
+        )
+    if name == "lact":
+        return LaCTLayer(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.lact_num_heads,
+            window=config.sliding_window,
+            chunk_size=config.lact_chunk_size,
+            inter_multi=config.lact_inter_multi,
+            rope_theta=config.rope_theta,
+            qk_norm=config.lact_qk_norm,
+            low_rank=config.lact_low_rank,
+            fw_init_gain=config.lact_fw_init_gain,
+            base_lr=config.lact_base_lr,
+            use_momentum=config.lact_use_momentum,
+            use_muon=config.lact_use_muon,
+            learnable_ttt_scale=config.lact_learnable_ttt_scale,
+            form=config.lact_form,
+            block_size=config.attention_block_size,
+            initializer_range=config.initializer_range,
         )
     return config.ttt_layer_spec().build(config.hidden_size)
 
@@ -95,7 +117,7 @@ class StackPreTrainedModel(InnerLrScaled, StatefulPreTrainedModel):
 
     config_class = StackConfig
     _no_split_modules: ClassVar[list[str]] = ["StackBlock"]
-    self_initialising = (CausalConv, TTTLayer, GatedDeltaNet)
+    self_initialising = (CausalConv, TTTLayer, GatedDeltaNet, LaCTLayer)
 
 
 class StackModel(BlockStackBackbone, StackPreTrainedModel):
