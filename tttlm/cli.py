@@ -13,20 +13,17 @@ from tttlm.argtypes import choice_list, int_list
 
 def _convert(args: argparse.Namespace) -> int:
     from tttlm.data.io import apply_umask_below
-    from tttlm.models.ttt.convert import load_reference
+    from tttlm.models.convert import convert_checkpoint
 
     try:
-        model = load_reference(args.source)
-    except (FileNotFoundError, ValueError) as error:
+        model = convert_checkpoint(args.source, config=args.config, preset=args.preset, dtype=args.dtype)
+    except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"tttlm convert: error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output)
     apply_umask_below(args.output)
     parameters = sum(p.numel() for p in model.parameters())
-    print(
-        f"converted {args.source} -> {args.output} ({parameters:,} parameters, {model.config.layer_type}, "
-        f"{model.config.backbone} backbone)"
-    )
+    print(f"converted {args.source} -> {args.output} ({type(model).__name__}, {parameters:,} parameters, {args.dtype})")
     return 0
 
 
@@ -102,12 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
-        help="convert a reference (ttt-lm-pytorch) checkpoint into a tttlm model directory",
-        description="Read config.json + *.safetensors saved by the reference TTTForCausalLM and write a tttlm "
-        "model directory (save_pretrained, safetensors) that gives the same logits.",
+        help="convert a ttt-lm-pytorch or a TTT-E2E release checkpoint into a tttlm model directory",
+        description="Detects the format: a ttt-lm-pytorch directory (config.json + *.safetensors) or a TTT-E2E "
+        "release checkpoint (an orbax run directory, one <step>/ of it or its model_weights; only model_weights is "
+        "read, with tensorstore: pip install 'tttlm[orbax]'). Writes a model directory (save_pretrained, "
+        "safetensors) that AutoModelForCausalLM.from_pretrained loads and that gives the same logits.",
     )
-    convert.add_argument("source", type=Path, help="reference checkpoint directory")
+    convert.add_argument("source", type=Path, help="checkpoint directory")
     convert.add_argument("output", type=Path, help="where to write the tttlm model")
+    convert.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TTT-E2E release only: the run's configuration (its composed Hydra config.yaml, or JSON/YAML with its "
+        "model and training sections)",
+    )
+    convert.add_argument(
+        "--preset",
+        choices=("125m", "350m", "760m", "1b", "3b"),
+        default=None,
+        help="TTT-E2E release only: the configuration of a released size, instead of --config",
+    )
+    convert.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16", "float64"),
+        default="float32",
+        help="dtype of the written weights, whatever the checkpoint stores (default float32)",
+    )
     convert.set_defaults(func=_convert)
 
     from tttlm.data.cli import add_data_command

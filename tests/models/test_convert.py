@@ -197,7 +197,7 @@ def test_convert_command_reports_errors(tmp_path, capsys: pytest.CaptureFixture[
     from tttlm.cli import main
 
     assert main(["convert", str(tmp_path), str(tmp_path / "out")]) == 2
-    assert "config.json not found" in capsys.readouterr().err
+    assert "neither a ttt-lm-pytorch checkpoint (config.json + model*.safetensors)" in capsys.readouterr().err
 
 
 class _ReferenceConfig(PretrainedConfig):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.e2e.configuration import E2E_PRESETS, RELEASE_VOCAB_SIZE, E2EConfig
 
 ROOT = "language_model.model."
 BLOCKS = ROOT + "h.blocks."
@@ -54,6 +54,10 @@ GLOBAL_TENSORS: dict[str, tuple[str, bool]] = {
     ROOT + "ln_f.weight": ("model.norm.weight", False),
     "language_model.lm_head.weight": ("lm_head.weight", True),
 }
+
+
+# the released checkpoints' sizes (configs/model/<size>.yaml with the pretrain-<size>-e2e.yaml overrides)
+RELEASE_SIZES = ("125m", "350m", "760m", "1b", "3b")
 
 
 class ReleaseFormatError(ValueError):
@@ -127,6 +131,35 @@ def release_config(model: Mapping[str, Any], training: Mapping[str, Any] | None 
         "inner_grad_clip": clip if clip > 0 else None,
     }
     return E2EConfig(**{**values, **overrides})
+
+
+def release_preset(size: str) -> dict[str, Any]:
+    """The release's ``model`` config section of its size ``size`` (``RELEASE_SIZES``), in its own field names:
+    Llama 3's vocabulary and special tokens, window 8K, b = 1K, θ 500K, the last quarter of the blocks updated."""
+    if size not in RELEASE_SIZES:
+        raise ReleaseFormatError(f"unknown release size {size!r}; choose one of {', '.join(RELEASE_SIZES)}")
+    shape = E2E_PRESETS[size]
+    return {
+        "vocab_size": RELEASE_VOCAB_SIZE,
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+        "hidden_size": shape["hidden_size"],
+        "intermediate_size": shape["intermediate_size"],
+        "num_hidden_layers": shape["num_hidden_layers"],
+        "num_attention_heads": shape["num_attention_heads"],
+        "rms_norm_eps": 1e-6,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": True,
+        "seq_modeling_block": "SWA",
+        "mini_batch_size": 1024,
+        "sliding_window_size": 8192,
+        "rope_theta": 500000.0,
+        "prime": True,
+        "suffix_len": shape["num_hidden_layers"] // 4,
+        "qk_norm": True,
+        "pre_norm": True,
+        "post_norm": True,
+    }
 
 
 def from_release(tensors: Mapping[str, Tensor], config: E2EConfig) -> dict[str, Tensor]:
