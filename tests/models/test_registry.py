@@ -22,6 +22,7 @@ EXPECTED_ARCHS = [
     "mamba",
     "mamba2",
     "gated-deltanet",
+    "gdn-swa",
     "ttt-kvb",
     "ttt-kvb-linear",
     "ttt-e2e",
@@ -97,7 +98,16 @@ def test_size_defaults_of_the_baseline_knobs() -> None:
     assert (make_config("ttt-kvb", "tiny").lact_chunk_size, make_config("ttt-kvb", "tiny").sliding_window) == (64, 64)
     big = make_config("hybrid", "125m")
     assert big.sliding_window == 2048
-    assert [m[0] for m in big.layer_mixers].count("full_attention") == 3  # every 4th of 12
+    # "five SWA layers followed by one full attention layer" (TTT-E2E paper §3.1); tiny: 6 layers
+    assert [m[0] for m in big.layer_mixers] == (["sliding_attention"] * 5 + ["full_attention"]) * 2
+    tiny_hybrid = make_config("hybrid", "tiny")
+    assert [m[0] for m in tiny_hybrid.layer_mixers] == ["sliding_attention"] * 5 + ["full_attention"]
+    # Gated DeltaNet: fla's head dim 256 and key width ~0.75 x hidden, expand_v 2; gdn-swa alternates with SWA
+    gdn = make_config("gated-deltanet", "1.3b")
+    assert (gdn.gdn_head_dim, gdn.gdn_num_heads, gdn.gdn_expand_v) == (256, 6, 2)
+    h1 = make_config("gdn-swa", "125m")
+    assert [m[0] for m in h1.layer_mixers] == ["gated_deltanet", "sliding_attention"] * 6
+    assert (h1.gdn_head_dim, h1.sliding_window) == (256, 2048)
     assert make_config("swa", "tiny", sliding_window=16).sliding_window == 16
     assert make_config("mamba2", "125m").head_dim == 64
     assert make_config("ttt-linear", "tiny", backbone="mamba").backbone == "mamba"

@@ -13,10 +13,11 @@ ttt-linear         ours, ``TTTForCausalLM`` (``backbone="transformer"|"mamba"``)
 ttt-mlp            ours, ``TTTForCausalLM`` with the TTT-MLP layer
 transformer        transformers ``LlamaForCausalLM`` with SDPA attention
 swa                ours, ``StackForCausalLM``: blocked sliding-window attention
-hybrid             ours, ``StackForCausalLM``: SWA, full attention every N-th
+hybrid             ours, ``StackForCausalLM``: 5 SWA, then 1 full attention
 mamba              transformers ``MambaForCausalLM``, our selective scan
 mamba2             transformers ``Mamba2ForCausalLM`` (adapted call contract)
 gated-deltanet     ours, ``StackForCausalLM`` with ``layers.gated_deltanet``
+gdn-swa            ours, ``StackForCausalLM``: Gated DeltaNet / SWA alternating
 ttt-kvb            ours, ``StackForCausalLM``: LaCT's SWA + SwiGLU fast weight
 ttt-kvb-linear     ours, ``StackForCausalLM``: SWA + TTT-Linear, large b
 ttt-e2e            ours, ``E2EForCausalLM``: SWA + MLPs updated at test time
@@ -78,7 +79,22 @@ REGISTRY_KNOBS = ("short_conv",)
 # b = 1K at 3B parameters and 8K-128K context; scaled down here to the 2K pre-training context of paper 1 (k = 2K,
 # b = k / 8). "tiny" is for CI: short windows so that tests cross them.
 SLIDING_WINDOW = {"tiny": 64, "default": 2048}
-FULL_ATTENTION_EVERY = {"tiny": 2, "default": 4}
+# hybrid: "five SWA layers followed by one full attention layer" (TTT-E2E paper, §3.1): full attention every 6th
+# layer at every size; tiny gets 6 layers (SSSSSF) instead of the preset's 2, to keep the ratio
+FULL_ATTENTION_EVERY = 6
+HYBRID_LAYERS = {"tiny": 6}
+# Gated DeltaNet: flash-linear-attention's defaults (fla/layers/gated_deltanet.py: head_dim 256, num_heads 6 at
+# hidden 2048, i.e. a key width of 0.75 × hidden, expand_v 2); the heads follow from the 0.75 ratio (StackConfig).
+# tiny: head dim 16 (3 heads at width 64).
+GDN_HEAD_DIM = {"tiny": 16, "default": 256}
+
+
+def _gdn_swa_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[list[str]]:
+    """Gated DeltaNet-H1 (NVlabs/GatedDeltaNet lit_gpt/config.py ``GatedDeltaNet_H1_*``: gated_delta_per_layer 2,
+    local_window 2048): Gated DeltaNet in the even-numbered layers, sliding-window attention in the odd ones."""
+    return [["gated_deltanet"] if i % 2 == 0 else ["sliding_attention"] for i in range(layers)]
+
+
 KVB_MINI_BATCH = {"tiny": 64, "default": 256}
 # TTT-KVB as the TTT-E2E paper ran it (its reference [110], LaCT), in the LaCT release's LM configs
 # (lact_llm/configs/760M_*.json, 3B_*.json): one chunk per window (lact_chunk_size = window_size = 2048), 4 fast-weight
@@ -197,9 +213,18 @@ def _llama_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> Pret
     return LlamaConfig(**{**values, **overrides})
 
 
-def _stack_config(mixers: Callable[[str, int, dict[str, Any]], list[list[str]]], **defaults: Any) -> Callable:
+def _stack_config(
+    mixers: Callable[[str, int, dict[str, Any]], list[list[str]]],
+    layers_by_size: dict[str, int] | None = None,
+    **defaults: Any,
+) -> Callable:
+    """``make_config`` of a stack arch: ``mixers(size, layers, overrides)`` gives the blocks' mixers, ``defaults``
+    the config fields (a dict value: per size); ``layers_by_size`` replaces the preset's layer count at a size."""
+
     def make(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
         overrides = dict(overrides)
+        if layers_by_size and size in layers_by_size:
+            overrides.setdefault("num_hidden_layers", layers_by_size[size])
         layers = overrides.get("num_hidden_layers", dims.num_hidden_layers)
         sized = {k: _per_size(v, size) if isinstance(v, dict) else v for k, v in defaults.items()}
         conv = ["short_conv"] if _short_conv(overrides) else []
@@ -215,7 +240,7 @@ def _every_layer(*names: str) -> Callable[[str, int, dict[str, Any]], list[list[
 
 
 def _hybrid_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[list[str]]:
-    every = overrides.pop("full_attention_every", _per_size(FULL_ATTENTION_EVERY, size))
+    every = overrides.pop("full_attention_every", FULL_ATTENTION_EVERY)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(
             f"hybrid: full_attention_every must be a positive integer N (every N-th layer uses full attention); "
@@ -316,7 +341,7 @@ ARCHS: dict[str, ArchSpec] = {
             "SWA with full attention every N-th layer (ours)",
             StackForCausalLM,
             StackConfig,
-            _stack_config(_hybrid_layers, sliding_window=SLIDING_WINDOW),
+            _stack_config(_hybrid_layers, HYBRID_LAYERS, sliding_window=SLIDING_WINDOW),
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
             ("full_attention_every",),
@@ -345,7 +370,16 @@ ARCHS: dict[str, ArchSpec] = {
             "Gated DeltaNet (ours, plain PyTorch; fla on CUDA)",
             StackForCausalLM,
             StackConfig,
-            _stack_config(_every_layer("gated_deltanet")),
+            _stack_config(_every_layer("gated_deltanet"), gdn_head_dim=GDN_HEAD_DIM),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "gdn-swa",
+            "Gated DeltaNet-H1: Gated DeltaNet and SWA layers alternating (ours, as the TTT-E2E paper's hybrids)",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(_gdn_swa_layers, gdn_head_dim=GDN_HEAD_DIM, sliding_window=SLIDING_WINDOW),
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
         ),
