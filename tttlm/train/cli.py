@@ -21,11 +21,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.allow_config_change and not args.resume:
         print("tttlm train: error: --allow-config-change only applies with --resume", file=sys.stderr)
         return 2
+    overrides = [*args.set, *([f"model.init_from={args.init_from}"] if args.init_from is not None else [])]
     try:
         run_dir = train(
             args.config,
             resume=args.resume,
-            overrides=args.set,
+            overrides=overrides,
             progress=False if args.no_progress else None,
             allow_config_change=args.allow_config_change,
         )
@@ -69,6 +70,14 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --resume: continue even though the optimizer, schedule, batch, seed or precision changed (e.g. a "
         "lower optim.lr after a non-finite loss); the run is then no longer an exact continuation",
+    )
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="start from the weights of a run (its final model or newest checkpoint), a checkpoint or a model "
+        "directory, with a fresh optimizer and schedule (= --set model.init_from=DIR); the architectures must agree",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     train.set_defaults(func=_train)

@@ -35,7 +35,7 @@ ON_NONFINITE = ("stop", "skip")
 # with other values is still exact, and checkpoints written before these keys existed still resume
 _NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
 # trajectory keys added later, with the value that a config saved before they existed was trained under
-_ADDED_LATER = {"train": {"inner_lr_warmup": "off"}}
+_ADDED_LATER = {"train": {"inner_lr_warmup": "off"}, "model": {"init_from": None}}
 # sections a resume with --allow-config-change may change (model and data must stay: the weights and the windows)
 CHANGEABLE_ON_RESUME = ("seed", "precision", "train", "optim")
 # parameters whose name matches one of these (regex search) get no weight decay; see tttlm.train.optim
@@ -48,11 +48,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Which model: ``arch`` of the model registry, a ``size`` preset, and config ``overrides``."""
+    """Which model: ``arch`` of the model registry, a ``size`` preset, config ``overrides``, and ``init_from``: a run,
+    checkpoint or model directory whose weights the run starts from (``tttlm.train.init_from``; None: fresh)."""
 
     arch: str = "ttt-linear"
     size: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass

@@ -53,6 +53,7 @@ from tttlm.train.config import (
     trajectory_of,
 )
 from tttlm.train.factory import make_model
+from tttlm.train.init_from import initialise_from
 from tttlm.train.inner_lr import WarmupError, inner_lr_multiplier, resolve_warmup
 from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at
@@ -107,7 +108,7 @@ def _run_steps(
     if ctx.is_main:
         prepare_run_dir(config, run, resume=resume, say=console.say)
     dist_utils.barrier(ctx)  # no process reads the run directory before it is ready
-    model, optimizer = build(config, ctx, data)
+    model, optimizer = build(config, ctx, data, say=console.say)
     trainer = Trainer(config, ctx, run, data, model, optimizer, console)
     start = trainer.resume(allow_config_change=allow_config_change) if resume else 0
     trainer.fit(start, resumed=resume, progress=config.log.progress if progress is None else progress)
@@ -229,11 +230,14 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build(config: TrainConfig, ctx: dist_utils.DistContext, data: TrainData) -> tuple[nn.Module, torch.optim.Optimizer]:
+def build(
+    config: TrainConfig, ctx: dist_utils.DistContext, data: TrainData, say: Say = print
+) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The model to train (wrapped for DDP/FSDP2 under torchrun) and its AdamW.
 
-    The weights are initialised from ``config.seed`` on every process alike; afterwards each process's RNG is
-    reseeded with its rank, so whatever draws random numbers during training draws differently on each.
+    The weights are initialised from ``config.seed`` on every process alike, or loaded from ``model.init_from``
+    (``tttlm.train.init_from``); afterwards each process's RNG is reseeded with its rank, so whatever draws random
+    numbers during training draws differently on each.
     """
     _seed_everything(config.seed)
     model = make_model(config.model.arch, config.model.size, {**config.model.overrides, "vocab_size": data.vocab_size})
@@ -241,6 +245,10 @@ def build(config: TrainConfig, ctx: dist_utils.DistContext, data: TrainData) -> 
     for settings in (model.config, getattr(model, "generation_config", None)):
         if settings is not None:
             settings.bos_token_id = settings.eos_token_id = data.train.eos_token_id
+    if config.model.init_from is not None:
+        message = initialise_from(model, Path(config.model.init_from))
+        if ctx.is_main:
+            say(message)
     model.to(device=ctx.device, dtype=torch.float64 if config.precision == "float64" else torch.float32)
     model.train()
     model = dist_utils.wrap(model, ctx, fsdp=config.distributed.fsdp)
