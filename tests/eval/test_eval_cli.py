@@ -91,12 +91,16 @@ def test_by_position_with_reference(run_dir, tmp_path) -> None:
 
 def test_niah(run_dir, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "niah"
-    argv = ["eval", "niah", "--ckpt", str(run_dir), "--lengths", "320,400", "--depths", "2", "--out", str(out)]
+    argv = ["eval", "niah", "--ckpt", str(run_dir), "--lengths", "700,800", "--samples", "2", "--out", str(out)]
     assert main(argv) == 0
     payload = json.loads((out / "niah.json").read_text())
     assert set(payload["accuracy"]) == {"s-niah-1", "s-niah-2", "s-niah-3"}
+    assert payload["split"] == "test"  # the essay haystack: documents no model trained or validated on
     assert len(payload["records"]) == 3 * 2 * 2
-    assert "| method | s-niah-1 320 | s-niah-1 400 |" in (out / "niah.md").read_text()
+    assert payload["intervals"]["s-niah-1"]["700"]["n"] == 2
+    markdown = (out / "niah.md").read_text()
+    assert "| method | s-niah-1 700 | s-niah-1 800 |" in markdown
+    assert "[95% Wilson interval]" in markdown
     assert (out / "niah.png").stat().st_size > 0
 
 
@@ -115,7 +119,7 @@ def test_generate(run_dir, capsys: pytest.CaptureFixture[str]) -> None:
 def test_compare(run_dir, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "ppl", "--ckpt", str(run_dir), "--contexts", "32,64"]) == 0
     assert (
-        main(["eval", "niah", "--ckpt", str(run_dir), "--lengths", "320", "--depths", "1", "--tasks", "s-niah-1"]) == 0
+        main(["eval", "niah", "--ckpt", str(run_dir), "--lengths", "700", "--samples", "1", "--tasks", "s-niah-1"]) == 0
     )
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -1,4 +1,4 @@
-"""S-NIAH task generators (deterministic, needle at the requested depth), exact scoring, and an oracle's score."""
+"""S-NIAH as RULER defines it: the generators, RULER's string_match_all scorer, Wilson intervals, an oracle."""
 
 from __future__ import annotations
 
@@ -11,56 +11,96 @@ from eval_testing import CopyOracle
 from tttlm.data.packing import PackedDataset
 from tttlm.data.tokenizer import load_tokenizer
 from tttlm.eval.niah import (
+    ESSAY_DEPTHS,
+    GENERATE,
     NOISE,
-    SNAP_TOKENS,
     TASKS,
     NiahTaskMaker,
     accuracy_table,
     depth_grid,
-    depths_for,
     evaluate_niah,
-    score_answer,
+    interval_table,
+    key_words,
+    ruler_match,
+    wilson_interval,
 )
 from tttlm.eval.perplexity import long_documents
 
 
 @pytest.fixture(scope="module")
 def maker(data_dir) -> NiahTaskMaker:
-    docs = long_documents(PackedDataset(data_dir, "val"), 1)
+    docs = long_documents(PackedDataset(data_dir, "test"), 1)
     return NiahTaskMaker(load_tokenizer(data_dir / "tokenizer"), np.concatenate([d for _, d in docs]))
+
+
+def _kind(task: str) -> str:
+    return "uuid" if task == "s-niah-3" else "number"
 
 
 @pytest.mark.parametrize("task", list(TASKS))
 def test_generator_is_deterministic(maker, task) -> None:
-    a, b = maker.sample(task, 400, 0.5, seed=3), maker.sample(task, 400, 0.5, seed=3)
+    a, b = maker.sample(task, 600, seed=3, index=2), maker.sample(task, 600, seed=3, index=2)
     assert a == b
-    other = maker.sample(task, 400, 0.5, seed=4)
+    other = maker.sample(task, 600, seed=3, index=3)
     assert (other.key, other.answer) != (a.key, a.answer)
 
 
 @pytest.mark.parametrize("task", list(TASKS))
 @pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.9, 1.0])
-def test_needle_sits_at_the_requested_depth(maker, task, depth) -> None:
-    s = maker.sample(task, 600, depth, seed=1)
-    assert len(s.ids) == 600  # the prompt is exactly the context length
+def test_needle_sits_at_the_requested_depth_and_the_length_counts_the_generation(maker, task, depth) -> None:
+    s = maker.sample(task, 800, seed=1, depth=depth)
+    line = len(maker.encode("\n" + NOISE))
+    if task == "s-niah-1":  # whole lines of noise: less than a line short of the budget
+        assert 800 - GENERATE - line < len(s.ids) <= 800 - GENERATE
+    else:
+        assert len(s.ids) == 800 - GENERATE
     needle = maker.tokenizer.decode(s.ids[s.needle_start : s.needle_start + s.needle_len])
-    assert (
-        needle == f" One of the special magic {'uuid' if task == 's-niah-3' else 'number'}s for {s.key} is: {s.answer}."
-    )
+    assert needle.strip() == f"One of the special magic {_kind(task)}s for {s.key} is: {s.answer}."
     offset = s.needle_start - s.haystack_start
-    assert abs(offset - depth * s.haystack_len) <= SNAP_TOKENS
-    if task == "s-niah-1":  # noise: boundaries every repetition of the noise sentences, so much closer
-        assert abs(offset - depth * s.haystack_len) <= len(maker.encode(NOISE)) / 2 + 1
+    assert abs(offset - depth * s.haystack_len) <= (line if task == "s-niah-1" else 80)
     text = maker.tokenizer.decode(s.ids)
-    assert text.startswith("A special magic")
-    assert text.endswith(
-        f"The special magic {'uuid' if task == 's-niah-3' else 'number'} for {s.key} mentioned in the provided text is"
-    )
+    assert text.startswith(f"A special magic {_kind(task)} is hidden within the following text.")
+    kind = _kind(task)
+    question = f"What is the special magic {kind} for {s.key} mentioned in the provided text? "
+    assert text.endswith(f"\n{question}The special magic {kind} for {s.key} mentioned in the provided text is")
     assert text.count(s.answer) == 1  # only in the needle
 
 
+def test_noise_is_one_copy_per_line_with_the_needle_on_its_own_line(maker) -> None:
+    s = maker.sample("s-niah-1", 700, seed=0, index=5)
+    lines = maker.tokenizer.decode(s.ids).split("\n")
+    needle = [i for i, text in enumerate(lines) if text.startswith("One of the special magic numbers")]
+    assert len(needle) == 1
+    haystack = lines[1:-1]
+    assert all(text == NOISE for i, text in enumerate(haystack, start=1) if i != needle[0])
+    budget = 700 - GENERATE - (len(s.ids) - s.haystack_len)
+    assert len(haystack) - 1 == budget // len(maker.encode("\n" + NOISE))
+
+
+def test_random_depths_cover_the_haystack(maker) -> None:
+    noise = [maker.sample("s-niah-1", 2000, index=k).depth for k in range(40)]
+    essay = [maker.sample("s-niah-2", 2000, index=k).depth for k in range(40)]
+    for depths in (noise, essay):
+        assert min(depths) < 0.25
+        assert max(depths) > 0.75
+        assert len(set(depths)) > 15
+    assert (ESSAY_DEPTHS[0], ESSAY_DEPTHS[-1], len(ESSAY_DEPTHS)) == (0, 100, 40)
+
+
+def test_keys_come_from_the_large_word_lists(maker) -> None:
+    adjectives, nouns = key_words()
+    assert len(adjectives) > 800
+    assert len(nouns) > 6000
+    keys = {maker.sample("s-niah-1", 1000, index=k).key for k in range(50)}
+    assert len(keys) == 50
+    for key in keys:
+        adjective, noun = key.split("-", 1)
+        assert adjective in adjectives
+        assert noun in nouns
+
+
 def test_values_and_haystacks(maker) -> None:
-    one, two, three = (maker.sample(t, 500, 0.5, seed=0) for t in TASKS)
+    one, two, three = (maker.sample(t, 600, seed=0) for t in TASKS)
     assert re.fullmatch(r"\d{7}", one.answer)
     assert re.fullmatch(r"\d{7}", two.answer)
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", three.answer)
@@ -68,42 +108,66 @@ def test_values_and_haystacks(maker) -> None:
     assert "The grass is green" not in maker.tokenizer.decode(two.ids)
 
 
-def test_bad_requests(maker, data_dir) -> None:
+def test_bad_requests(maker) -> None:
     with pytest.raises(ValueError, match="too short"):
-        maker.sample("s-niah-1", 40, 0.5)
+        maker.sample("s-niah-1", 150)
+    with pytest.raises(ValueError, match="too short"):
+        maker.sample("s-niah-2", GENERATE + 10)
     with pytest.raises(ValueError, match="depth"):
-        maker.sample("s-niah-1", 400, 1.5)
+        maker.sample("s-niah-1", 1000, depth=1.5)
     with pytest.raises(ValueError, match="unknown task"):
-        maker.sample("s-niah-9", 400, 0.5)
+        maker.sample("s-niah-9", 1000)
     with pytest.raises(ValueError, match="held-out documents"):
-        NiahTaskMaker(maker.tokenizer).sample("s-niah-2", 400, 0.5)
+        NiahTaskMaker(maker.tokenizer).sample("s-niah-2", 1000)
 
 
-def test_scoring_is_exact() -> None:
-    assert score_answer(" 1234567.", "1234567")
-    assert score_answer("1234567\nmore text", "1234567")
-    assert not score_answer(" 12345678.", "1234567")
-    assert not score_answer(" 123456", "1234567")
-    assert not score_answer("", "1234567")
-    assert not score_answer(" the 1234567", "1234567")
+@pytest.mark.parametrize(
+    ("prediction", "references", "score"),
+    [
+        (" 1234567.", ["1234567"], 1.0),  # RULER: a substring anywhere, so punctuation does not matter
+        ("The special magic number is 1234567 and more text", ["1234567"], 1.0),
+        (" the 1234567", ["1234567"], 1.0),
+        (" 12345678", ["1234567"], 1.0),  # RULER's substring match counts this too
+        (" 123456", ["1234567"], 0.0),
+        ("", ["1234567"], 0.0),
+        (" 0F7A2B1C-1234-4ABC-8DEF-0123456789AB", ["0f7a2b1c-1234-4abc-8def-0123456789ab"], 1.0),  # case-insensitive
+        ("1111111 and 3333333", ["1111111", "2222222", "3333333", "4444444"], 0.5),  # string_match_all: the fraction
+    ],
+)
+def test_ruler_match_scores_as_ruler_does(prediction, references, score) -> None:
+    assert ruler_match(prediction, references) == score
+
+
+def test_ruler_match_refuses_a_bare_string() -> None:
+    with pytest.raises(ValueError, match="non-empty list"):
+        ruler_match("1234567", "1234567")
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0
+    assert high == pytest.approx(0.1611, abs=1e-4)
+    low, high = wilson_interval(10, 20)
+    assert low == pytest.approx(0.2993, abs=1e-4)
+    assert high == pytest.approx(0.7007, abs=1e-4)
+    assert wilson_interval(20, 20)[1] == 1.0
+    with pytest.raises(ValueError, match="proportion"):
+        wilson_interval(3, 0)
 
 
 @pytest.mark.parametrize(("wrong", "expected"), [(False, 1.0), (True, 0.0)])
 def test_a_model_that_reads_the_needle_scores_perfectly(maker, wrong, expected) -> None:
     oracle = CopyOracle(maker.tokenizer, wrong=wrong)
-    depths = depths_for(3)
-    records = evaluate_niah(oracle, maker, list(TASKS), [600, 900], depths, samples=2, chunk_size=128)
-    assert len(records) == 3 * 2 * 3 * 2
+    records = evaluate_niah(oracle, maker, list(TASKS), [600, 900], samples=3, chunk_size=128)
+    assert len(records) == 3 * 2 * 3
     assert all(r["correct"] == (not wrong) for r in records)
-    assert all(r["prediction"].rstrip(".") == r["answer"] for r in records) != wrong
-    table = accuracy_table(records)
-    assert table == {t: {600: expected, 900: expected} for t in TASKS}
-    got_depths, lengths, grid = depth_grid(records, "s-niah-3")
-    assert got_depths == depths
+    assert all(r["score"] == expected for r in records)
+    assert accuracy_table(records) == {t: {600: expected, 900: expected} for t in TASKS}
+    cell = interval_table(records)["s-niah-2"][900]
+    assert cell["n"] == 3
+    assert cell["accuracy"] == expected
+    assert cell["low"] <= expected <= cell["high"]
+    depths, lengths, grid = depth_grid(records, "s-niah-3", bins=2)
+    assert depths == [0.25, 0.75]
     assert lengths == [600, 900]
-    assert np.all(grid == expected)
-
-
-def test_depths_for() -> None:
-    assert depths_for(1) == [0.5]
-    assert depths_for(5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert np.all(np.isnan(grid) | (grid == expected))

@@ -7,7 +7,7 @@ arch in ``tttlm.models.registry`` without arch-specific code.
 
 from tttlm.eval.generate import generate_tokens
 from tttlm.eval.loading import Checkpoint, resolve_checkpoint
-from tttlm.eval.niah import TASKS, NiahSample, NiahTaskMaker, score_answer
+from tttlm.eval.niah import TASKS, NiahSample, NiahTaskMaker, ruler_match
 from tttlm.eval.perplexity import loss_by_position, perplexity_vs_context
 from tttlm.eval.token_loss import token_losses
 
@@ -20,6 +20,6 @@ __all__ = [
     "loss_by_position",
     "perplexity_vs_context",
     "resolve_checkpoint",
-    "score_answer",
+    "ruler_match",
     "token_losses",
 ]

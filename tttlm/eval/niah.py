@@ -1,24 +1,38 @@
-"""Single-needle-in-a-haystack tasks (RULER's S-NIAH-1/2/3, as in the second paper's Table 2).
+"""Single-needle-in-a-haystack tasks as RULER defines them (S-NIAH-1/2/3, the second paper's Table 2).
 
-- ``s-niah-1`` pass-key: a 7-digit number hidden in repeated noise sentences ("The grass is green. ...").
-- ``s-niah-2``: a 7-digit number hidden in real prose (held-out documents).
-- ``s-niah-3``: a UUID hidden in real prose.
+- ``s-niah-1``: a 7-digit number in the noise haystack: RULER's repeated noise ("The grass is green. ... There
+  and back again."), one copy per line, the needle as a line of its own at a random line.
+- ``s-niah-2``: a 7-digit number in an essay haystack: long held-out prose (``tttlm eval niah`` takes the test
+  split's documents, which no model trains or validates on), the needle between two sentences at a depth drawn
+  from RULER's 40-point grid 0 ... 100 %.
+- ``s-niah-3``: a UUID in the essay haystack.
 
-A sample of context length L is exactly L prompt tokens: the RULER-style instruction, the haystack with the needle
-sentence " One of the special magic numbers for {key} is: {value}." inserted at a sentence boundary near the requested
-depth (0 = first haystack token, 1 = last), and the question, which ends with the answer prefix "... is". The prompt is
-built from separately tokenized pieces, so the needle's token span is known exactly (``needle_start``).
+The key is RULER's: an adjective-noun pair from the wonderwords word lists (912 adjectives × 6,782 nouns, the lists
+RULER draws from; installed with the package, nothing is fetched). The prompt is RULER's single-needle template:
+"A special magic number is hidden within the following text. ... afterwards.\\n{context}\\nWhat is the special magic
+number for {key} mentioned in the provided text? The special magic number for {key} mentioned in the provided text
+is"; the needle "One of the special magic numbers for {key} is: {value}.".
 
-Scoring is exact match: the first whitespace-separated word of the greedy continuation, stripped of trailing
-punctuation, must equal the value.
+A sample of context length L has at most L − 128 prompt tokens: RULER's lengths count the 128 generated tokens. The
+prompt is built from separately tokenized pieces, so the needle's token span is known exactly (``needle_start``).
+RULER sizes its haystack by a search over whole sentences (noise) or words (essay); ours takes as many noise lines,
+or essay tokens, as fit. Sentence boundaries of the essay are tokens that end with ".", "!", "?" or a newline
+(RULER: nltk's sentence splitter, which needs a data download).
+
+Scoring is RULER's ``string_match_all`` (``ruler_match``): the fraction of the references found, case-insensitively,
+anywhere in the 128 generated tokens. Accuracy per (task, length) is the mean over samples, with a 95% Wilson
+interval.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
 import numpy as np
 import torch
@@ -26,46 +40,48 @@ from transformers import PreTrainedTokenizerBase
 
 from tttlm.eval.generate import generate_tokens
 
-TASKS = {"s-niah-1": ("noise", "number"), "s-niah-2": ("prose", "number"), "s-niah-3": ("prose", "uuid")}
-NOISE = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
-_ADJECTIVES = [
-    "abundant",
-    "brave",
-    "calm",
-    "delightful",
-    "eager",
-    "faithful",
-    "gentle",
-    "happy",
-    "icy",
-    "jolly",
-    "kind",
-    "lively",
-    "merry",
-    "nimble",
-]
-_NOUNS = [
-    "apple",
-    "bridge",
-    "candle",
-    "desert",
-    "engine",
-    "forest",
-    "garden",
-    "harbor",
-    "island",
-    "jungle",
-    "kettle",
-    "lantern",
-    "meadow",
-    "needle",
-]
-SNAP_TOKENS = 64  # how far from the requested depth the needle may move to sit at a sentence boundary
+TASKS = {"s-niah-1": ("noise", "number"), "s-niah-2": ("essay", "number"), "s-niah-3": ("essay", "uuid")}
+NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+GENERATE = 128  # RULER's tokens_to_generate for the niah tasks; the context length includes them
+ESSAY_DEPTHS = tuple(int(d) for d in np.round(np.linspace(0, 100, num=40)))  # RULER's depth grid, in percent
+_Z975 = 1.959963984540054
+
+
+@lru_cache(maxsize=1)
+def key_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(adjectives, nouns) of the wonderwords package, RULER's source of needle keys."""
+    assets = resources.files("wonderwords.assets")
+
+    def read(name: str) -> tuple[str, ...]:
+        return tuple(w.strip() for w in (assets / name).read_text().splitlines() if w.strip())
+
+    return read("adjectivelist.txt"), read("nounlist.txt")
+
+
+def ruler_match(prediction: str, references: Sequence[str]) -> float:
+    """RULER's ``string_match_all`` for one sample: the fraction of ``references`` that occur in ``prediction``,
+    case-insensitively, as substrings anywhere (RULER reports the mean over samples × 100)."""
+    if isinstance(references, str) or not references:
+        raise ValueError(f"references must be a non-empty list of strings; got {references!r}")
+    text = prediction.lower()
+    return sum(r.lower() in text for r in references) / len(references)
+
+
+def wilson_interval(successes: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``successes / n`` (n >= 1)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"a proportion needs n >= 1 and 0 <= successes <= n; got {successes} of {n}")
+    p, z2 = successes / n, _Z975**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z975 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # the ends are exactly 0 and 1 at 0 and n successes (rounding would leave them a hair off)
+    return (0.0 if successes == 0 else centre - half), (1.0 if successes == n else centre + half)
 
 
 @dataclass
 class NiahSample:
-    """One prompt. ``ids``: (L,) token ids; the needle occupies ``ids[needle_start : needle_start + needle_len]``."""
+    """One prompt. ``ids``: (≤ length − 128,) token ids; the needle is ``ids[needle_start : needle_start +
+    needle_len]``; ``depth`` in [0, 1] is where it sits in the haystack."""
 
     task: str
     length: int
@@ -86,16 +102,16 @@ def _value(rng: random.Random, kind: str) -> str:
 
 
 def prompt_texts(kind: str, key: str, value: str) -> tuple[str, str, str]:
-    """(instruction, needle, question) texts; the question ends with the answer prefix."""
-    noun = "number" if kind == "number" else "uuid"
+    """(instruction, needle, question) texts of RULER's single-needle template; the question ends with the answer
+    prefix."""
     instruction = (
-        f"A special magic {noun} is hidden within the following text. Make sure to memorize it. "
-        f"I will quiz you about the {noun} afterwards.\n"
+        f"A special magic {kind} is hidden within the following text. Make sure to memorize it. "
+        f"I will quiz you about the {kind} afterwards."
     )
-    needle = f" One of the special magic {noun}s for {key} is: {value}."
+    needle = f"One of the special magic {kind}s for {key} is: {value}."
     question = (
-        f"\nWhat is the special magic {noun} for {key} mentioned in the provided text? "
-        f"The special magic {noun} for {key} mentioned in the provided text is"
+        f"What is the special magic {kind} for {key} mentioned in the provided text? "
+        f"The special magic {kind} for {key} mentioned in the provided text is"
     )
     return instruction, needle, question
 
@@ -104,14 +120,14 @@ class NiahTaskMaker:
     """Builds deterministic S-NIAH samples for one tokenizer.
 
     Args:
-        prose_ids: (N,) token ids of held-out prose (documents back to back) for s-niah-2/3; may be empty when
+        essay_ids: (N,) token ids of held-out prose (documents back to back) for s-niah-2/3; may be empty when
             only s-niah-1 is asked for.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prose_ids: np.ndarray | Sequence[int] = ()) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, essay_ids: np.ndarray | Sequence[int] = ()) -> None:
         self.tokenizer = tokenizer
-        self.prose = np.asarray(prose_ids, dtype=np.int64)
-        # ids whose text ends a sentence or line: the needle goes right after one of them
+        self.essay = np.asarray(essay_ids, dtype=np.int64)
+        # ids whose text ends a sentence or line: an essay needle goes right after one of them
         self.enders = {
             i for i in range(len(tokenizer)) if tokenizer.decode([i]).rstrip(" ").endswith((".", "!", "?", "\n"))
         }
@@ -119,52 +135,62 @@ class NiahTaskMaker:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _haystack(self, kind: str, size: int, rng: random.Random) -> np.ndarray:
-        if kind == "noise":
-            unit = np.asarray(self.encode(NOISE), dtype=np.int64)
-            return np.tile(unit, -(-size // unit.size))[:size]
-        if self.prose.size == 0:
-            raise ValueError("the prose tasks (s-niah-2, s-niah-3) need held-out documents; none were given")
-        start = rng.randrange(self.prose.size)
-        reps = -(-(start + size) // self.prose.size)  # wrap around a short corpus
-        return np.tile(self.prose, reps)[start : start + size]
+    def _noise(self, budget: int, needle: list[int], rng: random.Random, depth: float | None) -> tuple[list, int]:
+        line = self.encode("\n" + NOISE)
+        lines = budget // len(line)
+        at = rng.randrange(lines) if depth is None else min(int(lines * depth), lines)  # RULER: a random line
+        return [*line * at, *needle, *line * (lines - at)], at * len(line)
 
-    def _insertion(self, haystack: np.ndarray, target: int) -> int:
-        boundaries = [0, haystack.size] + [i + 1 for i, t in enumerate(haystack.tolist()) if t in self.enders]
-        best = min(boundaries, key=lambda b: (abs(b - target), b))
-        return best if abs(best - target) <= SNAP_TOKENS else target
+    def _essay(self, budget: int, needle: list[int], rng: random.Random, depth: float | None) -> tuple[list, int]:
+        if self.essay.size == 0:
+            raise ValueError("the essay tasks (s-niah-2, s-niah-3) need held-out documents; none were given")
+        haystack = np.tile(self.essay, -(-budget // self.essay.size))[:budget].tolist()  # RULER repeats a short essay
+        starts = [0] + [i + 1 for i, t in enumerate(haystack[:-1]) if t in self.enders]
+        fraction = rng.choice(ESSAY_DEPTHS) / 100 if depth is None else depth
+        at = ([*starts, len(haystack)])[int(len(starts) * fraction)]
+        return [*haystack[:at], *needle, *haystack[at:]], at
 
-    def sample(self, task: str, length: int, depth: float, seed: int = 0) -> NiahSample:
-        """The sample of ``task`` with ``length`` prompt tokens and the needle at ``depth`` in [0, 1]."""
+    def sample(
+        self, task: str, length: int, *, seed: int = 0, index: int = 0, depth: float | None = None
+    ) -> NiahSample:
+        """Sample ``index`` of ``task`` at context length ``length`` (prompt + 128 generated tokens); the needle at
+        a random depth as RULER draws it, or at ``depth`` in [0, 1]."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-        if not 0 <= depth <= 1:
+        if depth is not None and not 0 <= depth <= 1:
             raise ValueError(f"depth must be in [0, 1]; got {depth}")
         haystack_kind, value_kind = TASKS[task]
-        rng = random.Random(f"{seed}/{task}/{length}/{depth:.6f}")
-        key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
+        rng = random.Random(f"{seed}/{task}/{length}/{index}")
+        adjectives, nouns = key_words()
+        key = f"{rng.choice(adjectives)}-{rng.choice(nouns)}"
         value = _value(rng, value_kind)
-        instruction, needle, question = (self.encode(t) for t in prompt_texts(value_kind, key, value))
-        size = length - len(instruction) - len(needle) - len(question)
-        if size < 1:
-            raise ValueError(f"context length {length} is too short for {task}: the prompt alone needs {length - size}")
-        haystack = self._haystack(haystack_kind, size, rng)
-        at = self._insertion(haystack, round(depth * size))
-        ids = [*instruction, *haystack[:at].tolist(), *needle, *haystack[at:].tolist(), *question]
+        instruction, needle, question = prompt_texts(value_kind, key, value)
+        head, tail = self.encode(instruction), self.encode("\n" + question)
+        needle_ids = self.encode(("\n" if haystack_kind == "noise" else " ") + needle)
+        gap = [] if haystack_kind == "noise" else self.encode("\n")  # noise lines bring their own newline
+        budget = length - GENERATE - len(head) - len(gap) - len(needle_ids) - len(tail)
+        smallest = len(self.encode("\n" + NOISE)) if haystack_kind == "noise" else 1  # one line, or one token
+        if budget < smallest:
+            raise ValueError(
+                f"context length {length} is too short for {task}: the prompt and the {GENERATE} generated tokens "
+                f"need at least {length - budget + smallest}"
+            )
+        make = self._noise if haystack_kind == "noise" else self._essay
+        context, at = make(budget, needle_ids, rng, depth)
+        start = len(head) + len(gap)
+        size = len(context) - len(needle_ids)
         return NiahSample(
-            task, length, depth, key, value, ids, len(instruction) + at, len(needle), len(instruction), size
+            task,
+            length,
+            at / size,
+            key,
+            value,
+            [*head, *gap, *context, *tail],
+            start + at,
+            len(needle_ids),
+            start,
+            size,
         )
-
-
-def score_answer(generated: str, answer: str) -> bool:
-    """Exact match of the continuation's first word (trailing punctuation stripped) with the answer."""
-    words = generated.split()
-    return bool(words) and words[0].rstrip(".,;:!?\"'") == answer
-
-
-def depths_for(count: int) -> list[float]:
-    """``count`` needle depths spread evenly over [0, 1] (both ends included when count > 1)."""
-    return [0.5] if count == 1 else [i / (count - 1) for i in range(count)]
 
 
 @torch.no_grad()
@@ -173,58 +199,73 @@ def evaluate_niah(
     maker: NiahTaskMaker,
     tasks: Sequence[str],
     lengths: Sequence[int],
-    depths: Sequence[float],
     *,
-    samples: int = 1,
+    samples: int = 20,
     seed: int = 0,
     chunk_size: int = 2048,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """One record per (task, length, depth, sample): the answer, the prediction (first word) and ``correct``."""
+    """One record per (task, length, sample): depth, answer, the greedy continuation (``GENERATE`` tokens or up to
+    end-of-text), its ``score`` (``ruler_match``) and ``correct`` (score 1)."""
     stop = [i for i in (maker.tokenizer.eos_token_id,) if i is not None]
     records = []
     for task in tasks:
         for length in lengths:
-            for depth in depths:
-                for k in range(samples):
-                    s = maker.sample(task, length, depth, seed=seed + k)
-                    budget = len(maker.encode(f" {s.answer}.")) + 4
-                    new = generate_tokens(model, s.ids, budget, chunk_size=chunk_size, stop_ids=stop)
-                    text = maker.tokenizer.decode(new)
-                    words = text.split()
-                    records.append(
-                        {
-                            "task": task,
-                            "length": length,
-                            "depth": depth,
-                            "sample": k,
-                            "answer": s.answer,
-                            "prediction": words[0] if words else "",
-                            "correct": score_answer(text, s.answer),
-                        }
-                    )
-                    if progress:
-                        progress(f"{task} L={length} depth={depth:.2f}: {'ok' if records[-1]['correct'] else 'miss'}")
+            for k in range(samples):
+                s = maker.sample(task, length, seed=seed, index=k)
+                new = generate_tokens(model, s.ids, GENERATE, chunk_size=chunk_size, stop_ids=stop)
+                text = maker.tokenizer.decode(new)
+                score = ruler_match(text, [s.answer])
+                records.append(
+                    {
+                        "task": task,
+                        "length": length,
+                        "depth": s.depth,
+                        "sample": k,
+                        "answer": s.answer,
+                        "prediction": text,
+                        "score": score,
+                        "correct": score == 1.0,
+                    }
+                )
+                if progress:
+                    progress(f"{task} L={length} #{k} depth={s.depth:.2f}: {'ok' if score == 1 else 'miss'}")
     return records
 
 
-def accuracy_table(records: Sequence[dict]) -> dict[str, dict[int, float]]:
-    """task -> length -> accuracy (fraction correct over depths and samples)."""
-    table: dict[str, dict[int, list[bool]]] = {}
+def _by_cell(records: Sequence[dict]) -> dict[str, dict[int, list[float]]]:
+    table: dict[str, dict[int, list[float]]] = {}
     for r in records:
-        table.setdefault(r["task"], {}).setdefault(r["length"], []).append(r["correct"])
-    return {t: {n: float(np.mean(v)) for n, v in by_len.items()} for t, by_len in table.items()}
+        table.setdefault(r["task"], {}).setdefault(r["length"], []).append(r["score"])
+    return table
 
 
-def depth_grid(records: Sequence[dict], task: str) -> tuple[list[float], list[int], np.ndarray]:
-    """(depths, lengths, (depths, lengths) accuracy) of one task, for the heatmap."""
+def accuracy_table(records: Sequence[dict]) -> dict[str, dict[int, float]]:
+    """task -> length -> accuracy (mean score over the samples)."""
+    return {t: {n: float(np.mean(v)) for n, v in by_len.items()} for t, by_len in _by_cell(records).items()}
+
+
+def interval_table(records: Sequence[dict]) -> dict[str, dict[int, dict[str, float]]]:
+    """task -> length -> {"accuracy", "low", "high", "n"}: the mean score and its 95% Wilson interval."""
+    table = {}
+    for task, by_len in _by_cell(records).items():
+        table[task] = {}
+        for n, scores in by_len.items():
+            low, high = wilson_interval(sum(scores), len(scores))
+            table[task][n] = {"accuracy": float(np.mean(scores)), "low": low, "high": high, "n": len(scores)}
+    return table
+
+
+def depth_grid(records: Sequence[dict], task: str, bins: int = 5) -> tuple[list[float], list[int], np.ndarray]:
+    """(depth bin centres, lengths, (bins, lengths) accuracy) of one task, for the heatmap: the random depths fall in
+    ``bins`` equal bins over [0, 1] (NaN where a bin has no sample)."""
     rows = [r for r in records if r["task"] == task]
-    depths = sorted({r["depth"] for r in rows})
     lengths = sorted({r["length"] for r in rows})
-    grid = np.full((len(depths), len(lengths)), np.nan)
-    for i, d in enumerate(depths):
-        for j, n in enumerate(lengths):
-            hits = [r["correct"] for r in rows if r["depth"] == d and r["length"] == n]
-            if hits:
-                grid[i, j] = np.mean(hits)
-    return depths, lengths, grid
+    sums, counts = np.zeros((bins, len(lengths))), np.zeros((bins, len(lengths)))
+    for r in rows:
+        i = min(int(r["depth"] * bins), bins - 1)
+        sums[i, lengths.index(r["length"])] += r["score"]
+        counts[i, lengths.index(r["length"])] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = np.where(counts > 0, sums / counts, np.nan)
+    return [(i + 0.5) / bins for i in range(bins)], lengths, grid

@@ -125,13 +125,23 @@ def _percent(fraction: float | None) -> str:
     return "n/a" if fraction is None else f"{100 * fraction:.0f}"
 
 
-def niah_markdown(methods: dict[str, dict[str, dict[int, float]]]) -> str:
-    """The paper's layout: one row per method, columns grouped by task then context length (accuracy in %)."""
+def niah_markdown(
+    methods: dict[str, dict[str, dict[int, float]]], intervals: dict[str, dict[str, dict[int, dict]]] | None = None
+) -> str:
+    """The paper's layout: one row per method, columns grouped by task then context length (accuracy in %); with
+    ``intervals`` (``niah.interval_table`` per method) each cell also gives its 95% Wilson interval."""
     tasks = sorted({t for table in methods.values() for t in table})
     columns = [(t, n) for t in tasks for n in sorted({n for table in methods.values() for n in table.get(t, {})})]
     header = ["method", *[f"{t} {n}" for t, n in columns]]
-    rows = [[name, *[_percent(table.get(t, {}).get(n)) for t, n in columns]] for name, table in methods.items()]
-    return "S-NIAH accuracy (%)\n\n" + markdown_table(header, rows)
+
+    def cell(name: str, task: str, n: int) -> str:
+        text = _percent(methods[name].get(task, {}).get(n))
+        found = (intervals or {}).get(name, {}).get(task, {}).get(n)
+        return text if found is None else f"{text} [{_percent(found['low'])}, {_percent(found['high'])}]"
+
+    rows = [[name, *[cell(name, t, n) for t, n in columns]] for name in methods]
+    title = "S-NIAH accuracy (%)" + (", [95% Wilson interval]" if intervals else "")
+    return f"{title}\n\n" + markdown_table(header, rows)
 
 
 def plot_niah_heatmaps(path: Path, grids: dict[str, tuple[list[float], list[int], np.ndarray]]) -> Path:
