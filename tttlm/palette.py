@@ -20,11 +20,13 @@ ARCH_COLOURS: dict[str, str] = {
     "swa": "#7f7f7f",  # grey
     "hybrid": "#8c564b",  # brown
     "gated-deltanet": "#bcbd22",  # olive
+    "gdn-swa": "#dbdb8d",  # light olive: Gated DeltaNet's hybrid
     "ttt-kvb": "#17becf",  # cyan
+    "ttt-kvb-linear": "#9edae5",  # light cyan: paper 1's TTT-Linear beside SWA
     "ttt-e2e": "#9467bd",  # purple
 }
 # for names that are not archs: the lighter tab20 shades, so they never equal an arch's colour
-OTHER_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+OTHER_COLOURS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7")
 LINE_STYLES = ("-", "--", ":", "-.")
 
 

@@ -11,7 +11,7 @@ by_position    ``loss@lo-hi``: the mean loss at token indices lo … hi (1-based
 forward_time   ``forward_ms@C``: forward time per token on one sequence of C tokens (batch ``batch``, no cache,
                the LM head at the last position only), median of ``repeats`` after a warm-up
 train_time     ``train_ms@C``: forward + backward time per token on ``batch`` sequences of C tokens
-niah           ``niah-<task>@L``: S-NIAH accuracy at prompt length L over ``depths`` depths × ``samples``
+niah           ``niah-<task>@L``: S-NIAH accuracy at prompt length L over ``samples`` samples (random depths)
 =============  ===========================================================================================
 
 A trained run also reports ``val_loss`` (the trainer's last validation) and ``tokens_per_s`` (its median training
@@ -130,13 +130,12 @@ def evaluate(
 def _niah(settings: dict[str, Any], model: PreTrainedModel, data: Any, data_dir: Path) -> dict[str, float]:
     from tttlm.data.prepare import TOKENIZER_DIR
     from tttlm.data.tokenizer import load_tokenizer
-    from tttlm.eval.niah import NiahTaskMaker, accuracy_table, depths_for, evaluate_niah
+    from tttlm.eval.niah import NiahTaskMaker, accuracy_table, evaluate_niah
     from tttlm.eval.perplexity import long_documents
 
     docs = long_documents(data, 1)
     prose = np.concatenate([d for _, d in docs]) if docs else np.zeros(0, dtype=np.int64)
     maker = NiahTaskMaker(load_tokenizer(Path(data_dir) / TOKENIZER_DIR), prose)
-    depths = depths_for(settings["depths"])
-    records = evaluate_niah(model, maker, settings["tasks"], settings["lengths"], depths, samples=settings["samples"])
+    records = evaluate_niah(model, maker, settings["tasks"], settings["lengths"], samples=settings["samples"])
     table = accuracy_table(records)
     return {f"niah-{task}@{length}": float(acc) for task, row in table.items() for length, acc in row.items()}

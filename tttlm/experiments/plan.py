@@ -166,6 +166,15 @@ def _eval_lengths(spec: Spec, seq_len: int) -> list[int]:
     return lengths
 
 
+def window_of(config: PretrainedConfig) -> int | None:
+    """The attention window of a model config, None when it has no sliding-window attention (a stack config
+    carries a ``sliding_window`` whether or not any of its layers uses it)."""
+    mixers = getattr(config, "layer_mixers", None)
+    if mixers is not None and not any("sliding_attention" in layer for layer in mixers):
+        return None
+    return getattr(config, "sliding_window", None)
+
+
 def check_plan(spec: Spec, plans: Sequence[RunPlan]) -> None:
     """What the spec asks of its runs: the window-to-mini-batch ratio of every TTT-E2E arm (``ratios``), and the
     by-position length reaching past the window the claims compare across (``ratios.context_over_window``)."""
@@ -173,7 +182,7 @@ def check_plan(spec: Spec, plans: Sequence[RunPlan]) -> None:
     span = spec.ratios.get("context_over_window")
     for plan in plans:
         config = plan.model_config
-        window = getattr(config, "sliding_window", None)
+        window = window_of(config)
         mini_batch = getattr(config, "mini_batch_size", None)
         if want is not None and window and mini_batch and window != want * mini_batch:
             raise SpecError(

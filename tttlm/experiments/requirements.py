@@ -21,25 +21,14 @@ def _init_from() -> str | None:
     )
 
 
-def _lact_kvb() -> str | None:
-    from tttlm.models import ARCHS
-
-    if "ttt-kvb-linear" in ARCHS:  # issue 17: ttt-kvb becomes LaCT-style, the old one stays as ttt-kvb-linear
-        return None
-    return (
-        "TTT-KVB as the second paper ran it (LaCT: SwiGLU fast weights per head, issue 17) is not built yet; today's "
-        "ttt-kvb is paper-1 TTT-Linear beside SWA, not the paper's baseline"
-    )
-
-
 def _kvb_simplified() -> str | None:
     from tttlm.models import ARCHS
 
     if "ttt-kvb-simplified" in ARCHS:
         return None
     return (
-        "the simplified TTT-KVB of the second paper's §2.4 (its Table 1 ladder) has no arch or switch yet "
-        "(needs the LaCT TTT-KVB of issue 17 first)"
+        "the simplified TTT-KVB of the second paper's §2.4 (the second row of its Table 1) has no arch or switch "
+        "yet: LaCT's TTT-KVB (ttt-kvb) with its simplifications as options"
     )
 
 
@@ -56,7 +45,6 @@ def _needle_data() -> str | None:
 
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "init-from": _init_from,
-    "lact-kvb": _lact_kvb,
     "kvb-simplified": _kvb_simplified,
     "needle-data": _needle_data,
 }

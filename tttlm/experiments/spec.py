@@ -52,7 +52,7 @@ EVALUATION_KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "by_position": (("length", "bins"), {"documents": 8, "reference": None}),
     "forward_time": (("contexts",), {"repeats": 3, "batch": 1}),
     "train_time": (("contexts",), {"repeats": 3, "batch": 1}),
-    "niah": (("lengths",), {"tasks": ["s-niah-1"], "depths": 5, "samples": 1}),
+    "niah": (("lengths",), {"tasks": ["s-niah-1"], "samples": 20}),
 }
 _TOP_KEYS = {"name", "title", "paper", "summary", "gpus", "vocab_size", "train_config", "ratios", "arms"}
 _TOP_KEYS |= {"evaluations", "claims"}

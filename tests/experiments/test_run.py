@@ -1,0 +1,116 @@
+"""Running an experiment: every arm × seed trained and evaluated, a killed experiment resumes and reuses what was
+finished, an arm that needs a missing feature is reported as not run, the report and results are written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from experiment_testing import base_spec, write_spec
+
+import tttlm.train
+from tttlm.experiments import requirements
+from tttlm.experiments.run import ExperimentError, run_experiment
+from tttlm.experiments.spec import load_spec
+from tttlm.experiments.verdicts import NOT_RUN, REPRODUCED
+from tttlm.train import TrainingInterrupted
+
+
+class Recorder:
+    """Wraps ``tttlm.train.train``: records each call's run directory and resume flag; can stop at call N."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.calls: list[tuple[str, bool]] = []
+        self.stop_at = stop_at
+        self.real = tttlm.train.train
+
+    def __call__(self, config, **kwargs):
+        self.calls.append((str(config.run_dir), kwargs.get("resume", False)))
+        if self.stop_at is not None and len(self.calls) == self.stop_at:
+            raise TrainingInterrupted(config.run_dir, 0, 15)  # as if killed before its first checkpoint
+        return self.real(config, **kwargs)
+
+
+def _quiet(message: str) -> None:
+    del message
+
+
+def test_a_killed_experiment_resumes_and_reuses_finished_runs(tmp_path, data_dir, monkeypatch):
+    spec = load_spec(write_spec(tmp_path / "toy.yaml", base_spec()))
+    out = tmp_path / "out"
+    first = Recorder(stop_at=2)
+    monkeypatch.setattr(tttlm.train, "train", first)
+    with pytest.raises(TrainingInterrupted):
+        run_experiment(spec, [0], out, data_dir=data_dir, say=_quiet)
+    assert [c[0].split("/runs/")[1] for c in first.calls] == ["small-b/seed-0", "large-b/seed-0"]
+    assert not (out / "report.md").exists()
+
+    again = Recorder()
+    monkeypatch.setattr(tttlm.train, "train", again)
+    report = run_experiment(spec, [0], out, data_dir=data_dir, say=_quiet)
+    assert [c[0].split("/runs/")[1] for c in again.calls] == ["large-b/seed-0"]  # small-b was reused
+    assert (out / "runs/small-b/seed-0/experiment.json").exists()
+    assert report.exists()
+
+    # an unfinished run (checkpoint but no final model) is continued with the trainer's resume
+    shutil.rmtree(out / "runs/large-b/seed-0/model")
+    third = Recorder()
+    monkeypatch.setattr(tttlm.train, "train", third)
+    run_experiment(spec, [0], out, data_dir=data_dir, say=_quiet)
+    assert third.calls == [(str(out / "runs/large-b/seed-0"), True)]
+
+
+def test_report_results_and_verdicts_over_seeds(tmp_path, data_dir):
+    raw = base_spec()
+    # a claim that must hold by construction: one arm's value minus itself is 0, so it is ≈ 0 with any tolerance
+    raw["claims"].append(
+        {
+            "id": "self",
+            "source": "none",
+            "claim": "an arm equals itself",
+            "a": {"arm": "small-b", "metric": "ppl@train"},
+            "b": {"arm": "small-b", "metric": "ppl@train"},
+            "expect": "≈",
+            "tolerance": 1e-9,
+        }
+    )
+    spec = load_spec(write_spec(tmp_path / "toy.yaml", raw))
+    report = run_experiment(spec, [0, 1, 2], tmp_path / "out", data_dir=data_dir, say=_quiet)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    ppl = results["values"]["small-b"][""]["ppl@train"]
+    assert sorted(ppl) == ["0", "1", "2"]
+    assert len(set(ppl.values())) == 3
+    claims = {c["id"]: c for c in results["claims"]}
+    assert claims["self"]["verdict"] == REPRODUCED
+    assert claims["self"]["interval"]["n"] == 3
+    per_seed = claims["smaller-b-better"]["per_seed"]
+    small, large = results["values"]["small-b"][""]["ppl@train"], results["values"]["large-b"][""]["ppl@train"]
+    assert per_seed == pytest.approx({s: small[s] - large[s] for s in small})  # paired by seed
+    text = report.read_text()
+    assert "| an arm equals itself |" in text
+    assert "**reproduced**" in text
+    assert (tmp_path / "out" / "ppl.png").stat().st_size > 1000
+
+
+def test_an_arm_needing_a_missing_feature_is_not_run(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setitem(requirements.REQUIREMENTS, "init-from", lambda: "init-from is missing (test)")
+    raw = base_spec()
+    raw["arms"][1]["requires"] = ["init-from"]
+    spec = load_spec(write_spec(tmp_path / "toy.yaml", raw))
+    report = run_experiment(spec, [0], tmp_path / "out", data_dir=data_dir, say=_quiet)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["claims"][0]["verdict"] == NOT_RUN
+    assert "init-from is missing (test)" in results["claims"][0]["reason"]
+    assert results["not_run"] == {"large-b": ["init-from is missing (test)"]}
+    assert not (tmp_path / "out/runs/large-b").exists()
+    assert "## Not run" in report.read_text()
+
+
+def test_a_changed_spec_does_not_reuse_a_run_of_the_old_one(tmp_path, data_dir):
+    raw = base_spec()
+    out = tmp_path / "out"
+    run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], out, data_dir=data_dir, say=_quiet)
+    raw["train_config"]["optim"]["lr"] = 2e-3
+    with pytest.raises(ExperimentError, match=r"holds a run of another config .*optim"):
+        run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], out, data_dir=data_dir, say=_quiet)
