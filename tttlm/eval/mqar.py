@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tttlm.models.base import positive_int, positive_number
+
 IGNORE = -100
 
 
@@ -42,9 +44,7 @@ class MqarTask:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "seq_len", "num_pairs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MQAR: {name} must be a positive integer; got {value!r}")
+            positive_int("MQAR", name, getattr(self, name))
         if self.seq_len % 2:
             raise ValueError(f"MQAR: seq_len must be even (pairs and queries take two positions); got {self.seq_len}")
         if 4 * self.num_pairs > self.seq_len:
@@ -80,8 +80,7 @@ def gap_probabilities(space: int, power_a: float) -> np.ndarray:
 
 def make_examples(task: MqarTask, num_examples: int, seed: int) -> MqarData:
     """``num_examples`` MQAR examples drawn with ``seed`` (the same seed gives the same examples)."""
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"MQAR: num_examples must be a positive integer; got {num_examples!r}")
+    positive_int("MQAR", "num_examples", num_examples)
     rng = np.random.default_rng(seed)
     n, t, pairs, half = num_examples, task.seq_len, task.num_pairs, task.vocab_size // 2
     context = 2 * pairs
@@ -154,12 +153,9 @@ class TrainSettings:
     stop_at: float = 0.99
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"MQAR: lr must be a positive number; got {self.lr!r}")
+        positive_number("MQAR", "lr", self.lr, "3e-3")
         for name in ("steps", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MQAR: {name} must be a positive integer; got {value!r}")
+            positive_int("MQAR", name, getattr(self, name))
 
 
 def train(
