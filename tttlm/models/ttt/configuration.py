@@ -48,7 +48,9 @@ class TTTConfig(LMConfig):
         mini_batch_size: TTT mini-batch size b (gradients inside a mini-batch are taken at its start state).
         ttt_base_lr: η_base of the inner learning rate; None means the paper's value (1.0 linear, 0.1 mlp).
         rope_theta: RoPE base (positions are taken modulo ``mini_batch_size``).
-        use_gate: multiply the TTT output by ``gelu_tanh(x θG)``.
+        use_gate: multiply the TTT output by ``gelu_tanh(x θG)``. None means the reference code's choice per
+            backbone: False for the transformer backbone (ttt-lm-pytorch ``use_gate=False``; ttt-lm-jax's
+            ``*_base`` layers have no gate), True for the mamba backbone; the resolved bool is stored.
         pre_conv: add the sub-block ``x + CausalConv(RMSNorm(x))`` before the TTT sub-block. None means True for
             the mamba backbone and False for the transformer backbone; the resolved bool is stored.
         conv_kernel: kernel size of all causal convs (shared-q/k convs and the pre-conv).
@@ -82,7 +84,7 @@ class TTTConfig(LMConfig):
         mini_batch_size: int = 16,
         ttt_base_lr: float | None = None,
         rope_theta: float = 10000.0,
-        use_gate: bool = True,
+        use_gate: bool | None = None,
         pre_conv: bool | None = None,
         conv_kernel: int = 4,
         ttt_form: str = "dual",
@@ -108,6 +110,7 @@ class TTTConfig(LMConfig):
             positive_number("TTTConfig", "ttt_base_lr", ttt_base_lr, "1.0 (or None for the paper's value)")
         if pre_conv is not None and not isinstance(pre_conv, bool):
             raise ValueError(f"TTTConfig: pre_conv must be True, False or None (backbone default); got {pre_conv!r}.")
+        use_gate = backbone == "mamba" if use_gate is None else use_gate
         check_flags(
             "TTTConfig",
             use_gate=use_gate,
