@@ -14,6 +14,7 @@ files that are truncated or differ from their sha256 (``verify_checksum``) as ``
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -239,6 +240,20 @@ class PackedDataset:
     @property
     def num_documents(self) -> int:
         return int(self.offsets.shape[0] - 1)
+
+    def long_documents(self, min_tokens: int) -> PackedDataset:
+        """This split with only the documents of at least ``min_tokens`` tokens (end-of-text included), back to back
+        in memory: the TTT-E2E release trains on DCLM documents of at least 8K tokens. The checksums stay those of
+        the files (``verify_checksum`` first)."""
+        lengths = np.diff(self.offsets)
+        kept = np.flatnonzero(lengths >= min_tokens)
+        subset = copy.copy(self)
+        subset.tokens = (
+            np.concatenate([self.document(int(i)) for i in kept]) if len(kept) else np.zeros(0, self.tokens.dtype)
+        )
+        subset.offsets = np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64)
+        subset.kept_documents = kept
+        return subset
 
     def document(self, index: int) -> np.ndarray:
         """Token ids of document ``index`` (end-of-text id included), shape (length,)."""

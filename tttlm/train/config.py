@@ -35,7 +35,11 @@ ON_NONFINITE = ("stop", "skip")
 # with other values is still exact, and checkpoints written before these keys existed still resume
 _NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
 # trajectory keys added later, with the value that a config saved before they existed was trained under
-_ADDED_LATER = {"train": {"inner_lr_warmup": "off"}, "model": {"init_from": None}}
+_ADDED_LATER = {
+    "train": {"inner_lr_warmup": "off"},
+    "model": {"init_from": None},
+    "data": {"mask_bos_targets": False, "min_document_tokens": 0},
+}
 # sections a resume with --allow-config-change may change (model and data must stay: the weights and the windows)
 CHANGEABLE_ON_RESUME = ("seed", "precision", "train", "optim")
 # parameters whose name matches one of these (regex search) get no weight decay; see tttlm.train.optim
@@ -67,6 +71,10 @@ class DataConfig:
     # false skips the sha256 check of the packed token files when a run starts or resumes (for corpora so large that
     # reading them once costs too much); tokens corrupted in place then go unnoticed
     verify_checksums: bool = True
+    # the TTT-E2E release's data: leave out of the loss every target that is the document separator (BOS there, our
+    # end-of-text token here), and train and validate only on documents of at least this many tokens (0: all)
+    mask_bos_targets: bool = False
+    min_document_tokens: int = 0
 
 
 @dataclass
@@ -307,6 +315,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.eval.tokens and config.eval.tokens < data.seq_len:
         raise ConfigError(
             f"eval.tokens ({config.eval.tokens}) must be at least data.seq_len ({data.seq_len}), or 0 for no evaluation"
+        )
+    if data.min_document_tokens < 0:
+        raise ConfigError(
+            f"data.min_document_tokens must be >= 0 (0 keeps every document); got {data.min_document_tokens}"
         )
     if "vocab_size" in config.model.overrides and not isinstance(config.model.overrides["vocab_size"], int):
         raise ConfigError("model.overrides.vocab_size must be an integer (or left out: the tokenizer's vocab size)")

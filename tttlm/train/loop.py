@@ -170,6 +170,11 @@ def load_data(config: TrainConfig, say: Say) -> TrainData:
             f"data.verify_checksums is false: not checking {', '.join(str(s.bin_path) for s in splits)} against the "
             "sha256s in meta.json (tokens corrupted in place would go unnoticed)"
         )
+    if config.data.min_document_tokens:
+        train_split, val_split = (
+            None if split is None else _long_documents(split, config.data.min_document_tokens, say)
+            for split in (train_split, val_split)
+        )
     vocab_size = config.model.overrides.get("vocab_size", train_split.vocab_size)
     train_split.check_vocab(vocab_size)
     tokenizer_dir = data_dir / TOKENIZER_DIR
@@ -177,6 +182,26 @@ def load_data(config: TrainConfig, say: Say) -> TrainData:
         train_split.check_tokenizer(load_tokenizer(tokenizer_dir))
     identity = {"tokenizer": train_split.fingerprint, "train_sha256": train_split.meta["splits"]["train"]["sha256"]}
     return TrainData(data_dir, train_split, val_split, vocab_size, identity)
+
+
+def _long_documents(split: PackedDataset, min_tokens: int, say: Say) -> PackedDataset:
+    kept = split.long_documents(min_tokens)
+    if not kept.num_documents:
+        raise ConfigError(
+            f"data.min_document_tokens={min_tokens}: no document of the {split.split} split is that long (the longest "
+            f"has {int(np.diff(split.offsets).max(initial=0))} tokens); lower it, or use a corpus of longer documents"
+        )
+    say(
+        f"{split.split}: {kept.num_documents} of {split.num_documents} documents have >= {min_tokens} tokens "
+        f"({len(kept):,} of {len(split):,} tokens kept)"
+    )
+    return kept
+
+
+def targets(batch: torch.Tensor, masked: int | None) -> torch.Tensor:
+    """The labels of a (batch, seq) window: the ids themselves (shifted inside the model), with ``masked`` (the
+    document separator, under ``data.mask_bos_targets``) replaced by -100 so that the loss leaves it out."""
+    return batch if masked is None else batch.masked_fill(batch == masked, -100)
 
 
 # ---------------------------------------------------------------- 2. prepare the run directory
@@ -357,8 +382,10 @@ def evaluate(
     micro_batch_size: int,
     ctx: dist_utils.DistContext,
     autocast: Autocast,
+    masked: int | None = None,
 ) -> float:
-    """Mean next-token loss over the windows ``starts`` (shared round-robin between processes)."""
+    """Mean next-token loss over the windows ``starts`` (shared round-robin between processes); ``masked``: a target
+    id left out (``targets``)."""
     was_training = model.training
     model.eval()
     mine = starts[ctx.rank :: ctx.world_size]
@@ -367,7 +394,7 @@ def evaluate(
         rows = [np.asarray(dataset.tokens[s : s + seq_len], dtype=np.int64) for s in mine[i : i + micro_batch_size]]
         batch = torch.from_numpy(np.stack(rows)).to(ctx.device)  # (micro_batch_size, seq_len)
         with autocast():
-            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+            loss = model(input_ids=batch, labels=targets(batch, masked), use_cache=False).loss
         total[0] += loss.double() * len(rows)
         total[1] += len(rows)
     dist_utils.all_reduce(total, ctx)
@@ -453,6 +480,8 @@ class Trainer:
         )
         self.stop = _StopFlag()
         self.last_val: float | None = None  # the latest validation loss, recorded in checkpoints
+        # the separator's id when its targets are left out of the loss (data.mask_bos_targets)
+        self.masked = data.train.eos_token_id if config.data.mask_bos_targets else None
 
     def resume(self, *, allow_config_change: bool = False) -> int:
         """Load the newest valid checkpoint of the run into the model, the optimizer and this process's RNG; return
@@ -548,7 +577,8 @@ class Trainer:
             batch = self.windows.batch(samples).to(ctx.device)  # (micro_batch_size, seq_len)
             # gradients are reduced over processes once, on the last micro-step
             with dist_utils.gradient_sync(model, m == self.accumulation - 1), self.autocast():
-                loss = model(input_ids=batch, labels=batch, use_cache=False).loss / self.accumulation
+                loss = model(input_ids=batch, labels=targets(batch, self.masked), use_cache=False).loss
+                loss = loss / self.accumulation
             loss.backward()
             loss_sum += loss.detach().double()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.inner.parameters(), config.optim.grad_clip)
@@ -604,7 +634,7 @@ class Trainer:
         )
         batch = self.windows.batch(samples).to(ctx.device)
         with torch.no_grad(), self.autocast():
-            loss = self.model(input_ids=batch, labels=batch, use_cache=False).loss
+            loss = self.model(input_ids=batch, labels=targets(batch, self.masked), use_cache=False).loss
         bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, dtype=torch.float64, device=ctx.device)
         dist_utils.all_reduce(bad, ctx, op="max")
         return not bad.item()
@@ -636,6 +666,7 @@ class Trainer:
                 micro_batch_size=config.train.micro_batch_size,
                 ctx=self.ctx,
                 autocast=self.autocast,
+                masked=self.masked,
             )
             metrics.log({"step": done, "kind": "eval", "val_loss": self.last_val, "val_ppl": math.exp(self.last_val)})
             self.console.say(f"step {done}: val_loss {self.last_val:.4f}")
