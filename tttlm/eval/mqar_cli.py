@@ -1,8 +1,9 @@
 """``tttlm eval mqar``: the MQAR benchmark (``eval.mqar``, ``eval.mqar_sweep``) over registry archs, with its report.
 
 The learning rates are swept on the first seed; the other seeds run at the best of them (``--lr-on all``: every lr
-on every seed). Writes ``runs.jsonl`` (one line per run; a second start resumes), ``summary.json``, ``mqar.md`` and
-``mqar.png`` (accuracy vs state bytes, one line per arch and number of pairs, 95% intervals over seeds).
+on every seed). Writes ``runs.jsonl`` (one line per run; a second start resumes), ``command.txt`` (each command that
+ran into the directory), ``summary.json``, ``mqar.md`` and ``mqar.png`` (accuracy vs state bytes, one line per arch
+and number of pairs, 95% intervals over seeds).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def run_mqar(args: argparse.Namespace) -> int:
         print(f"tttlm eval mqar: {error}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / ARGS_FILE).write_text("tttlm " + " ".join(sys.argv[1:]) + "\n")
+    with (args.out / ARGS_FILE).open("a") as f:  # every command that ran into this directory, in order
+        f.write("tttlm " + " ".join(sys.argv[1:]) + "\n")
 
     def run(spec: RunSpec) -> dict[str, Any]:
         settings = TrainSettings(spec.lr, args.steps, args.batch, eval_every=args.eval_every)

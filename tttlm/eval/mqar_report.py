@@ -68,7 +68,7 @@ def plot(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         ax.set_xlabel("state bytes at the end of the sequence (log)")
         ax.set_title(f"MQAR, {pairs} key-value pairs")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (best lr; mean, 95% interval over seeds)")
+    axes[0][0].set_ylabel("test accuracy (best lr, 95% CI over seeds)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
