@@ -1,12 +1,14 @@
-"""Weight decay: on weight matrices only; not on embeddings, norms, biases (TTT's b1 and inner norm included)."""
+"""Weight decay: on every parameter by default (the papers' trainers), on weight matrices only with
+``optim.decay: matrices`` (ours: not on embeddings, norms, biases, TTT's b1 and inner norm included)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from tttlm.models import TTTConfig, TTTForCausalLM
-from tttlm.train.config import OptimConfig
+from tttlm.train.config import ConfigError, OptimConfig, config_from_dict, trajectory_of
 from tttlm.train.optim import build_optimizer, split_decay
 
 
@@ -17,7 +19,7 @@ def _ttt(layer_type: str) -> TTTForCausalLM:
 
 
 def test_ttt_linear_groups() -> None:
-    decay, skip = split_decay(_ttt("linear"), OptimConfig().no_decay)
+    decay, skip = split_decay(_ttt("linear"), decay="matrices")
     block = "model.layers.0"
     assert {
         f"{block}.ttt.W1",
@@ -40,7 +42,7 @@ def test_ttt_linear_groups() -> None:
 
 
 def test_ttt_mlp_inner_biases_skip_decay() -> None:
-    decay, skip = split_decay(_ttt("mlp"), OptimConfig().no_decay)
+    decay, skip = split_decay(_ttt("mlp"), decay="matrices")
     assert {"model.layers.0.ttt.W1", "model.layers.0.ttt.W2"} <= set(decay)
     assert {"model.layers.0.ttt.b1", "model.layers.0.ttt.b2"} <= set(skip)
 
@@ -48,10 +50,33 @@ def test_ttt_mlp_inner_biases_skip_decay() -> None:
 def test_marked_parameters_and_groups() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     model[1].weight._no_weight_decay = True  # as Mamba marks A_log and D
-    decay, skip = split_decay(model, OptimConfig().no_decay)
+    decay, skip = split_decay(model, decay="matrices")
     assert decay == ["0.weight"]
     assert skip == ["0.bias", "1.weight", "1.bias"]
-    optimizer = build_optimizer(model, OptimConfig(weight_decay=0.1, betas=(0.9, 0.95)))
+    assert split_decay(model) == (["0.weight", "0.bias", "1.bias"], ["1.weight"])  # "all": only the mark counts
+    optimizer = build_optimizer(model, OptimConfig(weight_decay=0.1, betas=(0.9, 0.95), decay="matrices"))
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)
     assert isinstance(optimizer, torch.optim.AdamW)
+
+
+def test_default_decays_every_parameter() -> None:
+    """ttt-lm-jax (no exclusions), the TTT-E2E release (emb_wd: true) and flame decay every parameter."""
+    model = _ttt("linear")
+    decay, skip = split_decay(model, OptimConfig().no_decay, OptimConfig().decay)
+    assert skip == []
+    assert set(decay) == {name for name, _ in model.named_parameters()}
+    assert "model.embed_tokens.weight" in decay
+    decay, skip = split_decay(model, ["norm"])  # extra patterns still exempt
+    assert skip
+    assert all("norm" in name for name in skip)
+
+
+def test_decay_rule_config() -> None:
+    with pytest.raises(ConfigError, match=r"optim.decay must be all .* or matrices"):
+        config_from_dict({"optim": {"decay": "some"}})
+    assert config_from_dict({"optim": {"decay": "matrices"}}).optim.decay == "matrices"
+    # a config saved before the key existed was trained under our rule
+    old = config_from_dict({}).to_dict()
+    del old["optim"]["decay"]
+    assert trajectory_of(old)["optim"]["decay"] == "matrices"

@@ -37,13 +37,16 @@ _NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
 # trajectory keys added later, with the value that a config saved before they existed was trained under
 _ADDED_LATER = {
     "train": {"inner_lr_warmup": "off"},
+    # before it, the rule was ours with its name patterns (saved configs list them in optim.no_decay)
+    "optim": {"decay": "matrices"},
     "model": {"init_from": None},
     "data": {"mask_bos_targets": False, "min_document_tokens": 0},
 }
 # sections a resume with --allow-config-change may change (model and data must stay: the weights and the windows)
 CHANGEABLE_ON_RESUME = ("seed", "precision", "train", "optim")
-# parameters whose name matches one of these (regex search) get no weight decay; see tttlm.train.optim
-DEFAULT_NO_DECAY = ("bias", "norm", r"(^|\.)b\d+$")
+# which parameters get weight decay: every one (the papers' trainers) or weight matrices only (ours); see
+# tttlm.train.optim
+DECAY_RULES = ("all", "matrices")
 
 
 class ConfigError(ValueError):
@@ -103,7 +106,10 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 1.0
-    no_decay: tuple[str, ...] = DEFAULT_NO_DECAY
+    # weight decay on every parameter ("all", the papers' trainers) or on weight matrices only ("matrices", ours);
+    # no_decay: name patterns (regex search) exempt besides
+    decay: str = "all"
+    no_decay: tuple[str, ...] = ()
 
 
 @dataclass
@@ -308,6 +314,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"optim.warmup_steps must be in [0, train.steps={loop.steps}]; got {optim.warmup_steps}")
     if optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay must be >= 0; got {optim.weight_decay}")
+    if optim.decay not in DECAY_RULES:
+        raise ConfigError(
+            f"optim.decay must be all (every parameter, the papers' trainers) or matrices (weight matrices only); "
+            f"got {optim.decay!r}"
+        )
     if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
         raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.95]; got {list(optim.betas)}")
     if config.eval.every < 0 or config.checkpoint.every < 0:

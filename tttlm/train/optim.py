@@ -1,12 +1,15 @@
 """AdamW with the papers' weight-decay rule, and the warm-up + cosine learning-rate schedule.
 
-Weight decay (0.1 in the TTT paper's recipe, which follows Mamba's "improved recipe") applies to the weight
-matrices: linear projections, MLPs, TTT's initial inner weights W0 and its learning-rate gate. It does not apply to
-(i) embeddings (and a tied LM head, the same tensor), (ii) 1-D tensors, (iii) parameters whose name matches a
-pattern of ``optim.no_decay`` (default: ``bias``, ``norm`` — block norms and TTT's inner LayerNorm — and
-``b1``/``b2``, TTT's inner biases, which are (heads, dim) matrices), and (iv) parameters a model marks with
-``_no_weight_decay = True`` (Mamba's A_log and D do). Decaying gains and shifts would pull them towards 0, not
-towards the identity they start from.
+Weight decay (0.1 in both papers' recipes) applies, by default (``optim.decay: all``), to every trainable parameter,
+as the reference trainers do: ttt-lm-jax (``get_weight_decay_exclusions()`` is empty), the TTT-E2E release
+(``emb_wd: True`` by default: the embedding too) and flame, which trains flash-linear-attention's and LaCT's models
+(torch AdamW over all parameters). Exempt are only the parameters a model marks ``_no_weight_decay = True`` (Mamba's
+A_log and D, as mamba_ssm marks them) and those whose name matches a pattern of ``optim.no_decay`` (default: none).
+
+``optim.decay: matrices`` is ours: decay on weight matrices only, not on (i) embeddings (and a tied LM head, the same
+tensor), (ii) 1-D tensors, (iii) names matching ``bias``, ``norm`` (block norms, TTT's inner LayerNorm) or TTT's
+inner biases ``b1``/``b2`` (which are (heads, dim) matrices), nor (iv) the marked parameters: decaying gains and
+shifts pulls them towards 0, not towards the identity they start from.
 """
 
 from __future__ import annotations
@@ -20,29 +23,34 @@ from torch import nn
 
 from tttlm.train.config import OptimConfig
 
+# names exempt from weight decay under ``optim.decay: matrices`` (regex search), besides embeddings and 1-D tensors
+MATRICES_ONLY_EXEMPT = ("bias", "norm", r"(^|\.)b\d+$")
 
-def split_decay(model: nn.Module, no_decay: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Names of the parameters with and without weight decay (each parameter once, tied ones under one name)."""
-    patterns = [re.compile(p) for p in no_decay]
+
+def split_decay(model: nn.Module, no_decay: Sequence[str] = (), decay: str = "all") -> tuple[list[str], list[str]]:
+    """Names of the parameters with and without weight decay under rule ``decay`` ("all" or "matrices", see the
+    module docstring) and the extra exempt name patterns ``no_decay`` (each parameter once, tied ones under one
+    name)."""
+    matrices_only = decay == "matrices"
+    patterns = [re.compile(p) for p in (*no_decay, *(MATRICES_ONLY_EXEMPT if matrices_only else ()))]
     embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, skip = [], []
+    decayed, skipped = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         exempt = (
-            param.dim() < 2
-            or id(param) in embedding_params
-            or getattr(param, "_no_weight_decay", False)
+            getattr(param, "_no_weight_decay", False)
             or any(p.search(name) for p in patterns)
+            or (matrices_only and (param.dim() < 2 or id(param) in embedding_params))
         )
-        (skip if exempt else decay).append(name)
-    return decay, skip
+        (skipped if exempt else decayed).append(name)
+    return decayed, skipped
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters in two groups: "decay" and "no_decay" (see the module docstring)."""
     params = dict(model.named_parameters())
-    decay, skip = split_decay(model, config.no_decay)
+    decay, skip = split_decay(model, config.no_decay, config.decay)
     groups = [
         {"params": [params[n] for n in decay], "weight_decay": config.weight_decay, "name": "decay"},
         {"params": [params[n] for n in skip], "weight_decay": 0.0, "name": "no_decay"},
