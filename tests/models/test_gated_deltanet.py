@@ -152,3 +152,49 @@ def test_layer_streams_through_its_cache() -> None:
     # the gates are in range at init: decay in (0, 1), β in (0, 1)
     decay = torch.exp(-layer.A_log.exp() * F.softplus(layer.dt_bias))
     assert bool(((decay > 0) & (decay < 1)).all())
+
+
+@pytest.mark.parametrize(("seq", "chunk_size"), [(7, 4), (8, 8)])
+def test_chunk_form_gradcheck(seq: int, chunk_size: int) -> None:
+    """The hand-written backward of the chunk form, every input and the initial state, with and without padding."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, seq, 2, 3, generator=g, dtype=torch.float64)
+    k = F.normalize(torch.randn(1, seq, 2, 3, generator=g, dtype=torch.float64), dim=-1)
+    v = torch.randn(1, seq, 2, 4, generator=g, dtype=torch.float64)
+    decay = -torch.rand(1, seq, 2, generator=g, dtype=torch.float64)
+    beta = torch.rand(1, seq, 2, generator=g, dtype=torch.float64)
+    state = torch.randn(1, 2, 3, 4, generator=g, dtype=torch.float64)
+    inputs = tuple(t.requires_grad_() for t in (q, k, v, decay, beta, state))
+
+    def rule(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return gated_delta_rule(*tensors[:5], initial_state=tensors[5], chunk_size=chunk_size)
+
+    assert torch.autograd.gradcheck(rule, inputs)
+
+
+@pytest.mark.parametrize("used", ["output", "state"])
+def test_chunk_form_gradients_when_only_one_output_is_used(used: str) -> None:
+    inputs = [t.requires_grad_() for t in _inputs(21)]
+
+    def grads(form: str) -> tuple[torch.Tensor, ...]:
+        o, s = gated_delta_rule(*inputs[:5], initial_state=inputs[5], form=form, chunk_size=8)
+        # only the state: q gets no gradient (zeros; None from the recurrent form, hence materialize_grads)
+        return torch.autograd.grad(o.sum() if used == "output" else s.pow(2).sum(), inputs, materialize_grads=True)
+
+    for grad, ref in zip(grads("chunk"), grads("recurrent"), strict=True):
+        assert rel_err(grad, ref) < 1e-10 if ref.any() else not grad.any()
+
+
+def test_streamed_calls_have_the_gradients_of_one_call() -> None:
+    inputs = [t.requires_grad_() for t in _inputs(30)]
+    q, k, v, g, beta, state = inputs
+    full, s_full = gated_delta_rule(q, k, v, g, beta, initial_state=state, chunk_size=8)
+    first, s_mid = gated_delta_rule(q[:, :11], k[:, :11], v[:, :11], g[:, :11], beta[:, :11], initial_state=state)
+    second, s_end = gated_delta_rule(
+        q[:, 11:], k[:, 11:], v[:, 11:], g[:, 11:], beta[:, 11:], initial_state=s_mid, chunk_size=8
+    )
+    weights = torch.randn(full.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    once = torch.autograd.grad((full * weights).sum() + s_full.sum(), inputs)
+    streamed = torch.autograd.grad((torch.cat([first, second], 1) * weights).sum() + s_end.sum(), inputs)
+    for a, b in zip(streamed, once, strict=True):
+        assert rel_err(a, b) < 1e-10

@@ -1,8 +1,9 @@
 """Our Mamba-1 selective scan and the mixer built on it.
 
-The scan against a token-by-token reference written here (float64: values and every gradient), its autograd graph,
-its input checks; the mixer against transformers' own ``MambaMixer`` on the same weights; the mamba model's cache
-continued by calls of any length (split prefill = one call = token-by-token decode).
+The chunk form against the op's token-by-token reference form (float64: values and every gradient, one call and
+streamed calls), the reference against the recurrence written out here, the log-depth scan inside the chunk form,
+gradcheck, its autograd graph, its input checks; the mixer against transformers' own ``MambaMixer`` on the same
+weights; the mamba model's cache continued by calls of any length (split prefill = one call = token-by-token decode).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from transformers.models.mamba.modeling_mamba import MambaMixer, MambaModel
 from tttlm.models import build
 from tttlm.models.ssm.cache import SSMCache
 from tttlm.models.ssm.modeling import SelectiveScanMixer, library_cache_argument
-from tttlm.ops.selective_scan import default_chunk_size, selective_scan
+from tttlm.ops.selective_scan import default_chunk_size, linear_scan_, selective_scan
 
-# float64: our scan and the reference loop differ only in summation order (~1e-16 measured)
+# float64: the chunk form and the reference loop differ only in summation order (~1e-16 measured)
 TOLERANCE = 1e-12
 OPTIONAL = ("D", "z", "initial_state")
 
@@ -40,16 +41,18 @@ def _reference(
     z: Tensor | None = None,
     initial_state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """h_t = exp(dt_t A) ⊙ h_{t−1} + dt_t x_t B_t, y_t = (h_t C_t + D x_t) silu(z_t), one token at a time."""
-    batch, channels, seq = x.shape
-    h = x.new_zeros(batch, channels, A.shape[1]) if initial_state is None else initial_state
+    """The op's reference form: h_t = exp(dt_t A) ⊙ h_{t−1} + dt_t x_t B_t, y_t = (h_t C_t + D x_t) silu(z_t), one
+    token at a time under plain autograd."""
+    return selective_scan(x, dt, A, B, C, D, z, initial_state, form="recurrent")
+
+
+def _token_loop(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """The recurrence written out independently of the op (no D, no gate), to check the reference form itself."""
     ys = []
-    for t in range(seq):
+    for t in range(x.shape[-1]):
         h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * x[:, :, t])[..., None] * B[:, None, :, t]
-        y = (h * C[:, None, :, t]).sum(-1)
-        ys.append(y if D is None else y + D * x[:, :, t])
-    y = torch.stack(ys, dim=-1)
-    return (y if z is None else y * F.silu(z)), h
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, t]))
+    return torch.stack(ys, dim=-1), h
 
 
 def _inputs(batch: int = 2, channels: int = 5, state: int = 3, seq: int = 13, seed: int = 0) -> dict[str, Tensor]:
@@ -85,6 +88,35 @@ def test_scan_equals_the_token_loop(chunk_size: int | None, optional: tuple[str,
     assert _rel(final, final_ref) < TOLERANCE
 
 
+def test_the_reference_form_is_the_written_out_recurrence() -> None:
+    inputs = {k: v.detach() for k, v in _inputs().items()}
+    y, final = selective_scan(**{k: v for k, v in inputs.items() if k not in ("D", "z")}, form="recurrent")
+    args = [inputs[name] for name in ("x", "dt", "A", "B", "C", "initial_state")]
+    y_loop, final_loop = _token_loop(*args)
+    assert _rel(y, y_loop) < TOLERANCE
+    assert _rel(final, final_loop) < TOLERANCE
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_linear_scan_equals_the_sequential_recurrence(reverse: bool) -> None:
+    """The log-depth scan inside the chunk form, for every length up to 40 (powers of two and the rest)."""
+    g = torch.Generator().manual_seed(4)
+    for n in range(1, 41):
+        u = torch.randn(n, 3, 5, generator=g, dtype=torch.float64)
+        a = torch.rand(n, 3, 5, generator=g, dtype=torch.float64)
+        expected = u.clone()
+        if reverse:
+            for t in range(n - 2, -1, -1):
+                expected[t] += a[t + 1] * expected[t + 1]
+        else:
+            for t in range(1, n):
+                expected[t] += a[t] * expected[t - 1]
+        a_before, scanned = a.clone(), u.clone()
+        linear_scan_(scanned, a, torch.full_like(a, float("nan")), reverse=reverse)
+        assert torch.allclose(scanned, expected, rtol=1e-13, atol=1e-13), n
+        assert torch.equal(a, a_before), n  # the decays are read only
+
+
 @pytest.mark.parametrize("chunk_size", [1, 4, 64])
 def test_gradients_of_every_input_equal_the_token_loop(chunk_size: int) -> None:
     inputs = _inputs()
@@ -116,25 +148,35 @@ def test_one_token_equals_the_token_loop_values_and_gradients(optional: tuple[st
         assert _rel(a, b) < TOLERANCE if b.norm() > 0 else not a.any(), name
 
 
-def test_gradcheck() -> None:
-    inputs = _inputs(batch=1, channels=2, state=2, seq=5, seed=3)
+@pytest.mark.parametrize(("seq", "chunk_size"), [(5, 2), (11, 8)])
+def test_gradcheck(seq: int, chunk_size: int) -> None:
+    inputs = _inputs(batch=1, channels=2, state=2, seq=seq, seed=3)
 
     def scan(*tensors: Tensor) -> tuple[Tensor, Tensor]:
-        return selective_scan(*tensors, chunk_size=2)
+        return selective_scan(*tensors, chunk_size=chunk_size)
 
     assert torch.autograd.gradcheck(scan, tuple(inputs.values()))
 
 
-def test_a_chunk_continues_from_the_state_of_the_previous_one() -> None:
+@pytest.mark.parametrize(("form", "chunk_size"), [("chunk", None), ("chunk", 4), ("recurrent", None)])
+def test_a_call_continues_from_the_state_of_the_previous_one(form: str, chunk_size: int | None) -> None:
+    """Streaming: calls of 6, 1 and 6 tokens carrying the state = one call, values and gradients."""
     inputs = _inputs()
-    y, final = selective_scan(**inputs)
+    y, final = selective_scan(**inputs, chunk_size=chunk_size, form=form)
     per_token = ("x", "dt", "B", "C", "z")
-    first = {k: v[..., :6] if k in per_token else v for k, v in inputs.items()}
-    rest = {k: v[..., 6:] if k in per_token else v for k, v in inputs.items()}
-    y1, h1 = selective_scan(**first)
-    y2, h2 = selective_scan(**{**rest, "initial_state": h1})
-    assert _rel(torch.cat([y1, y2], dim=-1), y) < TOLERANCE
-    assert _rel(h2, final) < TOLERANCE
+    state, pieces = inputs["initial_state"], []
+    for start, stop in ((0, 6), (6, 7), (7, 13)):
+        piece = {k: v[..., start:stop] if k in per_token else v for k, v in inputs.items()}
+        y_piece, state = selective_scan(**{**piece, "initial_state": state}, chunk_size=chunk_size, form=form)
+        pieces.append(y_piece)
+    streamed = torch.cat(pieces, dim=-1)
+    assert _rel(streamed, y) < TOLERANCE
+    assert _rel(state, final) < TOLERANCE
+    cotangent = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    ours = torch.autograd.grad((streamed * cotangent).sum() + state.sum(), list(inputs.values()))
+    once = torch.autograd.grad((y * cotangent).sum() + final.sum(), list(inputs.values()))
+    for name, a, b in zip(inputs, ours, once, strict=True):
+        assert _rel(a, b) < TOLERANCE, name
 
 
 def _graph_size(output: Tensor) -> int:
@@ -189,6 +231,11 @@ def test_bad_shapes_are_refused(name: str, shape: tuple[int, ...], match: str) -
     inputs[name] = torch.zeros(shape, dtype=torch.float64)
     with pytest.raises(ValueError, match=match):
         selective_scan(**inputs)
+
+
+def test_bad_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="form must be one of"):
+        selective_scan(**_inputs(), form="parallel")
 
 
 @pytest.mark.parametrize("chunk_size", [0, 1.5, True])

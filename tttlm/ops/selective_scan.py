@@ -6,13 +6,17 @@ softplus), a decay rate A (D, N) (negative in Mamba), input-dependent B_t, C_t �
     h_t = exp(dt_t A) ⊙ h_{t−1} + dt_t x_t B_t          h ∈ R^{D×N}, h_0 = initial_state (zeros if absent)
     y_t = h_t C_t + D ⊙ x_t                             then y_t ← y_t ⊙ silu(z_t) with a gate z
 
+Two forms with one signature (``selective_scan(..., form=...)``): "recurrent", the readable reference (one token
+at a time under plain autograd), and "chunk", the default, the fast form described here; a single token (decoding)
+takes a direct step either way.
+
 How. Time is cut into chunks of L tokens. Inside a chunk the discretised tensors a_t = exp(dt_t A) and
 u_t = dt_t x_t B_t are built with a few batched ops on an (L, B, N, D) block (channels innermost: long contiguous
-rows), the recurrence runs one fused in-place ``addcmul`` per token on a (B, N, D) slice, and the outputs are one
-batched matmul per chunk. The blocks are allocated once per call and reused by every chunk. The forward keeps only the
-state at the start of each chunk; the backward (hand-written, one autograd node for the whole scan) recomputes a
-chunk's states from it, so memory is O(B·D·N·(L + T/L)), not the O(B·D·N·T) of autograd through the recurrence, and
-runs the adjoint recurrence backwards in time,
+rows), the recurrence runs as a log-depth scan on the block (``linear_scan_``: about 3 log₂ L batched ops, no
+per-token Python loop) and the outputs are one batched matmul per chunk. The blocks are allocated once per call and
+reused by every chunk. The forward keeps only the state at the start of each chunk; the backward (hand-written, one
+autograd node for the whole scan) recomputes a chunk's states from it, so memory is O(B·D·N·(L + T/L)), not the
+O(B·D·N·T) of autograd through the recurrence, and runs the adjoint recurrence backwards in time with the same scan,
 
     g_t = C_t dy_tᵀ + a_{t+1} ⊙ g_{t+1}                 g_t = ∂loss/∂h_t (D×N), g_T = ∂loss/∂h_final + C_T dy_Tᵀ
 
@@ -22,11 +26,17 @@ from which every gradient is a per-token product, again batched per chunk:
 
 Each token costs O(D·N) forward and backward, so the scan is linear in T. transformers' pure-PyTorch fallback indexes
 the (B, D, T, N) tensors token by token under autograd, and the backward of each index writes a whole-sequence zero
-tensor: quadratic. Measured on one CPU thread (float32, process time, forward + backward of the scan alone): 0.1 s
-at B·D·N·T = 8·112·16·1024 (the tiny preset), 0.07 s at 1·1576·16·512 (125m). Not used: the log-space chunk form
-(a chunk's states from cumulative sums of dt·A, only exp of non-positive differences): A differs per (d, n), so it
-needs a (B, D, N, L, L) tensor per chunk, L times the memory and arithmetic per token of the form here, whose only
-extra cost is one small Python-level op per token.
+tensor: quadratic.
+
+Why a scan and not matmuls. Mamba-2's SSD turns its recurrence into matmuls because its decay is one scalar per
+head; here A differs per (d, n), so the chunk's "attention" form needs a (B, D, N, L, L) decay tensor (L/2 times the
+exp calls, the dominant cost, of the scan), and the cumulative-sum form h_t = P_t Σ_{s≤t} u_s / P_s (P the running
+product of decays) overflows in float32 once a chunk's decay passes e^-88. The Blelloch scan does ~3x the
+arithmetic of the token loop on the same numbers (products of decays in (0, 1], sums), in 3 log₂ L ops instead of L.
+Measured against the token loop it replaced (float32, 1 thread, CPU time, forward + backward of the scan with D and
+z, inputs laid out as the mixer passes them; docs/BENCHMARKS.md): 2x faster at the tiny preset's width (B·D·N =
+1·104·16) over 2048 tokens, 5-20 % faster at 8 sequences of 128-512 tokens, equal within the noise at 125m
+(1·1456·16, T = 2048), where the token loop's slices are large enough that its per-op overhead was already small.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 # flat within ±10 % from 2^18 to 2^20 at the tiny (B·D·N = 8·112·16) and 125m (1·1576·16) presets, and 8 tokens
 # beat 32 by 12 % at 8·1576·16 (T = 2048), where even 8 tokens exceed the target.
 CHUNK_ELEMENTS = 1 << 19
+FORMS = ("chunk", "recurrent")
 
 
 def default_chunk_size(batch: int, channels: int, state_size: int) -> int:
@@ -53,18 +64,71 @@ def default_chunk_size(batch: int, channels: int, state_size: int) -> int:
     return size
 
 
-def _chunk_states(h: Tensor, dt: Tensor, dtx: Tensor, A: Tensor, B: Tensor, decay: Tensor, states: Tensor) -> None:
+def _positions(n: int, reverse: bool, start: int, step: int, count: int, shift: int = 0) -> slice:
+    """The tensor slice holding scan positions ``start, start + step, ..., start + step (count − 1)`` of an
+    ``n``-token block: position τ is token τ, or token n − 1 − τ for a ``reverse`` scan (``shift`` 1 for the decay,
+    which in reverse belongs to the token after)."""
+    first = start if not reverse else n - 1 - (start + step * (count - 1))
+    return slice(first + shift, first + step * (count - 1) + 1 + shift, step)
+
+
+def linear_scan_(u: Tensor, a: Tensor, scratch: Tensor, reverse: bool = False) -> None:
+    """``u_t ← u_t + a_t ⊙ u_{t−1}`` for t = 1 … n−1 in order (so u becomes h of ``h_t = a_t ⊙ h_{t−1} + u_t``,
+    h_0 = u_0), along dim 0, in place and in O(log n) batched ops; ``reverse``: ``u_t ← u_t + a_{t+1} ⊙ u_{t+1}``
+    for t = n−2 … 0 (the adjoint recurrence). ``a`` is read only; the decays of merged blocks go to ``scratch``
+    (``a``'s shape).
+
+    The work-efficient (Blelloch) scan on (decay, value) pairs, whose composition is
+    ``(a₂, u₂) ∘ (a₁, u₁) = (a₂ a₁, u₂ + a₂ u₁)``: an up-sweep merges blocks of 1, 2, 4, … tokens (the value at a
+    block's last token becomes the block's, its decay the product of the block's decays), then a down-sweep hands
+    every block's last token the complete prefix before it. In scan order τ (t, or n−1−t in reverse), level k
+    touches the last tokens τ ≡ 2k−1 (up) and τ ≡ k−1 (down) mod 2k only: about 3n token slices of work in 3 log₂ n
+    ops, against n ops of one slice each for the token loop. Only decays multiply one another, so every operation
+    is a product of decays in (0, 1] and a sum, as in the sequential recurrence (no division, no exp of positive
+    numbers). The decay of a block starting at τ = 0 is never needed (nothing comes before it), hence never formed,
+    so the reverse scan never reads past the last token's decay.
+    """
+    n = u.shape[0]
+    shift = 1 if reverse else 0
+
+    def values(start: int, step: int, count: int) -> Tensor:
+        return u[_positions(n, reverse, start, step, count)]
+
+    def decays(k: int, start: int, step: int, count: int) -> Tensor:
+        # the decay of the k-token blocks ending at these positions: a itself for k = 1, else a merged product
+        return (a if k == 1 else scratch)[_positions(n, reverse, start, step, count, shift)]
+
+    k = 1
+    while 2 * k <= n:  # up-sweep: blocks of k tokens merged in pairs
+        pairs = n // (2 * k)
+        values(2 * k - 1, 2 * k, pairs).addcmul_(decays(k, 2 * k - 1, 2 * k, pairs), values(k - 1, 2 * k, pairs))
+        if 4 * k <= n:  # the merged blocks' decays, needed by the next levels (not the first block's)
+            right, left = decays(k, 4 * k - 1, 2 * k, pairs - 1), decays(k, 3 * k - 1, 2 * k, pairs - 1)
+            torch.mul(right, left, out=scratch[_positions(n, reverse, 4 * k - 1, 2 * k, pairs - 1, shift)])
+        k *= 2
+    k //= 2
+    while k >= 1:  # down-sweep: the last token of every k-block after the first 2k-block gets its prefix
+        targets = (n - k) // (2 * k)
+        if targets:
+            values(3 * k - 1, 2 * k, targets).addcmul_(
+                decays(k, 3 * k - 1, 2 * k, targets), values(2 * k - 1, 2 * k, targets)
+            )
+        k //= 2
+
+
+def _chunk_states(
+    h: Tensor, dt: Tensor, dtx: Tensor, A: Tensor, B: Tensor, decay: Tensor, states: Tensor, scratch: Tensor
+) -> None:
     """States of one chunk from the state ``h`` (B, N, D) before it, written into the given blocks.
 
     Args are time-major: dt, dtx = dt·x (L, B, D); A (N, D); B (L, B, N). Fills ``decay`` with a = exp(dt A) and
-    ``states`` with h_1..h_L, both (L, B, N, D).
+    ``states`` with h_1..h_L, all (L, B, N, D); ``scratch`` is overwritten.
     """
     torch.mul(dt[:, :, None, :], A, out=decay)
     decay.exp_()
     torch.mul(B[..., None], dtx[:, :, None, :], out=states)  # u_t, overwritten in place by h_t
     states[0].addcmul_(decay[0], h)
-    for t in range(1, states.shape[0]):
-        states[t].addcmul_(decay[t], states[t - 1])
+    linear_scan_(states, decay, scratch)
 
 
 class _Blocks:
@@ -77,6 +141,19 @@ class _Blocks:
     def take(self, length: int) -> list[Tensor]:
         """The blocks cut to a chunk of ``length`` tokens (the last chunk may be short)."""
         return [block[:length] for block in self.blocks]
+
+
+def _per_token_product(block: Tensor, vectors: Tensor, out: Tensor) -> None:
+    """out[t, b] = block[t, b] @ vectors[t, b]: (L, B, N, D) blocks times (L, B, D) vectors into (L, B, N), as one
+    batched product of row vectors, ``vectorsᵀ @ blockᵀ`` (no (L, B, N, D) temporary; MKL's matrix-vector path for
+    ``block @ vectors`` measured 5-8x slower than this form)."""
+    length, batch, state_size, channels = block.shape
+    rows = length * batch
+    torch.bmm(
+        vectors.reshape(rows, 1, channels),
+        block.view(rows, state_size, channels).transpose(1, 2),
+        out=out.view(rows, 1, state_size),
+    )
 
 
 def _sum_of_product(a: Tensor, b: Tensor, dim: int, scratch: Tensor, out: Tensor) -> None:
@@ -94,14 +171,14 @@ def _scan(
     seq, channels = x.shape[0], x.shape[2]
     dtx = dt * x
     y = x.new_empty(x.shape)
-    blocks = _Blocks(h0, min(chunk_size, seq), 2)
+    blocks = _Blocks(h0, min(chunk_size, seq), 3)
     h = h0
     for t0 in range(0, seq, chunk_size):
         t1 = min(t0 + chunk_size, seq)
-        decay, states = blocks.take(t1 - t0)
+        decay, states, scratch = blocks.take(t1 - t0)
         if starts is not None:
             starts.append(h)
-        _chunk_states(h, dt[t0:t1], dtx[t0:t1], A, B[t0:t1], decay, states)
+        _chunk_states(h, dt[t0:t1], dtx[t0:t1], A, B[t0:t1], decay, states, scratch)
         # y_t = C_tᵀ h_t: a (1, N) @ (N, D) product per token
         flat = states.view(-1, A.shape[0], channels)
         torch.bmm(C[t0:t1].reshape(-1, 1, A.shape[0]), flat, out=y[t0:t1].view(-1, 1, channels))
@@ -140,19 +217,19 @@ class _Scan(torch.autograd.Function):
             t0 = index * chunk_size
             t1 = min(t0 + chunk_size, seq)
             decay, states, grad, scratch = blocks.take(t1 - t0)
-            _chunk_states(starts[index], dt[t0:t1], dtx[t0:t1], A, B[t0:t1], decay, states)
+            _chunk_states(starts[index], dt[t0:t1], dtx[t0:t1], A, B[t0:t1], decay, states, scratch)
             dy_c = dy[t0:t1, :, None, :]
-            _sum_of_product(states, dy_c, -1, scratch, dC[t0:t1])
+            # ∂C_t = h_t dy_t: an (N, D) @ (D, 1) product per token
+            _per_token_product(states, dy[t0:t1], dC[t0:t1])
             # adjoint recurrence, in place: grad starts as C_t dy_tᵀ and becomes g_t
             torch.mul(C[t0:t1, :, :, None], dy_c, out=grad)
             grad[-1] += carry
-            for t in range(grad.shape[0] - 2, -1, -1):
-                grad[t].addcmul_(decay[t + 1], grad[t + 1])
+            linear_scan_(grad, decay, scratch, reverse=True)
             carry = decay[0] * grad[0]
             # u_t = dtx_t B_t: ∂dtx_t = B_tᵀ g_t, ∂B_t = g_t dtx_t
             flat = grad.view(-1, state_size, channels)
             torch.bmm(B[t0:t1].reshape(-1, 1, state_size), flat, out=d_dtx[t0:t1].view(-1, 1, channels))
-            _sum_of_product(grad, dtx[t0:t1, :, None, :], -1, scratch, dB[t0:t1])
+            _per_token_product(grad, dtx[t0:t1], dB[t0:t1])
             # a_t = exp(dt_t A): ∂(dt_t A) = g_t ⊙ h_{t−1} ⊙ a_t, built in place in grad's block
             grad.mul_(decay)
             grad[1:].mul_(states[:-1])
@@ -207,24 +284,67 @@ def _step(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | N
     return torch.bmm(h, C), h
 
 
+def _time_major(tensor: Tensor) -> Tensor:
+    """(batch, ·, T) -> contiguous (T, batch, ·): a chunk is then a contiguous slab and a token a contiguous slice.
+    Free (a view) when the tensor is a transposed view of (batch, T, ·) data and batch is 1, as in the mixer."""
+    return tensor.permute(2, 0, 1).contiguous()
+
+
 def _chunked(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, chunk_size: int
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    h0: Tensor | None,
+    chunk_size: int,
 ) -> tuple[Tensor, Tensor]:
-    """``_scan`` (differentiable through ``_Scan``) on the caller's layout: returns y (batch, D, T), h (batch, D, N)."""
+    """``_scan`` (differentiable through ``_Scan``) on the caller's layout, with the skip and the gate applied in
+    the time-major layout (elementwise ops on the permuted (batch, D, T) view of the output cost several times more):
+    returns y (batch, D, T) (a view of time-major memory), h (batch, D, N)."""
     batch, channels = x.shape[:2]
-
-    def time_major(tensor: Tensor) -> Tensor:
-        # (batch, ·, T) -> contiguous (T, batch, ·): a chunk is then a contiguous slab and a token a contiguous slice
-        return tensor.permute(2, 0, 1).contiguous()
-
     # inside, the state is (batch, N, D): channels innermost, so every per-token op runs over long contiguous rows
     h0 = x.new_zeros(batch, A.shape[1], channels) if h0 is None else h0.transpose(1, 2).contiguous()
-    inputs = (time_major(x), time_major(dt), A.t().contiguous(), time_major(B), time_major(C), h0)
+    x_t = _time_major(x)
+    inputs = (x_t, _time_major(dt), A.t().contiguous(), _time_major(B), _time_major(C), h0)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
         y, final = _Scan.apply(*inputs, chunk_size)
     else:  # no graph: skip keeping the chunk start states
         y, final = _scan(*inputs, chunk_size, None)
+    if D is not None:
+        y = torch.addcmul(y, x_t, D)
+    if z is not None:
+        y = y * F.silu(_time_major(z))
     return y.permute(1, 2, 0), final.transpose(1, 2)
+
+
+def _recurrent(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    h0: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """The reference: the recurrence of the module docstring one token at a time, under plain autograd (readable,
+    and slow: O(T) Python steps, an autograd graph that grows with T). Same layouts as ``selective_scan``."""
+    batch, channels, seq = x.shape
+    h = x.new_zeros(batch, channels, A.shape[1]) if h0 is None else h0
+    outputs = []
+    for t in range(seq):
+        decay = torch.exp(dt[:, :, t, None] * A)  # (batch, D, N)
+        h = decay * h + (dt[:, :, t] * x[:, :, t])[..., None] * B[:, None, :, t]
+        outputs.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(outputs, dim=-1)
+    if D is not None:
+        y = y + D[:, None] * x
+    if z is not None:
+        y = y * F.silu(z)
+    return y, h
 
 
 def selective_scan(
@@ -238,6 +358,7 @@ def selective_scan(
     initial_state: Tensor | None = None,
     *,
     chunk_size: int | None = None,
+    form: str = "chunk",
 ) -> tuple[Tensor, Tensor]:
     """Mamba-1's selective scan (see the module docstring for the maths), differentiable in every tensor input.
 
@@ -250,14 +371,18 @@ def selective_scan(
         D: optional (D,) skip weight: y += D ⊙ x.
         z: optional (batch, D, T) gate: y ← y ⊙ silu(z).
         initial_state: optional (batch, D, N) state h_0 (zeros if None), e.g. from a cache.
-        chunk_size: tokens per chunk (``default_chunk_size`` if None); any value gives the same result up to
-            rounding, it only trades speed and memory.
+        chunk_size: tokens per chunk of the chunk form (``default_chunk_size`` if None); any value gives the same
+            result up to rounding, it only trades speed and memory.
+        form: "chunk" (default: chunks of log-depth scans, one autograd node; a single token takes a direct step)
+            or "recurrent" (the token-by-token reference under plain autograd).
 
     Returns:
         y (batch, D, T) and the final state h_T (batch, D, N), both in the inputs' promoted dtype, at least float32
         (bfloat16 inputs are scanned in float32, as Mamba's kernels do).
     """
     _check_shapes(x, dt, A, B, C, D, z, initial_state)
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}; got {form!r}")
     batch, channels = x.shape[:2]
     if chunk_size is None:
         chunk_size = default_chunk_size(batch, channels, A.shape[1])
@@ -267,11 +392,15 @@ def selective_scan(
     for tensor in (x, dt, A, B, C, D, z, initial_state):
         if tensor is not None:
             dtype = torch.promote_types(dtype, tensor.dtype)
-    inputs = [t.to(dtype) for t in (x, dt, A, B, C)]
-    h0 = None if initial_state is None else initial_state.to(dtype)
-    y, final = _step(*inputs, h0) if x.shape[-1] == 1 else _chunked(*inputs, h0, chunk_size)
+    x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
+    D, z, h0 = (None if t is None else t.to(dtype) for t in (D, z, initial_state))
+    if form == "recurrent":
+        return _recurrent(x, dt, A, B, C, D, z, h0)
+    if x.shape[-1] > 1:
+        return _chunked(x, dt, A, B, C, D, z, h0, chunk_size)
+    y, final = _step(x, dt, A, B, C, h0)
     if D is not None:
-        y = y + D.to(dtype)[:, None] * x
+        y = y + D[:, None] * x
     if z is not None:
-        y = y * F.silu(z.to(dtype))
+        y = y * F.silu(z)
     return y, final
