@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -169,6 +170,23 @@ def test_cli_models_prints_every_arch(capsys: pytest.CaptureFixture[str]) -> Non
         assert arch in out
     assert "ttt-linear (mamba)" in out
     assert "1.000" in out
+
+
+def test_cli_models_json_has_a_sourced_record_per_arch(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--size", "125m", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    records = {r["arch"]: r for r in out["archs"]}
+    assert set(EXPECTED_ARCHS) - {"ttt-linear", "ttt-mlp"} <= set(records)
+    for record in out["archs"]:
+        for key in ("arch", "size", "layer_pattern", "widths", "heads", "head_dims", "window", "params", "sources"):
+            assert key in record, (record["arch"], key)
+        assert record["sources"], record["arch"]
+        assert set(record["layer_pattern"]) - set("()") <= set(out["letters"]), record["arch"]
+    assert records["hybrid"]["layer_pattern"] == "SSSSSFSSSSSF"
+    assert records["ttt-kvb"]["layer_pattern"] == "L" * 12
+    assert records["ttt-kvb"]["window"] == records["ttt-kvb"]["widths"]["lact_chunk"] == 2048
+    assert records["gated-deltanet"]["head_dims"] == {"gdn_key": 256, "gdn_value": 512}
+    assert records["ttt-linear (mamba)"]["layer_pattern"] == "(CT)" * 12
 
 
 def test_cli_models_help_and_bad_size(capsys: pytest.CaptureFixture[str]) -> None:

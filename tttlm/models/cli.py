@@ -1,13 +1,16 @@
-"""``tttlm models``: the registry's architectures at one size, with parameter counts (built on the meta device)."""
+"""``tttlm models``: the registry's architectures at one size, with parameter counts (built on the meta device),
+their block pattern, widths, heads and window, and the source of each choice (``--json``: one record per arch)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from transformers import LlamaConfig, PretrainedConfig
 
 from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.provenance import LETTER_MEANINGS, SOURCES, layer_pattern
 from tttlm.models.registry import (
     ARCHS,
     SIZES,
@@ -39,12 +42,23 @@ def add_models_command(commands: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--size", type=_size, default="125m", help=f"size preset, one of {', '.join(SIZES)}")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: the layer-pattern letters and one record per arch (arch, size, layer_pattern, widths, "
+        "heads, head_dims, window, params, sources)",
+    )
     parser.set_defaults(func=_models)
 
 
 def _models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    rows = table_rows(args.size)
+    if args.json:
+        print(json.dumps({"size": args.size, "letters": LETTER_MEANINGS, "archs": rows}, indent=2))
+        return 0
 
     table = Table(title=f"tttlm models --size {args.size}: parameters matched to TTT-Linear of that size")
     for name, justify in [
@@ -53,18 +67,22 @@ def _models(args: argparse.Namespace) -> int:
         ("vs TTT-Linear", "right"),
         ("hidden", "right"),
         ("layers", "right"),
+        ("pattern", "left"),
+        ("window", "right"),
         ("MLP width", "right"),
         ("mixer", "left"),
         ("implementation", "left"),
     ]:
         table.add_column(name, justify=justify)
-    for row in table_rows(args.size):
+    for row in rows:
         table.add_row(
             row["arch"],
             f"{row['params'] / 1e6:,.2f}M",
             f"{row['ratio']:.3f}",
             str(row["hidden"]),
             str(row["layers"]),
+            row["layer_pattern"],
+            "-" if row["window"] is None else str(row["window"]),
             "-" if row["mlp"] is None else str(row["mlp"]),
             row["details"],
             row["implementation"],
@@ -73,11 +91,13 @@ def _models(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=200)
     console.print(table)
+    console.print("pattern letters: " + ", ".join(f"{k} {v}" for k, v in LETTER_MEANINGS.items()))
     return 0
 
 
 def describe(arch: str, size: str = "tiny", **overrides: Any) -> dict[str, Any]:
-    """One row of ``tttlm models``: parameter count, ratio to the reference, and the main dims of ``arch``."""
+    """One record of ``tttlm models``: parameter count, ratio to the reference, the block pattern, widths, heads,
+    head dims and window of ``arch``, and the sources of its choices (``provenance.SOURCES``)."""
     config = make_config(arch, size, **overrides)  # validates arch, size and overrides
     spec = ARCHS[arch]
     params = count_parameters(config, spec.model_class)
@@ -85,14 +105,57 @@ def describe(arch: str, size: str = "tiny", **overrides: Any) -> dict[str, Any]:
     has_mlp = not isinstance(config, (MambaLMConfig, Mamba2LMConfig))
     return {
         "arch": arch + (f" ({overrides['backbone']})" if "backbone" in overrides else ""),
+        "size": size,
         "params": params,
         "ratio": params / reference,
         "hidden": config.hidden_size,
         "layers": config.num_hidden_layers,
+        "layer_pattern": layer_pattern(config),
         "mlp": config.intermediate_size if has_mlp else None,
+        **_shape(config),
         "details": _details(config),
         "implementation": spec.summary,
+        "sources": SOURCES[arch],
     }
+
+
+def _shape(config: PretrainedConfig) -> dict[str, Any]:
+    """``widths``, ``heads`` and ``head_dims`` per mixer kind, and the attention ``window`` (None: none)."""
+    widths: dict[str, int] = {"hidden": config.hidden_size}
+    heads: dict[str, int] = {}
+    head_dims: dict[str, int] = {}
+    window = None
+    if isinstance(config, (MambaLMConfig, Mamba2LMConfig)):
+        widths["d_inner"] = (
+            config.intermediate_size if isinstance(config, MambaLMConfig) else (config.expand * config.hidden_size)
+        )
+        widths["state"] = config.state_size
+        if isinstance(config, Mamba2LMConfig):
+            heads["ssd"], head_dims["ssd"] = config.num_heads, config.head_dim
+        return {"widths": widths, "heads": heads, "head_dims": head_dims, "window": None}
+    widths["mlp"] = config.intermediate_size
+    first = "ttt" if isinstance(config, TTTConfig) else "attention"  # a TTT model's heads are its TTT layers'
+    heads[first] = config.num_attention_heads
+    head_dims[first] = config.hidden_size // config.num_attention_heads
+    if isinstance(config, E2EConfig):
+        widths["updated_mlp"], widths["prime_mlp"] = config.updated_intermediate_size, config.prime_intermediate_size
+        window = config.sliding_window
+    if isinstance(config, StackConfig):
+        kinds = {m for mixers in config.layer_mixers for m in mixers}
+        if kinds & {"sliding_attention", "lact"}:
+            window = config.sliding_window
+        if "gated_deltanet" in kinds:
+            heads["gdn"], head_dims["gdn_key"] = config.gdn_num_heads, config.gdn_head_dim
+            head_dims["gdn_value"] = config.gdn_expand_v * config.gdn_head_dim
+            widths["gdn_key"] = config.gdn_num_heads * config.gdn_head_dim
+        if "ttt" in kinds:
+            heads["ttt"], head_dims["ttt"] = config.ttt_num_heads, config.hidden_size // config.ttt_num_heads
+        if "lact" in kinds:
+            heads["lact"], head_dims["lact"] = config.lact_num_heads, config.hidden_size // config.lact_num_heads
+            widths["lact_chunk"] = config.lact_chunk_size
+        if not kinds & {"sliding_attention", "full_attention", "lact"}:
+            del heads["attention"], head_dims["attention"]
+    return {"widths": widths, "heads": heads, "head_dims": head_dims, "window": window}
 
 
 def _details(config: PretrainedConfig) -> str:
@@ -117,6 +180,12 @@ def _details(config: PretrainedConfig) -> str:
             parts = [f"{config.gdn_num_heads} heads × dk {config.gdn_head_dim}, dv {config.gdn_expand_v}×dk"]
         if "ttt" in kinds:
             parts.append(f"TTT-{config.ttt_layer_type} b={config.ttt_mini_batch_size}")
+        if "lact" in kinds:
+            parts.append(
+                f"LaCT {config.lact_num_heads} fast heads, chunk={config.lact_chunk_size}"
+                + (", Muon" if config.lact_use_muon else "")
+                + (", momentum" if config.lact_use_momentum else "")
+            )
         return ", ".join(parts)
     if isinstance(config, Mamba2LMConfig):
         return f"state {config.state_size}, {config.num_heads} heads × {config.head_dim}, expand {config.expand}"
