@@ -222,16 +222,23 @@ def _sweep(raw: Any, where: str) -> Sweep | None:
     return Sweep(_text(raw, "key", where), tuple(values), _text(raw, "symbol", where, raw.get("key")))
 
 
+def _entry(
+    raw: Any, where: str, keys: set[str], id_key: str, what: str, taken: Sequence[str]
+) -> tuple[dict[str, Any], str, str]:
+    """A list entry checked for its keys and a unique ``id_key``: (the mapping, its id, where it is, by id)."""
+    raw = _mapping(raw, where)
+    _known(raw, keys, where)
+    name = _text(raw, id_key, where)
+    where = f"{what} {name!r}"
+    if name in taken:
+        raise SpecError(f"{where} is listed twice; {what} {id_key}s must be unique")
+    return raw, name, where
+
+
 def _arm(raw: Any, index: int, names: Sequence[str]) -> Arm:
     from tttlm.models import ARCHS
 
-    where = f"arms[{index}]"
-    raw = _mapping(raw, where)
-    _known(raw, _ARM_KEYS, where)
-    name = _text(raw, "name", where)
-    where = f"arm {name!r}"
-    if name in names:
-        raise SpecError(f"{where} is listed twice; arm names must be unique")
+    raw, name, where = _entry(raw, f"arms[{index}]", _ARM_KEYS, "name", "arm", names)
     arch = _text(raw, "arch", where)
     if arch not in ARCHS:
         raise SpecError(f"{where}: unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -329,13 +336,7 @@ def _number(raw: dict[str, Any], key: str, where: str, default: float) -> float:
 
 
 def _claim(raw: Any, index: int, arms: dict[str, Arm], ids: Sequence[str]) -> Claim:
-    where = f"claims[{index}]"
-    raw = _mapping(raw, where)
-    _known(raw, _CLAIM_KEYS, where)
-    claim_id = _text(raw, "id", where)
-    where = f"claim {claim_id!r}"
-    if claim_id in ids:
-        raise SpecError(f"{where} is listed twice; claim ids must be unique")
+    raw, claim_id, where = _entry(raw, f"claims[{index}]", _CLAIM_KEYS, "id", "claim", ids)
     op, expect = raw.get("op", "difference"), raw.get("expect")
     if op not in OPS:
         raise SpecError(f"{where}.op must be one of {', '.join(OPS)}; got {op!r}")
