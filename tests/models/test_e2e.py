@@ -443,7 +443,8 @@ def test_bench_e2e_measures_tokens_per_second_against_swa(tmp_path: Path) -> Non
     ]
     assert records[0].ratio_to_swa == 1.0
     assert all(r.tokens_per_s > 0 and r.tokens_per_s == 16 / r.seconds for r in records)
-    assert abs(records[1].parameters / records[0].parameters - 1) < 0.05  # equal size
+    # about equal size: swa is matched to TTT-Linear, ttt-e2e keeps the release's widths
+    assert abs(records[1].parameters / records[0].parameters - 1) < 0.1
     path = tmp_path / "e2e.json"
     argv = ["bench", "e2e", "--sizes", "tiny", "--seq", "12", "--window", "4", "--mini-batch-sizes", "4"]
     assert main([*argv, "--meta-gradients", "exact", "--repeats", "1", "--warmup", "0", "--json", str(path)]) == 0

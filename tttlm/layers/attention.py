@@ -115,8 +115,8 @@ class Attention(nn.Module):
     more than ``window − 1`` tokens.
 
     Args:
-        hidden_size: model width, divisible by ``num_heads``.
-        num_heads: attention heads; head dim = hidden_size / num_heads (even, for RoPE).
+        hidden_size: model width.
+        num_heads: query heads; head dim = hidden_size / num_heads (even, for RoPE) unless ``head_dim`` is given.
         window: None (full attention) or the sliding-window length w.
         rope_theta: RoPE base.
         block_size: query rows per block in ``causal_attention``.
@@ -124,6 +124,12 @@ class Attention(nn.Module):
             are ``q_norm`` and ``k_norm`` (head_dim,).
         rope_pairing: ``"half"`` (Llama) or ``"interleaved"`` (the TTT reference code and the TTT-E2E release).
         eps: the QK-norm's epsilon.
+        num_kv_heads: key/value heads (grouped-query attention: query head h reads key/value head
+            h // (num_heads / num_kv_heads), as transformers' ``repeat_kv``); None: num_heads.
+        head_dim: the width of a head, when it is not hidden_size / num_heads (Qwen3).
+        qkv_bias, o_bias: biases on the q/k/v and on the output projections (Qwen2: q/k/v only).
+        rope_inv_freq: (head_dim / 2,) RoPE frequencies replacing θ^(−2i/d) (a scaled RoPE); ``rope_scale``
+            multiplies cos and sin (YaRN's attention factor), as transformers' rotary embeddings do.
     """
 
     def __init__(
@@ -137,39 +143,59 @@ class Attention(nn.Module):
         qk_norm: bool = False,
         rope_pairing: str = "half",
         eps: float = 1e-6,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
+        rope_inv_freq: Tensor | None = None,
+        rope_scale: float = 1.0,
     ) -> None:
         super().__init__()
         _check_window(window)
         if rope_pairing not in ROPE_PAIRINGS:
             raise ValueError(f"attention: rope_pairing must be one of {sorted(ROPE_PAIRINGS)}; got {rope_pairing!r}")
-        if num_heads < 1 or hidden_size % num_heads or (hidden_size // num_heads) % 2:
+        if head_dim is None and (num_heads < 1 or hidden_size % num_heads or (hidden_size // num_heads) % 2):
             raise ValueError(
                 f"attention: hidden_size ({hidden_size}) must split into num_heads ({num_heads}) heads of even size"
             )
-        self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
+        kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if kv_heads < 1 or num_heads % kv_heads:
+            raise ValueError(f"attention: num_heads ({num_heads}) must be a multiple of num_kv_heads ({kv_heads})")
+        self.num_heads, self.num_kv_heads = num_heads, kv_heads
+        self.head_dim = hidden_size // num_heads if head_dim is None else head_dim
+        if self.head_dim % 2:
+            raise ValueError(f"attention: head_dim must be even (RoPE rotates pairs); got {self.head_dim}")
         self.window, self.rope_theta, self.block_size = window, rope_theta, block_size
-        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, kv_heads * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, kv_heads * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=o_bias)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
         self.k_norm = nn.RMSNorm(self.head_dim, eps=eps) if qk_norm else None
         self.rope = ROPE_PAIRINGS[rope_pairing]
+        # derived from the config (not saved with the weights), kept in float64 on the CPU whatever the module's
+        # dtype and device: a plain attribute, not a buffer, so that building on the meta device leaves it intact
+        self.rope_inv_freq, self.rope_scale = rope_inv_freq, rope_scale
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """x: (batch, seq, hidden) normalised block input. Returns (batch, seq, hidden) and the new cache."""
         seq = x.shape[1]
         start = 0 if cache is None else cache.position
-        q, k, v = (
-            proj(x).unflatten(-1, (self.num_heads, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim))
+        k, v = (proj(x).unflatten(-1, (self.num_kv_heads, self.head_dim)) for proj in (self.k_proj, self.v_proj))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = rope_angles(torch.arange(start, start + seq, device=x.device), self.head_dim, self.rope_theta)
+        positions = torch.arange(start, start + seq, device=x.device)
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, self.rope_inv_freq)
+        if self.rope_scale != 1.0:
+            cos, sin = cos * self.rope_scale, sin * self.rope_scale
         q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         if cache is not None:
             k, v = torch.cat([cache.keys, k], dim=1), torch.cat([cache.values, v], dim=1)
-        y = causal_attention(q, k, v, window=self.window, block_size=self.block_size)
+        groups = self.num_heads // self.num_kv_heads
+        # the cache keeps the kv heads once; each group of query heads reads its own
+        kq, vq = (k, v) if groups == 1 else (k.repeat_interleave(groups, 2), v.repeat_interleave(groups, 2))
+        y = causal_attention(q, kq, vq, window=self.window, block_size=self.block_size)
         if self.window is not None:
             # a copy, not a view: a view would keep the whole prefill's keys alive
             keep = k.shape[1] - min(k.shape[1], self.window - 1)

@@ -12,12 +12,17 @@ import torch
 from torch import Tensor
 
 
-def rope_angles(positions: Tensor, dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin of the rotation angles. positions: (T,) integers → two (T, dim // 2) tensors (float32+)."""
+def rope_angles(positions: Tensor, dim: int, theta: float, inv_freq: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """cos and sin of the rotation angles. positions: (T,) integers → two (T, dim // 2) tensors (float32+).
+
+    The frequencies are θ^(−2i/d), or ``inv_freq`` (dim // 2,) when given (a scaled RoPE, e.g. Llama 3's, as
+    transformers' ``ROPE_INIT_FUNCTIONS`` compute it).
+    """
     if dim % 2:
         raise ValueError(f"rotary embedding needs an even head dim; got {dim}")
-    inv_freq = theta ** -(torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
-    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    if inv_freq is None:
+        inv_freq = theta ** -(torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
+    angles = positions.to(torch.float64)[:, None] * inv_freq.to(device=positions.device, dtype=torch.float64)[None, :]
     return angles.cos(), angles.sin()
 
 
@@ -37,6 +42,31 @@ def apply_rope_half(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     cos = cos.to(x.dtype)[:, None, :]
     sin = sin.to(x.dtype)[:, None, :]
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def scaled_rope_frequencies(
+    parameters: dict, *, head_dim: int, theta: float, max_position_embeddings: int
+) -> tuple[Tensor, float]:
+    """The (head_dim / 2,) frequencies and the cos/sin factor of a scaled RoPE, as transformers computes them for
+    its models (``ROPE_INIT_FUNCTIONS``; ``parameters`` are a model config's ``rope_parameters``: ``rope_type``
+    "linear", "llama3", "yarn", ... and their values; ``rope_theta`` defaults to ``theta``)."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope_type = parameters.get("rope_type")
+    if rope_type not in ROPE_INIT_FUNCTIONS:
+        raise ValueError(f"unknown scaled RoPE type {rope_type!r}; transformers knows {', '.join(ROPE_INIT_FUNCTIONS)}")
+    # any config class with these fields serves: the functions read only them
+    shim = LlamaConfig(
+        hidden_size=head_dim,
+        num_attention_heads=1,
+        head_dim=head_dim,
+        max_position_embeddings=max_position_embeddings,
+        rope_parameters={"rope_theta": theta, **parameters},
+    )
+    # on the CPU even under a meta-device context (a model built for its shapes still has real frequencies)
+    inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](shim, torch.device("cpu"))
+    return inv_freq.double(), float(factor)
 
 
 # name → rotation, for the modules that let the pairing be chosen (``layers.attention.Attention``)

@@ -22,6 +22,8 @@ META_GRADIENTS = ("exact", "first_order")
 PRIME_POSITIONS = ("before_static", "after_static")
 # the outer loss: the release's mean over mini-batches of each mini-batch's mean, or the plain mean over tokens
 LOSS_REDUCTIONS = ("mini_batch", "token")
+# scaled RoPE variants of transformers' ROPE_INIT_FUNCTIONS that do not depend on the input length
+SCALED_ROPE_TYPES = ("linear", "llama3", "yarn")
 
 # The release's model sizes (``configs/model/<size>.yaml`` with the ``pretrain-<size>-e2e.yaml`` overrides: one
 # MLP width for the static and the prime MLPs, window 8K, b = 1K, the last quarter of the blocks updated). Its
@@ -80,6 +82,11 @@ class E2EConfig(LMConfig):
             block) in the outer loop; needs ``inner_lr > 0``. Release: off (a fixed step size).
         updated_intermediate_size: ours: width of the static MLP in the updated blocks (None: intermediate_size).
         prime_intermediate_size: ours: width of the prime MLPs (None: intermediate_size).
+        num_key_value_heads, head_dim, attention_qkv_bias, attention_o_bias, scaled_rope: for a model converted
+            from a pretrained Transformer (``tttlm e2e-init``): grouped-query attention (None: one kv head per
+            head), a head width other than hidden / heads, biases of the q/k/v and output projections, and a scaled
+            RoPE given as transformers' ``rope_parameters`` of the source (``rope_type`` "linear", "llama3" or
+            "yarn" with their values; None: plain RoPE of base ``rope_theta``). The release has none of these.
         rope_theta, rms_norm_eps, initializer_range, tie_word_embeddings, max_position_embeddings, use_cache,
             pad_token_id, bos_token_id, eos_token_id: as in ``TTTConfig`` (release: θ = 500,000, tied head).
     """
@@ -109,6 +116,11 @@ class E2EConfig(LMConfig):
         inner_lr_learnable: bool = False,
         updated_intermediate_size: int | None = None,
         prime_intermediate_size: int | None = None,
+        num_key_value_heads: int | None = None,
+        head_dim: int | None = None,
+        attention_qkv_bias: bool = False,
+        attention_o_bias: bool = False,
+        scaled_rope: dict[str, Any] | None = None,
         rope_theta: float = 500000.0,
         rms_norm_eps: float = 1e-6,
         initializer_range: float = 0.02,
@@ -155,6 +167,23 @@ class E2EConfig(LMConfig):
         choice(owner, "prime_position", prime_position, PRIME_POSITIONS)
         choice(owner, "loss_reduction", loss_reduction, LOSS_REDUCTIONS)
         choice(owner, "rope_pairing", rope_pairing, tuple(ROPE_PAIRINGS))
+        check_flags(owner, attention_qkv_bias=attention_qkv_bias, attention_o_bias=attention_o_bias)
+        for name, value in (("num_key_value_heads", num_key_value_heads), ("head_dim", head_dim)):
+            if value is not None:
+                positive_int(owner, name, value)
+        if num_key_value_heads is not None and num_attention_heads % num_key_value_heads:
+            raise ValueError(
+                f"E2EConfig: num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads "
+                f"({num_key_value_heads})"
+            )
+        if scaled_rope is not None and (
+            not isinstance(scaled_rope, dict) or scaled_rope.get("rope_type") not in SCALED_ROPE_TYPES
+        ):
+            raise ValueError(
+                f"E2EConfig: scaled_rope must be None or transformers' rope_parameters with rope_type one of "
+                f"{', '.join(SCALED_ROPE_TYPES)}; got {scaled_rope!r} (dynamic and longrope depend on the input "
+                "length, which a streamed model does not know)"
+            )
 
         self.sliding_window = sliding_window
         self.attention_block_size = attention_block_size
@@ -170,6 +199,11 @@ class E2EConfig(LMConfig):
         self.meta_gradient = meta_gradient
         self.prime_position = prime_position
         self.inner_lr_learnable = inner_lr_learnable
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.attention_qkv_bias = attention_qkv_bias
+        self.attention_o_bias = attention_o_bias
+        self.scaled_rope = None if scaled_rope is None else dict(scaled_rope)
         # stored resolved, so a saved config.json states what the model has
         self.updated_intermediate_size = updated_intermediate_size or intermediate_size
         self.prime_intermediate_size = prime_intermediate_size or intermediate_size

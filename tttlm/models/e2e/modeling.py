@@ -58,6 +58,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from tttlm.layers.attention import Attention, KVCache
 from tttlm.layers.mlp import SwiGLU
+from tttlm.layers.rope import scaled_rope_frequencies
 from tttlm.models.base import (
     TIED_LM_HEAD,
     CausalLMHead,
@@ -172,6 +173,11 @@ class E2EBlock(nn.Module):
             qk_norm=config.qk_norm,
             rope_pairing=config.rope_pairing,
             eps=eps,
+            num_kv_heads=config.num_key_value_heads,
+            head_dim=config.head_dim,
+            qkv_bias=config.attention_qkv_bias,
+            o_bias=config.attention_o_bias,
+            **_scaled_rope(config),
         )
         self.attn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else None
         self.ffn_norm = nn.RMSNorm(hidden, eps=eps)
@@ -207,6 +213,19 @@ class E2EBlock(nn.Module):
         if self.prime is not None and not self.prime_first:
             x = x + self.prime(x, fast)
         return x, kv
+
+
+def _scaled_rope(config: E2EConfig) -> dict[str, Any]:
+    """``Attention``'s RoPE frequency arguments for a scaled RoPE (``config.scaled_rope``), else none."""
+    if config.scaled_rope is None:
+        return {}
+    inv_freq, factor = scaled_rope_frequencies(
+        config.scaled_rope,
+        head_dim=config.head_dim or config.hidden_size // config.num_attention_heads,
+        theta=config.rope_theta,
+        max_position_embeddings=config.max_position_embeddings,
+    )
+    return {"rope_inv_freq": inv_freq, "rope_scale": factor}
 
 
 def _post(norm: nn.Module | None, h: Tensor) -> Tensor:
