@@ -135,10 +135,17 @@ def _ministral_twin(model: torch.nn.Module, attn_implementation: str) -> Ministr
     return twin
 
 
+# the Llama/Mistral block (our option; the default is the TTT-E2E release's block)
+LLAMA_BLOCK = {"qk_norm": False, "post_norm": False, "rope_pairing": "half", "rope_theta": 10000.0}
+
+
 @pytest.mark.parametrize("arch", ["swa", "hybrid"])
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_swa_and_hybrid_equal_transformers_ministral(arch: str, attn_implementation: str) -> None:
-    model = make(arch, num_hidden_layers=4, full_attention_every=2) if arch == "hybrid" else make(arch)
+    if arch == "hybrid":
+        model = make(arch, num_hidden_layers=4, full_attention_every=2, **LLAMA_BLOCK)
+    else:
+        model = make(arch, **LLAMA_BLOCK)
     twin = _ministral_twin(model, attn_implementation)
     ids = random_ids(2, 23)  # > 4 windows of 5
     with torch.no_grad():
@@ -155,3 +162,26 @@ def test_hybrid_puts_full_attention_in_every_nth_layer() -> None:
     assert windows == [5, 5, None, 5, 5, None]
     with pytest.raises(ValueError, match="full_attention_every"):
         make("hybrid", full_attention_every=0)
+
+
+@pytest.mark.parametrize("arch", ["swa", "hybrid"])
+def test_swa_and_hybrid_default_to_the_e2e_release_block(arch: str) -> None:
+    model = make(arch)
+    config = model.config
+    assert (config.qk_norm, config.post_norm, config.rope_pairing, config.rope_theta) == (
+        True,
+        True,
+        "interleaved",
+        500000.0,
+    )
+    block = model.model.layers[0]
+    assert block.attn.q_norm is not None
+    assert block.attn.k_norm is not None
+    assert {"attn_post_norm", "ffn_post_norm"} <= {name for name, _ in block.named_children()}
+    # the post-norms act: removing one changes the output
+    ids = random_ids(2, 11)
+    with torch.no_grad():
+        before = model(ids).logits
+        block.ffn_post_norm.weight.mul_(2.0)
+        after = model(ids).logits
+    assert not torch.allclose(before, after)

@@ -79,6 +79,10 @@ REGISTRY_KNOBS = ("short_conv",)
 # b = 1K at 3B parameters and 8K-128K context; scaled down here to the 2K pre-training context of paper 1 (k = 2K,
 # b = k / 8). "tiny" is for CI: short windows so that tests cross them.
 SLIDING_WINDOW = {"tiny": 64, "default": 2048}
+# SWA and full attention as the TTT-E2E paper ran its baselines: the release's block (ttt/model/transformer.py,
+# attention.py; configs/experiment/*/pretrain/pretrain-*-fa.yaml): pre- and post-RMSNorm on every sub-block, per-head
+# QK-norm, interleaved RoPE with θ 500K
+RELEASE_BLOCK = {"qk_norm": True, "post_norm": True, "rope_pairing": "interleaved", "rope_theta": 500000.0}
 # hybrid: "five SWA layers followed by one full attention layer" (TTT-E2E paper, §3.1): full attention every 6th
 # layer at every size. tiny: 6 layers (SSSSSF) instead of the preset's 2, to keep the ratio, at half the width
 # (32, 2 heads: the same head dim 16) so that its parameter count still matches the tiny reference
@@ -333,7 +337,7 @@ ARCHS: dict[str, ArchSpec] = {
             "sliding-window attention (ours, blocked)",
             StackForCausalLM,
             StackConfig,
-            _stack_config(_every_layer("sliding_attention"), sliding_window=SLIDING_WINDOW),
+            _stack_config(_every_layer("sliding_attention"), sliding_window=SLIDING_WINDOW, **RELEASE_BLOCK),
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
         ),
@@ -342,7 +346,7 @@ ARCHS: dict[str, ArchSpec] = {
             "SWA with full attention every N-th layer (ours)",
             StackForCausalLM,
             StackConfig,
-            _stack_config(_hybrid_layers, HYBRID_TINY, sliding_window=SLIDING_WINDOW),
+            _stack_config(_hybrid_layers, HYBRID_TINY, sliding_window=SLIDING_WINDOW, **RELEASE_BLOCK),
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
             ("full_attention_every",),

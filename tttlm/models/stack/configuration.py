@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tttlm.layers.rope import ROPE_PAIRINGS
 from tttlm.layers.ttt import TTTLayerSpec
 from tttlm.models.base import (
     LMConfig,
@@ -64,6 +65,9 @@ class StackConfig(LMConfig):
             mixer). None: full attention in every block.
         sliding_window: window w of "sliding_attention" (query i sees keys i − w < j ≤ i).
         attention_block_size: query rows per block of the blocked attention (None: max(window, 256)).
+        qk_norm: per-head RMSNorm of the attention's queries and keys before RoPE (the TTT-E2E release's block).
+        post_norm: an RMSNorm on every sub-block's output before the residual add (the release's block).
+        rope_pairing: the attention's RoPE pairing, "half" (Llama's rotate-half) or "interleaved" (the release's).
         gdn_num_heads, gdn_head_dim: Gated DeltaNet heads and key head dim (None: head dim of the attention heads,
             and as many heads as make 0.75 × hidden_size, the flash-linear-attention default ratio).
         gdn_expand_v: value head dim / key head dim of Gated DeltaNet.
@@ -95,6 +99,9 @@ class StackConfig(LMConfig):
         layer_mixers: list[list[str]] | None = None,
         sliding_window: int = 2048,
         attention_block_size: int | None = None,
+        qk_norm: bool = False,
+        post_norm: bool = False,
+        rope_pairing: str = "half",
         gdn_num_heads: int | None = None,
         gdn_head_dim: int | None = None,
         gdn_expand_v: int = 2,
@@ -170,7 +177,10 @@ class StackConfig(LMConfig):
             lact_use_muon=lact_use_muon,
             lact_learnable_ttt_scale=lact_learnable_ttt_scale,
             lact_qk_norm=lact_qk_norm,
+            qk_norm=qk_norm,
+            post_norm=post_norm,
         )
+        choice("StackConfig", "rope_pairing", rope_pairing, tuple(ROPE_PAIRINGS))
         check_head_dim("StackConfig", hidden_size, num_attention_heads)
         ttt_num_heads = num_attention_heads if ttt_num_heads is None else ttt_num_heads
         check_head_dim("StackConfig", hidden_size, ttt_num_heads, "ttt_num_heads")
@@ -189,6 +199,7 @@ class StackConfig(LMConfig):
         self.layer_mixers = _check_layer_mixers(layer_mixers, num_hidden_layers)
         self.sliding_window = sliding_window
         self.attention_block_size = attention_block_size
+        self.qk_norm, self.post_norm, self.rope_pairing = qk_norm, post_norm, rope_pairing
         self.gdn_num_heads = gdn_num_heads
         self.gdn_head_dim = gdn_head_dim
         self.gdn_expand_v = gdn_expand_v

@@ -48,6 +48,9 @@ def _make_mixer(name: str, config: StackConfig) -> nn.Module:
             window=config.sliding_window if name == "sliding_attention" else None,
             rope_theta=config.rope_theta,
             block_size=config.attention_block_size,
+            qk_norm=config.qk_norm,
+            rope_pairing=config.rope_pairing,
+            eps=config.rms_norm_eps,
         )
     if name == "gated_deltanet":
         return GatedDeltaNet(
@@ -84,7 +87,9 @@ def _make_mixer(name: str, config: StackConfig) -> nn.Module:
 
 
 class StackBlock(nn.Module):
-    """One block: ``x + m(RMSNorm(x))`` for each configured mixer m, then ``x + SwiGLU(RMSNorm(x))``.
+    """One block: ``x + m(RMSNorm(x))`` for each configured mixer m, then ``x + SwiGLU(RMSNorm(x))``; with
+    ``config.post_norm`` each sub-block's output but a short conv's is RMSNorm'd before the residual add
+    (``x + RMSNorm(m(RMSNorm(x)))``, the TTT-E2E release's block).
 
     ``forward(x, cache) -> (x, cache)``; x: (batch, seq, hidden); the cache is a tuple with one entry per mixer.
     A pure function of its inputs (nothing is modified in place), so gradient checkpointing may recompute it.
@@ -97,17 +102,25 @@ class StackBlock(nn.Module):
         for name, attr in zip(config.layer_mixers[layer_idx], self.mixer_attrs, strict=True):
             setattr(self, f"{attr}_norm", nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps))
             setattr(self, attr, _make_mixer(name, config))
+            if config.post_norm and name != "short_conv":  # the release has no conv sub-block: left as it is
+                setattr(self, f"{attr}_post_norm", nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps))
         self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+        if config.post_norm:
+            self.ffn_post_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def _residual(self, x: Tensor, h: Tensor, attr: str) -> Tensor:
+        post_norm = getattr(self, f"{attr}_post_norm", None)
+        return x + (h if post_norm is None else post_norm(h))
 
     def forward(self, x: Tensor, cache: tuple | None = None) -> tuple[Tensor, tuple]:
         """x: (batch, seq, hidden); ``cache`` continues a stream. Returns (batch, seq, hidden) and the new cache."""
         new_cache = []
         for i, attr in enumerate(self.mixer_attrs):
             h, mixer_cache = getattr(self, attr)(getattr(self, f"{attr}_norm")(x), None if cache is None else cache[i])
-            x = x + h
+            x = self._residual(x, h, attr)
             new_cache.append(mixer_cache)
-        x = x + self.mlp(self.ffn_norm(x))
+        x = self._residual(x, self.mlp(self.ffn_norm(x)), "ffn")
         return x, tuple(new_cache)
 
 
