@@ -156,3 +156,6 @@ def test_cli_sweeps_resumes_and_reports(tmp_path, capsys) -> None:
     assert "| swa | 16 | 2 |" in (tmp_path / "mqar.md").read_text()
     assert main([*args[:-2], "--pairs", "9", "--out", str(tmp_path / "bad")]) == 2
     assert "need seq_len >= 36" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args[:-2], "--device", "cuda", "--out", str(tmp_path / "bad")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err

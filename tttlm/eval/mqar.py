@@ -71,6 +71,9 @@ class MqarData:
     labels: Tensor
     distance: Tensor
 
+    def to(self, device: torch.device | str) -> MqarData:
+        return MqarData(self.inputs.to(device), self.labels.to(device), self.distance.to(device))
+
 
 def gap_probabilities(space: int, power_a: float) -> np.ndarray:
     """(space,) probabilities of the query gaps 0 ... space − 1: ∝ a · (g + 1)^(a − 1)."""
@@ -100,6 +103,10 @@ def make_examples(task: MqarTask, num_examples: int, seed: int) -> MqarData:
     return MqarData(torch.from_numpy(inputs), torch.from_numpy(labels), torch.from_numpy(distance))
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def answer_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy of (N, T, V) logits against (N, T) labels over the answer positions only."""
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
@@ -113,6 +120,7 @@ def evaluate(model: torch.nn.Module, data: MqarData, window: int, batch_size: in
     """
     was_training = model.training
     model.eval()
+    data = data.to(_device_of(model))
     losses, per_example, right, distance = [], [], [], []
     for start in range(0, data.inputs.shape[0], batch_size):
         x, y = data.inputs[start : start + batch_size], data.labels[start : start + batch_size]
@@ -168,8 +176,10 @@ def train(
     seed: int,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` on ``train_data``; returns ``evaluate`` on ``test_data`` at the end plus ``steps`` run and
-    ``train_loss`` (the last step's). Raises FloatingPointError when the loss stops being finite."""
+    """Train ``model`` on ``train_data`` (on the model's device); returns ``evaluate`` on ``test_data`` at the end
+    plus ``steps`` run and ``train_loss`` (the last step's). Raises FloatingPointError when the loss stops being
+    finite."""
+    train_data = train_data.to(_device_of(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, settings.steps) / settings.steps))
@@ -220,7 +230,7 @@ def state_bytes(model: torch.nn.Module, seq_len: int) -> int:
     """Bytes a model carries after reading ``seq_len`` tokens: every tensor of its cache (KV cache, recurrent and
     conv states, fast weights), counted once, for one sequence; measured by running it, so no per-arch formula."""
     model.eval()
-    ids = torch.zeros(1, seq_len, dtype=torch.long)
+    ids = torch.zeros(1, seq_len, dtype=torch.long, device=_device_of(model))
     cache = model(input_ids=ids, use_cache=True).past_key_values
     seen: dict[tuple[int, tuple[int, ...]], int] = {}
     for t in _tensors(cache):

@@ -62,6 +62,7 @@ def add_mqar_command(evals: argparse._SubParsersAction) -> None:
     mqar.add_argument("--window", type=positive_int, default=16, help="window of SWA/hybrid/TTT-KVB/TTT-E2E")
     mqar.add_argument("--no-short-conv", action="store_true", help="no short conv before the mixers")
     mqar.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    mqar.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     mqar.add_argument("--out", type=Path, required=True, help="output directory")
     mqar.set_defaults(func=run_mqar)
 
@@ -69,6 +70,7 @@ def add_mqar_command(evals: argparse._SubParsersAction) -> None:
 def run_mqar(args: argparse.Namespace) -> int:
     import torch
 
+    from tttlm.eval.cli import _device
     from tttlm.eval.mqar import MqarTask, TrainSettings
     from tttlm.eval.mqar_sweep import ModelRecipe, RunSpec, check_archs, read_runs, run_one, summarize, sweep
 
@@ -77,6 +79,7 @@ def run_mqar(args: argparse.Namespace) -> int:
         tasks = {p: MqarTask(args.vocab, args.seq_len, p, args.power_a) for p in args.pairs}
         recipe = ModelRecipe(args.layers, args.heads, window=args.window, short_conv=not args.no_short_conv)
         check_archs(args.archs, args.d_models, args.vocab, recipe)
+        device = _device(args.device)
     except ValueError as error:
         print(f"tttlm eval mqar: {error}", file=sys.stderr)
         return 2
@@ -86,7 +89,9 @@ def run_mqar(args: argparse.Namespace) -> int:
 
     def run(spec: RunSpec) -> dict[str, Any]:
         settings = TrainSettings(spec.lr, args.steps, args.batch, eval_every=args.eval_every)
-        return run_one(spec, tasks[spec.num_pairs], settings, recipe, args.train_examples, args.test_examples)
+        return run_one(
+            spec, tasks[spec.num_pairs], settings, recipe, args.train_examples, args.test_examples, device=device
+        )
 
     cells = [(a, d, p) for p in args.pairs for d in args.d_models for a in args.archs]
     sweep_seeds = args.seeds[:1] if args.lr_on == "first" else args.seeds

@@ -87,12 +87,15 @@ def run_one(
     num_train: int,
     num_test: int,
     progress: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Train one model and return its record (the spec, the test metrics, parameters, state bytes, seconds)."""
+    """Train one model on ``device`` and return its record (the spec, the test metrics, parameters, state bytes,
+    seconds)."""
     train_data = make_examples(task, num_train, seed=spec.seed)
     test_data = make_examples(task, num_test, seed=TEST_SEED)
     torch.manual_seed(spec.seed)
     model = build(spec.arch, "tiny", match_params=False, **overrides(spec.arch, spec.d_model, task.vocab_size, recipe))
+    model.to(device)
     start = time.perf_counter()
     try:
         metrics: dict[str, Any] = train(
