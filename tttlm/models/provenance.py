@@ -40,6 +40,10 @@ _MATCHED = {
     "MLP width solved to match TTT-Linear's parameter count": "ours (registry._solve_width; paper 2 §3.1 also "
     "shrinks the MLP)"
 }
+_RELEASE_BLOCK = {
+    "pre+post RMSNorm, per-head QK-norm, interleaved RoPE theta 500K": "test-time-training/e2e ttt/model/"
+    "transformer.py, attention.py; configs/experiment/*/pretrain/pretrain-*-fa.yaml (paper 2's baselines)",
+}
 _WINDOW = {
     "window 2048 at 2K context (paper 2: 8K at 8K context)": "paper 2 §3.1; registry.SLIDING_WINDOW (tiny 64)",
 }
@@ -58,10 +62,11 @@ SOURCES: dict[str, dict[str, str]] = {
         "Llama block at the preset's dims (width 2048 MLP at 125m)": "paper 1 §3 (the Mamba paper's Llama recipe)",
         **_MATCHED,
     },
-    "swa": {**_WINDOW, **_MATCHED},
+    "swa": {**_RELEASE_BLOCK, **_WINDOW, **_MATCHED},
     "hybrid": {
         "five SWA layers then one full attention (5:1)": "paper 2 §3.1",
         "tiny: 6 layers of width 32 (SSSSSF, head dim 16)": "ours (registry.HYBRID_TINY)",
+        **_RELEASE_BLOCK,
         **_WINDOW,
         **_MATCHED,
     },
