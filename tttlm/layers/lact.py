@@ -29,10 +29,8 @@ from torch import Tensor, nn
 
 from tttlm.layers.attention import KVCache, causal_attention
 from tttlm.layers.rope import apply_rope_half, rope_angles
-from tttlm.ops.lact import FORMS, LaCTState, run_lact
-from tttlm.ops.lact.update import chunk_gradients, token_gradients
+from tttlm.ops.lact import FORMS, GRADIENTS, LaCTState, run_lact
 
-_GRADIENTS = {"chunk": chunk_gradients, "reference": token_gradients}
 # the release: epsilon of its L2 norm of q', k' and of fla's RMSNorm (output norm, QK-norm)
 L2_EPS = 1e-5
 NORM_EPS = 1e-5
@@ -207,7 +205,7 @@ class LaCTLayer(nn.Module):
         momentum = None if self.momentum_proj is None else torch.sigmoid(self.momentum_proj(x).to(dtype))
         with torch.autocast(x.device.type, enabled=False):
             z, fast = run_lact(
-                _GRADIENTS[self.form],
+                GRADIENTS[self.form],
                 *(t.to(dtype) for t in (fq, fk, fv, lr)),
                 tuple(w.to(dtype) for w in self.initial_weights()),
                 momentum,

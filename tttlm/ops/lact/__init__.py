@@ -30,7 +30,7 @@ from tttlm.ops.lact.update import apply_update, chunk_gradients, swiglu_apply, t
 FORMS = ("chunk", "reference")
 Weights = tuple[Tensor, Tensor, Tensor]
 Gradients = Callable[[Tensor, Tensor, Tensor, Weights], Weights]
-_GRADIENTS: dict[str, Gradients] = {"chunk": chunk_gradients, "reference": token_gradients}
+GRADIENTS: dict[str, Gradients] = {"chunk": chunk_gradients, "reference": token_gradients}
 
 
 def lact_swiglu(
@@ -70,9 +70,49 @@ def lact_swiglu(
         o: (batch, seq, heads, d) ``f(q_t; W_c)`` with W_c the weights of token t's chunk; the ``LaCTState``
         after the last token.
     """
-    _check(q, k, v, lr, w0, w1, w2, momentum, chunk_size, form, initial_state, check_finite)
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {list(FORMS)}; got {form!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1 (LaCT's LM configs use 2048); got {chunk_size!r}")
+    if not isinstance(q, Tensor) or q.dim() != 4 or not q.is_floating_point() or 0 in q.shape:
+        shape = tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__
+        raise ValueError(f"q must be a non-empty floating-point tensor (batch, seq, heads, d); got {shape}")
+    batch, seq, heads, d = q.shape
+    if not isinstance(w1, Tensor) or w1.dim() != 3:
+        raise ValueError("w1 must be a tensor (heads, d, hidden)")
+    hidden = w1.shape[-1]
+    for name, t, shape in (
+        ("k", k, q.shape),
+        ("v", v, q.shape),
+        ("lr", lr, (batch, seq, heads, 3)),
+        ("w0", w0, (heads, hidden, d)),
+        ("w1", w1, (heads, d, hidden)),
+        ("w2", w2, (heads, hidden, d)),
+    ):
+        check_tensor(name, t, shape, q, check_finite)
+    if momentum is not None:
+        check_tensor("momentum", momentum, (batch, seq, heads), q, check_finite)
+    if initial_state is not None:
+        if not isinstance(initial_state, LaCTState):
+            raise TypeError(
+                f"initial_state must be a LaCTState returned by lact_swiglu; got {type(initial_state).__name__}"
+            )
+        if (initial_state.momentum_sum is None) != (momentum is None):
+            raise ValueError(
+                "initial_state was made with" + (" " if momentum is None else "out ") + "momentum but this call "
+                "passes " + ("none" if momentum is None else "some") + "; continue a stream with the same options"
+            )
+        if not 0 <= initial_state.position < chunk_size:
+            raise ValueError(
+                f"initial_state has {initial_state.position} tokens of an open chunk, not fewer than chunk_size="
+                f"{chunk_size}; continue a stream with the chunk size it started with"
+            )
+        for name, t, shape in zip(
+            ("w0", "w1", "w2"), initial_state.weights, ((hidden, d), (d, hidden), (hidden, d)), strict=True
+        ):
+            check_tensor(f"initial_state.weights ({name})", t, (batch, heads, *shape), q, False)
     return run_lact(
-        _GRADIENTS[form], q, k, v, lr, (w0, w1, w2), momentum, chunk_size, use_muon, weight_norm, initial_state
+        GRADIENTS[form], q, k, v, lr, (w0, w1, w2), momentum, chunk_size, use_muon, weight_norm, initial_state
     )
 
 
@@ -117,59 +157,4 @@ def run_lact(
     return o, LaCTState(weights, sums, m_sum, velocity, norms, position)
 
 
-def _check(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    lr: Tensor,
-    w0: Tensor,
-    w1: Tensor,
-    w2: Tensor,
-    momentum: Tensor | None,
-    chunk_size: int,
-    form: str,
-    state: LaCTState | None,
-    check_finite: bool,
-) -> None:
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {list(FORMS)}; got {form!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1 (LaCT's LM configs use 2048); got {chunk_size!r}")
-    if not isinstance(q, Tensor) or q.dim() != 4 or not q.is_floating_point() or 0 in q.shape:
-        shape = tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__
-        raise ValueError(f"q must be a non-empty floating-point tensor (batch, seq, heads, d); got {shape}")
-    batch, seq, heads, d = q.shape
-    if not isinstance(w1, Tensor) or w1.dim() != 3:
-        raise ValueError("w1 must be a tensor (heads, d, hidden)")
-    hidden = w1.shape[-1]
-    for name, t, shape in (
-        ("k", k, q.shape),
-        ("v", v, q.shape),
-        ("lr", lr, (batch, seq, heads, 3)),
-        ("w0", w0, (heads, hidden, d)),
-        ("w1", w1, (heads, d, hidden)),
-        ("w2", w2, (heads, hidden, d)),
-    ):
-        check_tensor(name, t, shape, q, check_finite)
-    if momentum is not None:
-        check_tensor("momentum", momentum, (batch, seq, heads), q, check_finite)
-    if state is not None:
-        if not isinstance(state, LaCTState):
-            raise TypeError(f"initial_state must be a LaCTState returned by lact_swiglu; got {type(state).__name__}")
-        if (state.momentum_sum is None) != (momentum is None):
-            raise ValueError(
-                "initial_state was made with" + (" " if momentum is None else "out ") + "momentum but this call "
-                "passes " + ("none" if momentum is None else "some") + "; continue a stream with the same options"
-            )
-        if not 0 <= state.position < chunk_size:
-            raise ValueError(
-                f"initial_state has {state.position} tokens of an open chunk, not fewer than chunk_size="
-                f"{chunk_size}; continue a stream with the chunk size it started with"
-            )
-        for name, t, shape in zip(
-            ("w0", "w1", "w2"), state.weights, ((hidden, d), (d, hidden), (hidden, d)), strict=True
-        ):
-            check_tensor(f"initial_state.weights ({name})", t, (batch, heads, *shape), q, False)
-
-
-__all__ = ["FORMS", "LaCTState", "lact_swiglu", "run_lact"]
+__all__ = ["FORMS", "GRADIENTS", "LaCTState", "lact_swiglu", "run_lact"]
