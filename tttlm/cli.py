@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tttlm.eval.cli import add_eval_commands
     from tttlm.experiments.cli import add_experiment_command
     from tttlm.models.cli import add_models_command
+    from tttlm.models.e2e.cli import add_e2e_init_command
     from tttlm.train.cli import add_train_command
 
     add_data_command(commands)
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_eval_commands(commands)
     add_experiment_command(commands)
+    add_e2e_init_command(commands)
     return parser
 
 

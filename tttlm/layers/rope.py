@@ -65,7 +65,8 @@ def scaled_rope_frequencies(
         rope_parameters={"rope_theta": theta, **parameters},
     )
     # on the CPU even under a meta-device context (a model built for its shapes still has real frequencies)
-    inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](shim, torch.device("cpu"))
+    with torch.device("cpu"):
+        inv_freq, factor = ROPE_INIT_FUNCTIONS[rope_type](shim, torch.device("cpu"))
     return inv_freq.double(), float(factor)
 
 

@@ -16,7 +16,6 @@ and shapes. Anything else is refused with the differences listed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import AutoConfig
 
+from tttlm.models.checkpoint_files import safetensors_files
 from tttlm.models.registry import ARCH_ATTR, arch_of
 from tttlm.train import checkpoint as ckpt
 from tttlm.train.config import ConfigError
@@ -52,13 +52,6 @@ MAY_DIFFER = frozenset(
 )
 
 
-def _model_files(directory: Path) -> list[Path]:
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        return sorted({directory / name for name in json.loads(index.read_text())["weight_map"].values()})
-    return sorted(directory.glob("model*.safetensors"))
-
-
 def read_source(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], str]:
     """The weights, the model config (as plain data) and a description of the source at ``path``.
 
@@ -85,7 +78,7 @@ def read_source(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], str]:
         return weights, _config(path), f"checkpoint {path} (step {payload['step']})"
     if (path / ckpt.EXPORT_MANIFEST).is_file():
         ckpt.verify_export(path)
-    files = _model_files(path)
+    files = safetensors_files(path)
     if not (path / "config.json").is_file() or not files:
         raise ConfigError(
             f"model.init_from: {path} holds no model (config.json + model*.safetensors), no checkpoint.json and no "

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from transformers import PretrainedConfig
 
+from tttlm.models.checkpoint_files import safetensors_files
 from tttlm.models.ttt.configuration import TTTConfig
 from tttlm.models.ttt.modeling import TTTForCausalLM
 
@@ -154,16 +155,6 @@ def convert_reference_state_dict(
     return out
 
 
-def _weight_files(path: Path) -> list[Path]:
-    """The model's safetensors files in a checkpoint directory: those of its index (a sharded save) or
-    ``model*.safetensors``; anything else there (tokenizer, README, generation config, optimizer states) is not
-    read."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        return sorted({path / name for name in json.loads(index.read_text())["weight_map"].values()})
-    return sorted(path.glob("model*.safetensors"))
-
-
 def load_reference(path: str | Path) -> TTTForCausalLM:
     """Our model from a reference checkpoint directory (config.json + *.safetensors), in float32.
 
@@ -174,7 +165,7 @@ def load_reference(path: str | Path) -> TTTForCausalLM:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: pass the directory the reference model was saved to")
-    weight_files = _weight_files(path)
+    weight_files = safetensors_files(path)
     if not weight_files:
         pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
         hint = f" (found pickled {pickled}: re-save them as safetensors)" if pickled else ""
