@@ -207,9 +207,14 @@ def test_each_sequence_learns_only_from_itself() -> None:
     assert rel_err(together, alone) < TOL64
 
 
+def _block(settings: dict) -> dict:
+    """The attention-block settings of ``settings`` (the registry's swa has the release's block by default)."""
+    return {k: settings[k] for k in ("qk_norm", "post_norm", "rope_pairing", "rope_theta")}
+
+
 def test_inner_lr_zero_is_the_swa_backbone_with_the_same_weights() -> None:
     # same widths everywhere, prime MLPs' output projection at 0: the plain SWA model of the registry
-    dims = {"sliding_window": 5, "attention_block_size": 4}
+    dims = {"sliding_window": 5, "attention_block_size": 4, **_block(STACK_LIKE)}
     e2e = _e2e(**_no_ttt(**STACK_LIKE))
     torch.nn.init.zeros_(e2e.model.layers[1].prime.down)
     swa = build("swa", "tiny", match_params=False, **dims).double().eval()
@@ -222,7 +227,8 @@ def test_inner_lr_zero_is_the_swa_backbone_with_the_same_weights() -> None:
 def test_inner_lr_zero_adds_the_prime_mlp_with_its_initial_weights() -> None:
     # the prime MLP's effect computed directly: a hook adds x + SwiGLU(RMSNorm(x); W_0) to the SWA block output
     e2e = _e2e(**_no_ttt(**STACK_LIKE, prime_position="after_static"))
-    swa = build("swa", "tiny", match_params=False, sliding_window=5, attention_block_size=4).double().eval()
+    swa = build("swa", "tiny", match_params=False, sliding_window=5, attention_block_size=4, **_block(STACK_LIKE))
+    swa = swa.double().eval()
     swa.load_state_dict({k: v for k, v in e2e.state_dict().items() if ".prime." not in k}, strict=True)
     prime = e2e.model.layers[1].prime
 

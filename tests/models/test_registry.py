@@ -32,7 +32,7 @@ EXPECTED_ARCHS = [
 
 def test_the_registry_has_every_arch_of_the_issue() -> None:
     assert list(ARCHS) == EXPECTED_ARCHS
-    assert SIZES == ("tiny", "125m", "350m", "760m", "1.3b")
+    assert SIZES == ("tiny", "125m", "350m", "760m", "1.3b", "1b", "3b")  # paper 1 and paper 2 sizes
 
 
 @pytest.mark.parametrize("size", SIZES)

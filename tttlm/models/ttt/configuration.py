@@ -27,6 +27,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "350m": {"hidden_size": 1024, "intermediate_size": 2736, "num_hidden_layers": 24, "num_attention_heads": 16},
     "760m": {"hidden_size": 1536, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16},
     "1.3b": {"hidden_size": 2048, "intermediate_size": 5504, "num_hidden_layers": 24, "num_attention_heads": 32},
+    # paper 2's two other sizes: the TTT-E2E release's Transformer dims (configs/model/1b.yaml, 3b.yaml)
+    "1b": {"hidden_size": 2048, "intermediate_size": 5376, "num_hidden_layers": 24, "num_attention_heads": 32},
+    "3b": {"hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 32, "num_attention_heads": 32},
 }
 
 
