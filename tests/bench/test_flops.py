@@ -88,6 +88,23 @@ def test_attention_matches_the_flop_counter(arch: str, overrides: dict[str, int]
         seq += 1
 
 
+@pytest.mark.parametrize("overrides", [{}, {"lact_use_muon": True}, {"short_conv": True}])
+def test_lact_matches_the_flop_counter(overrides: dict) -> None:
+    torch.manual_seed(0)
+    model = build("ttt-kvb", "tiny", lact_chunk_size=16, **overrides).eval()
+    seq = 40  # within the 64-token window (one causal SDPA call) and across two chunk updates
+    ids = torch.randint(model.config.vocab_size, (1, 44))
+    counted, cache = _counted(model, ids[:, :seq])
+    flops = forward_flops(model.config, seq)
+    attention = 4 * model.config.hidden_size * attention_pairs(0, seq) * model.config.num_hidden_layers
+    unmasked = attention * seq * seq // attention_pairs(0, seq)
+    assert counted == pytest.approx(flops.dense + flops.lm_head + flops.mixing - attention + unmasked, rel=TOLERANCE)
+    for _ in range(3):  # decode: one token's read and gradient, a chunk update when one closes
+        counted, cache = _counted(model, ids[:, seq : seq + 1], cache)
+        assert counted == pytest.approx(_matmuls(forward_flops(model.config, 1, seq)), rel=TOLERANCE)
+        seq += 1
+
+
 @pytest.mark.parametrize(
     ("context", "tokens", "window"), [(0, 7, None), (5, 9, None), (0, 20, 6), (3, 4, 6), (9, 5, 4)]
 )

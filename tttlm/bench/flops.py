@@ -165,18 +165,62 @@ def gated_deltanet_flops(
 ) -> Flops:
     """Gated DeltaNet: q/k/v/gate/α/β/o projections and three short convs; the chunkwise WY form (padded to whole
     chunks of C): per chunk and head ``Kβ Kᵀ``, ``Q Kᵀ`` (2 C² dk each), ``scores W`` (2 C² dv), ``Wk S``,
-    ``Q S``, ``Kᵀ W`` (2 C dk dv each) and the unit-triangular solve for dk + dv columns (C² each); the recurrent
-    form (decode, or ``recurrent``) per token and head ``kᵀ S`` and ``qᵀ S`` (2 dk dv each) and the decayed rank-1
-    update (3 dk dv, elementwise)."""
+    ``Q S``, ``Kᵀ W`` (2 C dk dv each), the inverse T = (I + A)⁻¹ (a unit-triangular solve for C columns, C² each,
+    counted as elementwise) and its products ``T Vβ``, ``T KβΓ`` (2 C² dv, 2 C² dk); the recurrent form (decode,
+    or ``recurrent``) per token and head ``kᵀ S`` and ``qᵀ S`` (2 dk dv each) and the decayed rank-1 update
+    (3 dk dv, elementwise)."""
     dk, dv = heads * head_dim, heads * v_head_dim
     flops = Flops(dense=2 * hidden * (2 * dk + 2 * dv + 2 * heads) * tokens + 2 * dv * hidden * tokens)
     flops += conv_flops(2 * dk + dv, conv_kernel, tokens)
     if recurrent or tokens == 1:
         return flops + Flops(mixing=4 * dk * v_head_dim * tokens, other=3 * dk * v_head_dim * tokens)
     chunks = math.ceil(tokens / chunk)
-    mixing = chunks * heads * (4 * chunk * chunk * head_dim + 2 * chunk * chunk * v_head_dim)
+    mixing = chunks * heads * (6 * chunk * chunk * head_dim + 4 * chunk * chunk * v_head_dim)
     mixing += chunks * heads * 6 * chunk * head_dim * v_head_dim
-    return flops + Flops(mixing=mixing, other=chunks * heads * chunk * chunk * (head_dim + v_head_dim))
+    return flops + Flops(mixing=mixing, other=chunks * heads * chunk**3)
+
+
+def lact_flops(
+    hidden: int,
+    attn_heads: int,
+    lact_heads: int,
+    context: int,
+    tokens: int,
+    *,
+    window: int,
+    chunk: int,
+    fw_hidden_ratio: int = 1,
+    low_rank: int | None = None,
+    momentum: bool = True,
+    scale: bool = True,
+    muon: bool = False,
+) -> Flops:
+    """LaCT's layer (``layers/lact.py``): the qkv and output projections, the per-token learning-rate (3 per head),
+    momentum and output-scale projections; SWA over ``attn_heads`` heads; per fast-weight head (width d, hidden
+    h = ratio · d) and token ``18 d h`` for reading q and the gradient of the key's dot product (the release's count:
+    4 for the key's forward, 8 for the backward, 6 for the query's read; a one-token segment's three gradient outer
+    products, ``6 d h``, are elementwise); the low-rank initial w0, w2 once per call
+    (``2 · 2 d h r``); with Muon per completed chunk and fast matrix 5 Newton-Schulz steps of ``4 m² n + 2 m³``
+    (m ≤ n its sides). The weight normalisation and momentum are elementwise (left out)."""
+    d = hidden // lact_heads
+    h = fw_hidden_ratio * d
+    per_token = 3 * lact_heads + (lact_heads if momentum else 0) + (lact_heads if scale else 0)
+    flops = Flops(dense=2 * hidden * (4 * hidden + per_token) * tokens)
+    flops += Flops(
+        mixing=attention_flops(hidden, attn_heads, hidden // attn_heads, attn_heads, context, tokens, window).mixing
+    )
+    for n in ttt_chunks(context, tokens, chunk):  # segments end where a chunk does, like the op's loop
+        # the gradient of a one-token segment is three outer products: elementwise, not a matrix product
+        flops += Flops(
+            mixing=(18 if n > 1 else 12) * d * h * n * lact_heads, other=0 if n > 1 else 6 * d * h * lact_heads
+        )
+    if low_rank is not None:
+        flops += Flops(dense=2 * 2 * lact_heads * h * low_rank * d)
+    if muon:
+        updates = (context + tokens) // chunk - context // chunk
+        small, large = min(d, h), max(d, h)
+        flops += Flops(mixing=updates * lact_heads * 3 * 5 * (4 * small * small * large + 2 * small**3))
+    return flops
 
 
 def mamba_flops(hidden: int, d_inner: int, state: int, dt_rank: int, tokens: int, *, conv_kernel: int = 4) -> Flops:
@@ -249,10 +293,20 @@ def _stack_mixer(config: StackConfig, mixer: str, context: int, tokens: int) -> 
             hidden, config.gdn_num_heads, config.gdn_head_dim, config.gdn_expand_v * config.gdn_head_dim, tokens,
             chunk=config.gdn_chunk_size, conv_kernel=config.conv_kernel, recurrent=config.gdn_form == "recurrent",
         )  # fmt: skip
-    return ttt_flops(
-        hidden, config.ttt_num_heads, config.ttt_layer_type, config.ttt_mini_batch_size, context, tokens,
-        gate=config.ttt_use_gate,
-    )  # fmt: skip
+    if mixer == "short_conv":
+        return conv_flops(hidden, config.conv_kernel, tokens)
+    if mixer == "lact":
+        return lact_flops(
+            hidden, heads, config.lact_num_heads, context, tokens, window=config.sliding_window,
+            chunk=config.lact_chunk_size, fw_hidden_ratio=config.lact_inter_multi, low_rank=config.lact_low_rank,
+            momentum=config.lact_use_momentum, scale=config.lact_learnable_ttt_scale, muon=config.lact_use_muon,
+        )  # fmt: skip
+    if mixer == "ttt":
+        return ttt_flops(
+            hidden, config.ttt_num_heads, config.ttt_layer_type, config.ttt_mini_batch_size, context, tokens,
+            gate=config.ttt_use_gate,
+        )  # fmt: skip
+    raise ValueError(f"no FLOP formula for the stack mixer {mixer!r}")
 
 
 def _stack_model(config: StackConfig, context: int, tokens: int) -> Flops:
