@@ -114,3 +114,12 @@ def test_a_changed_spec_does_not_reuse_a_run_of_the_old_one(tmp_path, data_dir):
     raw["train_config"]["optim"]["lr"] = 2e-3
     with pytest.raises(ExperimentError, match=r"holds a run of another config .*optim"):
         run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], out, data_dir=data_dir, say=_quiet)
+
+
+def test_parallel_training_gives_the_runs_of_sequential_training(tmp_path, data_dir):
+    spec = load_spec(write_spec(tmp_path / "toy.yaml", base_spec()))
+    run_experiment(spec, [0], tmp_path / "one", data_dir=data_dir, say=_quiet)
+    run_experiment(spec, [0], tmp_path / "two", data_dir=data_dir, say=_quiet, jobs=2)
+    one, two = (json.loads((tmp_path / d / "results.json").read_text())["values"] for d in ("one", "two"))
+    for arm in ("small-b", "large-b"):
+        assert two[arm][""]["ppl@train"] == one[arm][""]["ppl@train"]  # same seed, same data: the same model

@@ -39,7 +39,7 @@ def _experiment(args: argparse.Namespace) -> int:
         out = args.out or Path("runs/experiments") / f"{spec.name}-{spec.scale}"
         plans = plan_runs(spec, seeds, out)
         if args.dry_run:
-            print(plan_text(spec, plans, seeds))
+            print(plan_text(spec, plans, seeds, args.jobs))
             if spec.scale == "cpu" and spec.trains:
                 from tttlm.data.prepare import default_data_dir, is_prepared
 
@@ -61,7 +61,7 @@ def _experiment(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-        report = run_experiment(spec, seeds, out, data_dir=args.data)
+        report = run_experiment(spec, seeds, out, data_dir=args.data, jobs=args.jobs)
     except TrainingInterrupted as stop:
         print(f"tttlm experiment: {stop}; run the same command again to continue", file=sys.stderr)
         return 128 + stop.signum
@@ -92,5 +92,6 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0 … N-1 of every arm")
     parser.add_argument("--out", type=Path, default=None, help="runs and report (default runs/experiments/NAME-SCALE)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs trained at a time (processes)")
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
     parser.set_defaults(func=_experiment)

@@ -5,7 +5,7 @@ tokens, FLOPs and time each costs.
 run the trainer would refuse is refused here), every model config through the registry (``make_config``, on no
 device), and checks what the spec asks of them (``check_plan``). Costs: training FLOPs from ``tttlm.bench.flops``
 (3 × the forward; ``6 N`` per token where no formula exists, marked approximate), and time at the stated
-throughputs ``GPU_FLOPS`` and ``CPU_FLOPS``.
+throughputs: ``GPU_FLOPS`` per GPU at the paper scale, the measured ``CPU_TOKENS_PER_S`` at the cpu scale.
 """
 
 from __future__ import annotations
@@ -24,9 +24,24 @@ from tttlm.experiments.spec import Arm, Spec, SpecError
 # the throughput the GPU-hour estimate assumes: 200 TFLOP/s sustained per GPU (an H100/H200 at ~20% of its
 # 989 TFLOP/s dense bf16 peak; the TTT layers run well below the matmul peak, see docs/BENCHMARKS.md)
 GPU_FLOPS = 200e12
-# the CPU time estimate: 12 GFLOP/s sustained on one thread, the low end of what the tiny preset trained at on this
-# 2-core machine (measured 2026-12-03 at load ~1: 12 GFLOP/s ttt-mlp ... 29 GFLOP/s swa, T = 1024, 8K tokens/step)
-CPU_FLOPS = 12e9
+# the CPU time estimate: training tokens/s of the tiny preset on one thread of this 2-core machine while it was
+# shared (load average 8-10; measured 2026-12-03 with 4096 tokens per step at T = 512, T = 256 for the TTT-Linear,
+# Mamba and TTT-MLP rows; a quiet machine (load ~1) trains 2-3x faster: TTT-Linear 9.3K tokens/s at T = 256).
+# TTT-Linear at b = 1: ``MINI_BATCH_1_TOKENS_PER_S``; archs not listed: ``CPU_TOKENS_PER_S_OTHER``.
+CPU_TOKENS_PER_S = {
+    "ttt-linear": 3700,
+    "ttt-mlp": 2000,
+    "transformer": 5500,
+    "swa": 4700,
+    "hybrid": 4800,
+    "mamba": 2600,
+    "mamba2": 2200,
+    "gdn-swa": 2800,
+    "ttt-kvb": 2800,
+    "ttt-e2e": 880,
+}
+MINI_BATCH_1_TOKENS_PER_S = 2200
+CPU_TOKENS_PER_S_OTHER = 2000
 
 
 @dataclass(frozen=True)
@@ -221,9 +236,17 @@ def check_data(spec: Spec, plans: Sequence[RunPlan], data_dir: Path) -> list[str
     return sorted(set(problems))
 
 
-def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int]) -> str:
+def cpu_seconds(plan: RunPlan) -> float:
+    """Training time of one run at the measured CPU throughput of its arch (``CPU_TOKENS_PER_S``)."""
+    rate = CPU_TOKENS_PER_S.get(plan.arm.arch, CPU_TOKENS_PER_S_OTHER)
+    if getattr(plan.model_config, "mini_batch_size", None) == 1 and plan.arm.arch == "ttt-linear":
+        rate = MINI_BATCH_1_TOKENS_PER_S
+    return plan.tokens / rate
+
+
+def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int], jobs: int = 1) -> str:
     """The plan as printed by ``--dry-run``: one line per arm (runs, tokens, FLOPs, what is missing) and the totals
-    with the time they take at ``GPU_FLOPS`` per GPU (paper scale) or ``CPU_FLOPS`` (cpu scale)."""
+    with the time they take at ``GPU_FLOPS`` per GPU (paper scale) or at ``CPU_TOKENS_PER_S`` (cpu scale)."""
     lines = [f"{spec.name} ({spec.title}) at scale {spec.scale}: {len(plans)} runs, seeds {list(seeds)}"]
     for arm in spec.arms:
         mine = [p for p in plans if p.arm is arm]
@@ -238,13 +261,13 @@ def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int]) -> str
         if arm.init_from:
             lines.append(f"    starts from the final weights of {arm.init_from[0]} (point {arm.init_from[1]})")
     tokens, flops = sum(p.tokens for p in plans), sum(p.flops for p in plans)
-    runnable = sum(p.flops for p in plans if not p.missing)
     if spec.scale == "paper":
         hours = flops / GPU_FLOPS / 3600
         cost = f"{hours:,.1f} GPU-hours ({hours / spec.gpus:,.1f} h on {spec.gpus} GPUs)"
         cost += f" at {GPU_FLOPS / 1e12:.0f} TFLOP/s per GPU"
     else:
-        minutes = runnable / CPU_FLOPS / 60
-        cost = f"≈ {minutes:,.0f} CPU-minutes for the runnable runs at {CPU_FLOPS / 1e9:.0f} GFLOP/s on one thread"
+        minutes = sum(cpu_seconds(p) for p in plans if not p.missing) / 60
+        cost = f"≈ {minutes:,.0f} CPU-minutes for the runnable runs, ≈ {minutes / jobs:,.0f} min with --jobs {jobs} "
+        cost += "(one thread per run, at the tokens/s measured on this machine while shared: plan.CPU_TOKENS_PER_S)"
     lines.append(f"total: {tokens:,} training tokens, {flops:.3g} FLOPs; {cost} (evaluations not included)")
     return "\n".join(lines)

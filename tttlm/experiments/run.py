@@ -134,15 +134,45 @@ def measure(spec: Spec, plan: RunPlan, data_dir: Path | None, say: Say) -> dict[
     return result
 
 
+def _train_in_child(plan: RunPlan, data_dir: Path) -> str | None:
+    """``ensure_trained`` in a worker process; a stop by signal comes back as its message (it does not pickle)."""
+    from tttlm.train import TrainingInterrupted
+
+    try:
+        ensure_trained(plan, data_dir, print)
+    except TrainingInterrupted as stop:
+        return str(stop)
+    return None
+
+
+def train_in_parallel(plans: Sequence[RunPlan], data_dir: Path, jobs: int, say: Say) -> None:
+    """Train the runnable runs of ``plans`` in ``jobs`` worker processes (one thread each, as their configs say),
+    the runs that start from another run's weights after the others."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import repeat
+
+    todo = [p for p in plans if p.arm.train and not p.missing]
+    waves = [[p for p in todo if p.init_from is None], [p for p in todo if p.init_from is not None]]
+    say(f"training {len(todo)} runs in {jobs} processes")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for wave in waves:
+            for stop in pool.map(_train_in_child, wave, repeat(data_dir)):
+                if stop:
+                    raise ExperimentError(f"{stop}; run the same command again to continue")
+
+
 def run_experiment(
     spec: Spec,
     seeds: Sequence[int],
     out: Path,
     data_dir: Path | None = None,
     say: Say = print,
+    jobs: int = 1,
 ) -> Path:
     """Every run of ``spec`` for ``seeds`` (trained, continued or reused; evaluated), then ``report.md``, the plots
-    and ``results.json`` in ``out``; returns the report's path."""
+    and ``results.json`` in ``out``; returns the report's path. ``jobs`` > 1 trains that many runs at a time in
+    worker processes; the evaluations (and so every timing) run one at a time in this process afterwards."""
     from tttlm.experiments.report import write_report
     from tttlm.experiments.results import summarise
 
@@ -154,6 +184,8 @@ def run_experiment(
         problems = check_data(spec, plans, data_dir)
         if problems:
             raise ExperimentError("; ".join(problems) + ": prepare a corpus with longer held-out documents")
+        if jobs > 1:
+            train_in_parallel(plans, data_dir, jobs, say)
     measured: dict[str, dict[str, Any]] = {}
     for i, plan in enumerate(plans, 1):
         say(f"[{i}/{len(plans)}] {plan.name}")
