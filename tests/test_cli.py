@@ -20,14 +20,14 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_forms_writes_records(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "forms.json"
     argv = ["bench", "forms", "--seqs", "24", "--mini-batch-sizes", "4,8", "--heads", "1", "--head-dim", "8"]
-    assert main([*argv, "--repeats", "1", "--warmup", "0", "--json", str(path)]) == 0
+    assert main([*argv, "--repeats", "1", "--warmup", "0", "--peak-sizes", "16", "--json", str(path)]) == 0
     payload = json.loads(path.read_text())
     records = payload["records"]
     assert payload["benchmark"] == "forms"
     assert "torch" in payload["machine"]
     # 2 ops x 2 b x 2 passes x 2 forms
     assert len(records) == 16
-    assert {r["form"] for r in records} == {"naive", "dual"}
+    assert {r["form"] for r in records} == {"primal", "dual"}
     assert {r["pass"] for r in records} == {"fwd", "fwd+bwd"}
     assert all({"op", "form", "T", "b", "pass", "seconds"} <= r.keys() and r["seconds"] > 0 for r in records)
     assert "dual speed-up" in capsys.readouterr().out
@@ -53,13 +53,15 @@ def test_bad_size_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--heads must be >= 1" in capsys.readouterr().err
 
 
-def test_bench_forms_skips_naive_backward_over_memory_budget(tmp_path) -> None:
+@pytest.mark.parametrize("flag", ["--max-primal-gb", "--max-naive-gb"])  # the second: the primal form's old name
+def test_bench_forms_skips_primal_backward_over_memory_budget(tmp_path, flag: str) -> None:
     path = tmp_path / "forms.json"
     argv = ["bench", "forms", "--seqs", "16", "--mini-batch-sizes", "4", "--heads", "1", "--head-dim", "8"]
-    assert main([*argv, "--repeats", "1", "--warmup", "0", "--max-naive-gb", "1e-9", "--json", str(path)]) == 0
+    argv += ["--peak-sizes", "16", "--no-split"]
+    assert main([*argv, "--repeats", "1", "--warmup", "0", flag, "1e-9", "--json", str(path)]) == 0
     records = json.loads(path.read_text())["records"]
     skipped = [r for r in records if r["skipped"]]
-    assert {(r["form"], r["pass"]) for r in skipped} == {("naive", "fwd+bwd")}
+    assert {(r["form"], r["pass"]) for r in skipped} == {("primal", "fwd+bwd")}
     assert all(r["seconds"] is None and "GB" in r["skipped"] for r in skipped)
     assert all(r["seconds"] > 0 for r in records if not r["skipped"])
 
@@ -67,6 +69,7 @@ def test_bench_forms_skips_naive_backward_over_memory_budget(tmp_path) -> None:
 def test_bench_train_writes_records(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "train.json"
     argv = ["bench", "train", "--archs", "ttt-linear,transformer", "--sizes", "tiny", "--seq-len", "32"]
+    argv += ["--peak-sizes", "16"]
     # in-process: spawning fresh interpreters is slow and fragile on a loaded CI machine
     assert main([*argv, "--steps", "1", "--threads", "1", "--in-process", "--json", str(path)]) == 0
     records = json.loads(path.read_text())["records"]

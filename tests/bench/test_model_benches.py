@@ -85,7 +85,7 @@ def test_decode_writes_records_and_plot(tmp_path: Path, capsys: pytest.CaptureFi
 def test_train_records_flops_and_plot(tmp_path: Path) -> None:
     path, png = tmp_path / "train.json", tmp_path / "train.png"
     argv = ["bench", "train", "--archs", "ttt-linear,gated-deltanet", *COMMON, "--seq-len", "32", "--steps", "1"]
-    argv += ["--in-process", "--json", str(path), "--plot", str(png)]
+    argv += ["--in-process", "--peak-sizes", "16", "--json", str(path), "--plot", str(png)]
     assert main(argv) == 0
     records = _payload(path, "train", argv)
     assert [r["arch"] for r in records] == ["ttt-linear", "gated-deltanet"]

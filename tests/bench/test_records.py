@@ -62,13 +62,13 @@ INTERRUPTED = {
     ),
     "train": (
         ["bench", "train", "--archs", "ttt-linear,transformer,gated-deltanet", *TINY, "--seq-len", "16", "--steps",
-         "1", "--in-process"],
+         "1", "--in-process", "--peak-sizes", "16", "--no-split"],
         (train, "_measure"),
         [("ttt-linear", 16), ("transformer", 16)],
     ),
     "forms": (
         ["bench", "forms", "--seqs", "8", "--mini-batch-sizes", "4", "--ops", "ttt_linear", "--heads", "1",
-         "--head-dim", "4", "--repeats", "1", "--warmup", "0"],
+         "--head-dim", "4", "--repeats", "1", "--warmup", "0", "--peak-sizes", "16", "--no-split"],
         (forms, "time_call"),
         [("ttt_linear", 8), ("ttt_linear", 8)],
     ),

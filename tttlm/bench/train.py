@@ -1,9 +1,12 @@
-"""``tttlm bench train``: training throughput (tokens/s) and peak memory of registry models on this machine.
+"""``tttlm bench train``: training throughput (tokens/s), efficiency and peak memory of registry models on this machine.
 
 Each (arch, size) runs in a fresh process, so its peak resident memory is its own: a few AdamW steps
-(forward + backward + update) on random token ids of ``seq_len``, timed after one warm-up step. FLOPs per token are
-analytical: 3 × the forward's (``tttlm.bench.flops.train_flops_per_token``), so ``gflop_per_s`` is the rate the
-step achieved.
+(forward + backward + update) on random token ids of ``seq_len``, timed after one warm-up step on ``clock``. FLOPs per
+token are analytical: 3 × the forward's (``tttlm.bench.flops.train_flops_per_token``), so ``gflop_per_s`` is the rate
+the step achieved; ``fraction_of_peak`` divides it by the matmul peak measured in the same process on the same clock
+(``tttlm.bench.efficiency``: square GEMMs and the model's own tokens × hidden × MLP-width product, float32). One more
+step runs under the profiler and splits the step into forward, backward and optimizer kernel time and the overhead
+(Python, autograd, dispatch): ``forward_s + backward_s + optimizer_s + overhead_s = seconds_per_step``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,15 +21,18 @@ from typing import Any
 
 import torch
 
-from tttlm.argtypes import choice_list
+from tttlm.argtypes import choice_list, int_list
 from tttlm.bench.cases import in_fresh_process
 from tttlm.bench.records import CaseProgress, RecordsFile
 from tttlm.bench.tables import Record, TextTable, fmt, print_tables, si
+from tttlm.bench.timing import CLOCKS
+
+PHASES = ("forward", "backward", "optimizer")
 
 
 @dataclass(frozen=True)
 class TrainRecord:
-    """Median training throughput over ``steps`` timed steps and the process's peak RSS."""
+    """Median training throughput over ``steps`` timed steps, its efficiency and split, and the process's peak RSS."""
 
     arch: str
     size: str
@@ -41,35 +46,68 @@ class TrainRecord:
     threads: int
     flops_per_token: float | None
     gflop_per_s: float | None
+    clock: str = "wall"
+    peak_gflop_per_s: float | None = None  # the matmul peak measured in the same process (tttlm.bench.efficiency)
+    peak_gemm: str | None = None  # the GEMM that gave it, "m x k x n dtype"
+    fraction_of_peak: float | None = None  # gflop_per_s / peak_gflop_per_s
+    forward_s: float | None = None  # kernel seconds per step in the forward (profiled step)
+    backward_s: float | None = None
+    optimizer_s: float | None = None
+    overhead_s: float | None = None  # seconds_per_step minus the kernel seconds: Python, autograd, dispatch
+    profiled_step_s: float | None = None  # the profiled step itself, profiler cost included
 
 
-def _measure(arch: str, size: str, seq_len: int, batch: int, steps: int, threads: int) -> dict[str, object]:
-    """Runs in a child process: build, train ``1 + steps`` steps, return the record as a dict."""
+def model_gemm_shapes(config: Any, tokens: int) -> list[tuple[int, int, int]]:
+    """The model's own largest products as GEMMs: tokens × hidden × MLP width (or 4 × hidden) and back."""
+    hidden = config.hidden_size
+    width = getattr(config, "intermediate_size", None) or 4 * hidden
+    return [(tokens, hidden, width), (tokens, width, hidden)]
+
+
+def _measure(
+    arch: str, size: str, seq_len: int, batch: int, steps: int, threads: int, clock: str = "wall",
+    peak_sizes: Sequence[int] = (512, 1024, 2048), split: bool = True,
+) -> dict[str, object]:  # fmt: skip
+    """Runs in a child process: build, train ``1 + steps`` steps (and one profiled step), return the record."""
+    from tttlm.bench.efficiency import measure_peak, no_region, profile_split, square_shapes
     from tttlm.bench.flops import has_flop_formula, train_flops_per_token
+    from tttlm.bench.timing import clock_function
     from tttlm.models import build
 
     if threads:
         torch.set_num_threads(threads)
+    now = clock_function(clock)
     torch.manual_seed(0)
     model = build(arch, size).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     vocab = model.config.vocab_size
-    samples = []
-    for step in range(1 + steps):
+
+    def step(region: Any = no_region) -> None:
         ids = torch.randint(vocab, (batch, seq_len))
-        start = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step:  # the first step pays for allocations and lazy initialisation
-            samples.append(time.perf_counter() - start)
+        with region("forward"):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        with region("backward"):
+            loss.backward()
+        with region("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    samples = []
+    for index in range(1 + steps):
+        start = now()
+        step()
+        if index:  # the first step pays for allocations and lazy initialisation
+            samples.append(now() - start)
     seconds = statistics.median(samples)
+    parts = profile_split(step, PHASES, seconds, clock).fields(PHASES) if split else {}
     flops = train_flops_per_token(model.config, seq_len) if has_flop_formula(model.config) else None
+    rate = None if flops is None else flops * batch * seq_len / seconds / 1e9
+    dtype = next(model.parameters()).dtype
+    peak = measure_peak(square_shapes(peak_sizes) + model_gemm_shapes(model.config, batch * seq_len), dtype, clock)
     record = TrainRecord(
         arch, size, sum(p.numel() for p in model.parameters()), seq_len, batch, batch * seq_len / seconds, seconds,
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, steps, torch.get_num_threads(), flops,
-        None if flops is None else flops * batch * seq_len / seconds / 1e9,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, steps, torch.get_num_threads(), flops, rate,
+        clock, **peak.fields(rate), **parts,
     )  # fmt: skip
     return asdict(record)
 
@@ -83,10 +121,19 @@ def run_train_bench(
     threads: int = 0,
     fresh_process: bool = True,
     out: RecordsFile | None = None,
+    clock: str = "wall",
+    peak_sizes: Sequence[int] = (512, 1024, 2048),
+    split: bool = True,
 ) -> list[TrainRecord]:
     """Measure every (size, arch), each in its own forked process unless ``fresh_process`` is False (then the
-    peak memory is the running process's so far); each record goes to ``out`` as soon as it is measured."""
-    cases = [(arch, size, seq_len, batch, steps, threads) for size in sizes for arch in archs]
+    peak memory is the running process's so far); each record goes to ``out`` as soon as it is measured.
+    ``clock``: see ``tttlm.bench.timing.clock_function`` ("cpu" needs 1 thread); ``peak_sizes``: the square GEMMs
+    of the peak (the model's own shapes are added); ``split``: profile one more step for the time split."""
+    from tttlm.bench.timing import clock_function
+
+    clock_function(clock, threads=threads or torch.get_num_threads())  # refuse a clock that cannot work, up front
+    settings = (seq_len, batch, steps, threads, clock, tuple(peak_sizes), split)
+    cases = [(arch, size, *settings) for size in sizes for arch in archs]
     run = _measure if not fresh_process else lambda *case: in_fresh_process(_measure, *case)
     records = []
     with CaseProgress("bench train", len(cases), out) as progress:
@@ -94,12 +141,15 @@ def run_train_bench(
             progress.start(f"{case[0]} {case[1]}")
             record = run(*case)
             records.append(TrainRecord(**record))
-            progress.done([record], f"{record['tokens_per_s']:,.0f} tokens/s")
+            share = record["fraction_of_peak"]
+            efficiency = "" if share is None else f", {100 * share:.1f} % of the matmul peak"
+            progress.done([record], f"{record['tokens_per_s']:,.0f} tokens/s{efficiency}")
     return records
 
 
 def tables(records: Sequence[Record]) -> list[TextTable]:
-    """One row per (arch, size): parameters, tokens/s, seconds per step, peak RSS, FLOPs/token, GFLOP/s."""
+    """One row per (arch, size): parameters, tokens/s, seconds per step, peak RSS, FLOPs/token, GFLOP/s; then the
+    efficiency: % of the matmul peak and the step split into forward, backward, optimizer kernels and overhead."""
     headers = ["arch", "size", "params", "seq x batch", "tokens/s", "s/step", "peak RSS MB", "FLOPs/token", "GFLOP/s"]
     table = TextTable("Training throughput (forward + backward + AdamW), median step", headers, left=2)
     for r in records:
@@ -108,7 +158,26 @@ def tables(records: Sequence[Record]) -> list[TextTable]:
             f"{r['tokens_per_s']:,.0f}", f"{r['seconds_per_step']:.3g}", f"{r['peak_rss_mb']:,.0f}",
             si(r.get("flops_per_token")), fmt(r.get("gflop_per_s")),
         ])  # fmt: skip
-    return [table]
+    measured = [r for r in records if r.get("peak_gflop_per_s") is not None]
+    if not measured:  # records written before the efficiency fields existed
+        return [table]
+    headers = ["arch", "size", "GFLOP/s", "peak GFLOP/s (GEMM)", "% of peak", "forward", "backward", "optimizer"]
+    split = TextTable(
+        f"Efficiency: model FLOPs/s against the matmul peak measured in the same process; seconds per step in "
+        f"kernels and overhead ({measured[0].get('clock', 'wall')} clock)",
+        [*headers, "overhead", "overhead %"],
+        left=2,
+    )
+    for r in measured:
+        overhead = r.get("overhead_s")
+        share = r.get("fraction_of_peak")
+        split.rows.append([
+            r["arch"], r["size"], fmt(r.get("gflop_per_s")), f"{r['peak_gflop_per_s']:.3g} ({r['peak_gemm']})",
+            fmt(None if share is None else 100 * share, ".1f"),
+            *(fmt(r.get(f"{phase}_s"), ".3g") for phase in PHASES), fmt(overhead, ".3g"),
+            fmt(None if overhead is None else 100 * overhead / r["seconds_per_step"], ".0f"),
+        ])  # fmt: skip
+    return [table, split]
 
 
 def plot(records: Sequence[Record], path: Path) -> None:
@@ -125,8 +194,9 @@ def plot(records: Sequence[Record], path: Path) -> None:
 def _bench_train(args: argparse.Namespace) -> int:
     with RecordsFile("train", args.json, args.argv) as out:
         run_train_bench(
-            args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, not args.in_process, out
-        )
+            args.archs, args.sizes, args.seq_len, args.batch, args.steps, args.threads, not args.in_process, out,
+            args.clock, args.peak_sizes, not args.no_split,
+        )  # fmt: skip
     print_tables(tables(out.records))
     out.finish(plot, args.plot)
     return 0
@@ -156,4 +226,15 @@ def add_bench_train_command(benches: Any) -> None:
     train_bench.add_argument(
         "--in-process", action="store_true", help="measure in this process (faster start; peak memory is cumulative)"
     )
+    train_bench.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="wall",
+        help="wall: wall-clock time; cpu: CPU time of the timing thread, what a step costs on an idle core of a "
+        "shared machine (needs --threads 1)",
+    )
+    train_bench.add_argument(
+        "--peak-sizes", type=int_list, default=[512, 1024, 2048], help="square GEMMs of the matmul peak"
+    )
+    train_bench.add_argument("--no-split", action="store_true", help="skip the profiled step (no time split)")
     train_bench.set_defaults(func=_bench_train)
