@@ -96,3 +96,23 @@ def test_a_resumed_second_stage_continues_its_own_checkpoints(tmp_path: Path, da
     train(tiny_config(tmp_path / "stage2", data_dir, **{**changes, "train.steps": 2}), allow_config_change=False)
     resumed = train(config, resume=True, allow_config_change=True)
     assert [step for step, _ in ckpt.list_checkpoints(resumed)][-1] == 3
+
+
+def test_size_from_init_takes_the_sources_config(tmp_path: Path, data_dir: Path, first: Path) -> None:
+    # a source whose config is no preset (here: the first stage, trained with overrides) without repeating them
+    changes = {"model.size": "from-init", "model.overrides": {}, "model.init_from": str(first), "train.steps": 2}
+    second = train(tiny_config(tmp_path / "stage2", data_dir, **changes))
+    assert set(_weights(second)) == set(_weights(first))
+    with pytest.raises(ConfigError, match="from-init takes the whole model config"):
+        tiny_config(tmp_path / "bad", data_dir, **{"model.size": "from-init"})
+
+
+def test_trainable_freezes_every_other_parameter(tmp_path: Path, data_dir: Path, first: Path) -> None:
+    changes = {"model.init_from": str(first), "train.steps": 2, "train.trainable": ["layers.0.mlp."]}
+    second = train(tiny_config(tmp_path / "stage2", data_dir, **changes))
+    before, after = _weights(first), _weights(second)
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved
+    assert all(name.startswith("model.layers.0.mlp.") for name in moved), moved
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        train(tiny_config(tmp_path / "none", data_dir, **{"train.trainable": ["nothing-like-this"]}))

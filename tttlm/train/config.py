@@ -36,7 +36,7 @@ ON_NONFINITE = ("stop", "skip")
 _NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
 # trajectory keys added later, with the value that a config saved before they existed was trained under
 _ADDED_LATER = {
-    "train": {"inner_lr_warmup": "off"},
+    "train": {"inner_lr_warmup": "off", "trainable": []},
     # before it, the rule was ours with its name patterns (saved configs list them in optim.no_decay)
     "optim": {"decay": "matrices"},
     "model": {"init_from": None},
@@ -93,6 +93,9 @@ class TrainLoopConfig:
     # warm-up of a TTT model's inner learning rate: auto (the arch's recipe), off, or {init_ratio, fraction}; see
     # tttlm.train.inner_lr
     inner_lr_warmup: str | dict[str, float] = "auto"
+    # train only the parameters whose name matches one of these regexes (search); the others are frozen. Empty:
+    # all. E.g. ["layers\\.(9|10|11)\\."] for the last blocks of a converted model (their prime MLPs included)
+    trainable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -330,6 +333,11 @@ def validate(config: TrainConfig) -> TrainConfig:
     if data.min_document_tokens < 0:
         raise ConfigError(
             f"data.min_document_tokens must be >= 0 (0 keeps every document); got {data.min_document_tokens}"
+        )
+    if config.model.size == "from-init" and (config.model.init_from is None or config.model.overrides):
+        raise ConfigError(
+            "model.size: from-init takes the whole model config from model.init_from: set init_from and leave "
+            "model.overrides empty (or name a size preset and give the overrides that build the source's model)"
         )
     if "vocab_size" in config.model.overrides and not isinstance(config.model.overrides["vocab_size"], int):
         raise ConfigError("model.overrides.vocab_size must be an integer (or left out: the tokenizer's vocab size)")

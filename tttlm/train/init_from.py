@@ -8,6 +8,8 @@ and a restarted schedule. Here the source is any of:
 * one checkpoint directory (``checkpoints/step-N``, verified);
 * a model directory written by ``save_pretrained`` (an export, ``tttlm convert`` or ``tttlm e2e-init`` output).
 
+``model.size: from-init`` builds the model from the source's own config (for a source whose config is no preset).
+
 Only the weights are taken (safetensors, never a pickle): the optimiser state, the step and the RNG start afresh.
 The architectures must agree: the same registry arch, the same model config up to ``MAY_DIFFER`` (what changes
 nothing in the weights or the function, e.g. the context the model may be run at), and the same parameter names
@@ -21,13 +23,16 @@ from typing import Any
 
 from safetensors.torch import load_file
 from torch import Tensor, nn
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from tttlm.models.checkpoint_files import safetensors_files
 from tttlm.models.registry import ARCH_ATTR, arch_of
 from tttlm.train import checkpoint as ckpt
 from tttlm.train.config import ConfigError
 from tttlm.train.run_dir import RunDir
+
+# model.size that takes the whole model config from the model.init_from source
+SOURCE_SIZE = "from-init"
 
 # config keys that may differ between the source and the new run: bookkeeping of transformers, special tokens (the
 # trainer sets them from the data) and execution details that do not change what the weights compute
@@ -52,23 +57,45 @@ MAY_DIFFER = frozenset(
 )
 
 
+def source_directory(path: Path) -> Path:
+    """The directory the weights of ``path`` are read from: a run's ``model/`` or newest valid checkpoint, else
+    ``path`` itself. Raises ConfigError when ``path`` is not a directory or is a run with nothing saved yet."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"model.init_from: {path} is not a directory (a run, a checkpoint or a model directory)")
+    run = RunDir(path)
+    if (run.model / ckpt.EXPORT_MANIFEST).is_file():
+        return run.model
+    if run.checkpoints.is_dir():
+        found = ckpt.latest_valid(path, report=lambda message: None)
+        if found is None:
+            raise ConfigError(f"model.init_from: the run {path} has neither a final model nor a checkpoint yet")
+        return found[0]
+    return path
+
+
+def model_like_source(path: Path, arch: str) -> PreTrainedModel:
+    """A freshly initialised model with the source's own config (``model.size: from-init``: e.g. a ``tttlm
+    e2e-init`` output, whose config is no preset); ConfigError unless the source is an ``arch`` model."""
+    directory = source_directory(path)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"model.init_from: {directory} has no config.json to take the model's config from")
+    config = AutoConfig.from_pretrained(directory)
+    if getattr(config, ARCH_ATTR, None) != arch:
+        raise ConfigError(
+            f"model.init_from: {directory} is a {getattr(config, ARCH_ATTR, None) or config.model_type} model, this "
+            f"run builds {arch}: set model.arch to the source's"
+        )
+    return AutoModelForCausalLM.from_config(config)
+
+
 def read_source(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], str]:
     """The weights, the model config (as plain data) and a description of the source at ``path``.
 
     Raises ConfigError when ``path`` holds no usable weights (and ``CorruptCheckpointError`` when they fail their
     checksums).
     """
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"model.init_from: {path} is not a directory (a run, a checkpoint or a model directory)")
-    run = RunDir(path)
-    if (run.model / ckpt.EXPORT_MANIFEST).is_file():
-        path = run.model
-    elif run.checkpoints.is_dir():
-        found = ckpt.latest_valid(path, report=lambda message: None)
-        if found is None:
-            raise ConfigError(f"model.init_from: the run {path} has neither a final model nor a checkpoint yet")
-        path = found[0]
+    path = source_directory(path)
     if (path / ckpt.STATE_FILE).is_file():
         payload = ckpt.verify(path)
         weights = load_file(path / payload["weights"]["file"])

@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from tttlm.train.config import (
     trajectory_of,
 )
 from tttlm.train.factory import make_model
-from tttlm.train.init_from import initialise_from
+from tttlm.train.init_from import SOURCE_SIZE, initialise_from, model_like_source
 from tttlm.train.inner_lr import WarmupError, inner_lr_multiplier, resolve_warmup
 from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at
@@ -198,6 +199,19 @@ def _long_documents(split: PackedDataset, min_tokens: int, say: Say) -> PackedDa
     return kept
 
 
+def freeze_all_but(model: nn.Module, patterns: Sequence[str]) -> int:
+    """Set ``requires_grad = False`` on every parameter whose name matches none of ``patterns`` (regex search);
+    return how many were frozen. ConfigError when no parameter matches (nothing would train)."""
+    compiled = [re.compile(p) for p in patterns]
+    names = [name for name, _ in model.named_parameters()]
+    kept = [name for name in names if any(p.search(name) for p in compiled)]
+    if not kept:
+        raise ConfigError(f"train.trainable {list(patterns)} matches no parameter (names look like {names[0]!r})")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in kept)
+    return len(names) - len(kept)
+
+
 def targets(batch: torch.Tensor, masked: int | None) -> torch.Tensor:
     """The labels of a (batch, seq) window: the ids themselves (shifted inside the model), with ``masked`` (the
     document separator, under ``data.mask_bos_targets``) replaced by -100 so that the loss leaves it out."""
@@ -265,7 +279,12 @@ def build(
     numbers during training draws differently on each.
     """
     _seed_everything(config.seed)
-    model = make_model(config.model.arch, config.model.size, {**config.model.overrides, "vocab_size": data.vocab_size})
+    if config.model.size == SOURCE_SIZE:
+        model = model_like_source(Path(config.model.init_from), config.model.arch)
+    else:
+        model = make_model(
+            config.model.arch, config.model.size, {**config.model.overrides, "vocab_size": data.vocab_size}
+        )
     # the data's end-of-text token starts and ends documents; generate() reads it from the generation config
     for settings in (model.config, getattr(model, "generation_config", None)):
         if settings is not None:
@@ -274,6 +293,10 @@ def build(
         message = initialise_from(model, Path(config.model.init_from))
         if ctx.is_main:
             say(message)
+    if config.train.trainable:
+        frozen = freeze_all_but(model, config.train.trainable)
+        if ctx.is_main:
+            say(f"train.trainable: {frozen} parameter tensors frozen")
     model.to(device=ctx.device, dtype=torch.float64 if config.precision == "float64" else torch.float32)
     model.train()
     model = dist_utils.wrap(model, ctx, fsdp=config.distributed.fsdp)
