@@ -320,18 +320,17 @@ def _chunked(
     return y.permute(1, 2, 0), final.transpose(1, 2)
 
 
-def _recurrent(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    h0: Tensor | None,
-) -> tuple[Tensor, Tensor]:
+def _skip_and_gate(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """y + D ⊙ x, then ⊙ silu(z), on the caller's (batch, D, T) layout."""
+    if D is not None:
+        y = y + D[:, None] * x
+    return y if z is None else y * F.silu(z)
+
+
+def _recurrent(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
     """The reference: the recurrence of the module docstring one token at a time, under plain autograd (readable,
-    and slow: O(T) Python steps, an autograd graph that grows with T). Same layouts as ``selective_scan``."""
+    and slow: O(T) Python steps, an autograd graph that grows with T). Same layouts as ``selective_scan``; without
+    the skip and the gate."""
     batch, channels, seq = x.shape
     h = x.new_zeros(batch, channels, A.shape[1]) if h0 is None else h0
     outputs = []
@@ -339,12 +338,7 @@ def _recurrent(
         decay = torch.exp(dt[:, :, t, None] * A)  # (batch, D, N)
         h = decay * h + (dt[:, :, t] * x[:, :, t])[..., None] * B[:, None, :, t]
         outputs.append((h * C[:, None, :, t]).sum(-1))
-    y = torch.stack(outputs, dim=-1)
-    if D is not None:
-        y = y + D[:, None] * x
-    if z is not None:
-        y = y * F.silu(z)
-    return y, h
+    return torch.stack(outputs, dim=-1), h
 
 
 def selective_scan(
@@ -394,13 +388,7 @@ def selective_scan(
             dtype = torch.promote_types(dtype, tensor.dtype)
     x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
     D, z, h0 = (None if t is None else t.to(dtype) for t in (D, z, initial_state))
-    if form == "recurrent":
-        return _recurrent(x, dt, A, B, C, D, z, h0)
-    if x.shape[-1] > 1:
+    if form == "chunk" and x.shape[-1] > 1:
         return _chunked(x, dt, A, B, C, D, z, h0, chunk_size)
-    y, final = _step(x, dt, A, B, C, h0)
-    if D is not None:
-        y = y + D[:, None] * x
-    if z is not None:
-        y = y * F.silu(z)
-    return y, final
+    y, final = _recurrent(x, dt, A, B, C, h0) if form == "recurrent" else _step(x, dt, A, B, C, h0)
+    return _skip_and_gate(y, x, D, z), final
