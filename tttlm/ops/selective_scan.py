@@ -84,9 +84,9 @@ def linear_scan_(u: Tensor, a: Tensor, scratch: Tensor, reverse: bool = False) -
     every block's last token the complete prefix before it. In scan order τ (t, or n−1−t in reverse), level k
     touches the last tokens τ ≡ 2k−1 (up) and τ ≡ k−1 (down) mod 2k only: about 3n token slices of work in 3 log₂ n
     ops, against n ops of one slice each for the token loop. Only decays multiply one another, so every operation
-    is a product of decays in (0, 1] and a sum, as in the sequential recurrence (no division, no exp of positive
-    numbers). The decay of a block starting at τ = 0 is never needed (nothing comes before it), hence never formed,
-    so the reverse scan never reads past the last token's decay.
+    is a product of decays (in (0, 1] for Mamba's A < 0) and a sum, as in the sequential recurrence, regrouped (no
+    division, no exp of positive numbers). The decay of a block starting at τ = 0 is never needed (nothing comes
+    before it), hence never formed, so the reverse scan never reads past the last token's decay.
     """
     n = u.shape[0]
     shift = 1 if reverse else 0
