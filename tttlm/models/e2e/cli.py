@@ -7,12 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from tttlm.argtypes import positive_int, probability
+from tttlm.argtypes import non_negative_float, positive_int, probability
 
 
 def _e2e_init(args: argparse.Namespace) -> int:
     from tttlm.data.io import apply_umask_below
-    from tttlm.models.e2e.from_pretrained import e2e_from_pretrained
+    from tttlm.models.e2e.from_pretrained import copy_tokenizer, e2e_from_pretrained
 
     try:
         model = e2e_from_pretrained(
@@ -21,11 +21,13 @@ def _e2e_init(args: argparse.Namespace) -> int:
             mini_batch_size=args.mini_batch,
             updated_fraction=args.updated_fraction,
             prime_init=args.prime_init,
+            inner_lr=args.inner_lr,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"tttlm e2e-init: error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output)
+    copy_tokenizer(args.source, args.output)
     apply_umask_below(args.output)
     config = model.config
     print(
@@ -63,5 +65,11 @@ def add_e2e_init_command(commands: argparse._SubParsersAction) -> None:
         default="mlp",
         help="mlp: the block's MLP becomes the prime MLP and the static MLP starts at zero output (default); zero: "
         "the prime MLP starts as a copy with a zero output projection",
+    )
+    parser.add_argument(
+        "--inner-lr",
+        type=non_negative_float,
+        default=1.0,
+        help="the inner SGD step size (default 1, the release's; 0: no test-time training, the source with a window)",
     )
     parser.set_defaults(func=_e2e_init)

@@ -23,6 +23,7 @@ inner learning rate is 0: ``h + attn(h) + MLP(h)`` plus a zero term.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,26 @@ def e2e_from_pretrained(
     model.tie_weights()
     setattr(model.config, ARCH_ATTR, "ttt-e2e")
     return model
+
+
+# what a save_pretrained tokenizer consists of (whichever the source has)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+
+
+def copy_tokenizer(source: str | Path, out: str | Path) -> list[str]:
+    """Copy the source's tokenizer files (if any) beside the converted model, so it loads with its tokenizer; return
+    their names."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copy2(Path(source) / name, Path(out) / name)
+            copied.append(name)
+    return copied
