@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 from experiment_testing import base_spec, write_spec
 
 import tttlm.train
@@ -94,15 +95,15 @@ def test_report_results_and_verdicts_over_seeds(tmp_path, data_dir):
 
 
 def test_an_arm_needing_a_missing_feature_is_not_run(tmp_path, data_dir, monkeypatch):
-    monkeypatch.setitem(requirements.REQUIREMENTS, "init-from", lambda: "init-from is missing (test)")
+    monkeypatch.setitem(requirements.REQUIREMENTS, "needle-data", lambda: "no needles (test)")
     raw = base_spec()
-    raw["arms"][1]["requires"] = ["init-from"]
+    raw["arms"][1]["requires"] = ["needle-data"]
     spec = load_spec(write_spec(tmp_path / "toy.yaml", raw))
     report = run_experiment(spec, [0], tmp_path / "out", data_dir=data_dir, say=_quiet)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["claims"][0]["verdict"] == NOT_RUN
-    assert "init-from is missing (test)" in results["claims"][0]["reason"]
-    assert results["not_run"] == {"large-b": ["init-from is missing (test)"]}
+    assert "no needles (test)" in results["claims"][0]["reason"]
+    assert results["not_run"] == {"large-b": ["no needles (test)"]}
     assert not (tmp_path / "out/runs/large-b").exists()
     assert "## Not run" in report.read_text()
 
@@ -123,3 +124,16 @@ def test_parallel_training_gives_the_runs_of_sequential_training(tmp_path, data_
     one, two = (json.loads((tmp_path / d / "results.json").read_text())["values"] for d in ("one", "two"))
     for arm in ("small-b", "large-b"):
         assert two[arm][""]["ppl@train"] == one[arm][""]["ppl@train"]  # same seed, same data: the same model
+
+
+def test_an_arm_starts_from_another_arms_final_weights(tmp_path, data_dir):
+    raw = base_spec()
+    raw["arms"].append(
+        {"name": "finetune", "arch": "ttt-linear", "overrides": {"mini_batch_size": 4}, "init_from": {"arm": "small-b"}}
+    )
+    out = tmp_path / "out"
+    run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], out, data_dir=data_dir, say=_quiet)
+    saved = yaml.safe_load((out / "runs/finetune/seed-0/config.yaml").read_text())
+    assert saved["model"]["init_from"] == str(out / "runs/small-b/seed-0")
+    values = json.loads((out / "results.json").read_text())["values"]
+    assert values["finetune"][""]["ppl@train"] != values["small-b"][""]["ppl@train"]  # one more step of training

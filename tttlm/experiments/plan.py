@@ -98,9 +98,11 @@ def run_dir_of(out: Path, arm: Arm, point: Any, seed: int) -> Path:
     return Path(out, "runs", *parts)
 
 
-def training_config(spec: Spec, arm: Arm, point: Any, seed: int, run_dir: Path) -> dict[str, Any]:
+def training_config(
+    spec: Spec, arm: Arm, point: Any, seed: int, run_dir: Path, init_from: Path | None = None
+) -> dict[str, Any]:
     """The training config of one run as plain data: the spec's base, the arm's arch, overrides and settings, the
-    sweep point, the seed and the run directory."""
+    sweep point, the seed, the run directory and the run whose final weights it starts from."""
     raw = copy.deepcopy(spec.train_config)
     raw.setdefault("model", {})
     raw["model"]["arch"] = arm.arch
@@ -110,6 +112,8 @@ def training_config(spec: Spec, arm: Arm, point: Any, seed: int, run_dir: Path) 
     if arm.sweep:
         set_key(raw, arm.sweep.key, point)
     raw.update(name=f"{spec.name}-{run_dir.parent.name}-{run_dir.name}", seed=seed, out_dir=str(run_dir))
+    if init_from is not None:
+        raw["model"]["init_from"] = str(init_from)  # the trainer's two-stage start (tttlm.train.init_from)
     return raw
 
 
@@ -144,7 +148,11 @@ def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
             gaps = tuple(filter(None, (missing(r) for r in arm.requires)))
             for index, point in enumerate(arm.points):
                 run_dir = run_dir_of(out, arm, point, seed)
-                raw = training_config(spec, arm, point, seed, run_dir)
+                source = None
+                if arm.init_from:
+                    parent = spec.arm(arm.init_from[0])
+                    source = run_dir_of(out, parent, parent.points[arm.init_from[1] % len(parent.points)], seed)
+                raw = training_config(spec, arm, point, seed, run_dir, source)
                 where = f"{spec.name}: arm {arm.name!r}" + (f" at {arm.sweep.symbol}={point}" if arm.sweep else "")
                 try:
                     config = config_from_dict(raw)
@@ -155,11 +163,6 @@ def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
                 model_config = _model_config(spec, raw, where)
                 tokens = config.train.steps * config.train.batch_tokens if arm.train else 0
                 flops, exact = _training_flops(model_config, config.data.seq_len, tokens)
-                source = None
-                if arm.init_from:
-                    parent = spec.arm(arm.init_from[0])
-                    at = arm.init_from[1] % len(parent.points)
-                    source = run_dir_of(out, parent, parent.points[at], seed)
                 plans.append(
                     RunPlan(arm, point, index, seed, run_dir, raw if arm.train else None, model_config, tokens,
                             flops, exact, gaps, source)

@@ -10,17 +10,6 @@ import inspect
 from collections.abc import Callable
 
 
-def _init_from() -> str | None:
-    from tttlm.train import loop
-
-    if "init_from" in inspect.signature(loop.train).parameters:
-        return None
-    return (
-        "two-stage training: tttlm.train.train(..., init_from=<model dir>) (tttlm train --init-from, issue 21) does "
-        "not exist yet, so a run cannot start from another run's final weights"
-    )
-
-
 def _kvb_simplified() -> str | None:
     from tttlm.models import ARCHS
 
@@ -44,7 +33,6 @@ def _needle_data() -> str | None:
 
 
 REQUIREMENTS: dict[str, Callable[[], str | None]] = {
-    "init-from": _init_from,
     "kvb-simplified": _kvb_simplified,
     "needle-data": _needle_data,
 }

@@ -76,11 +76,8 @@ def ensure_trained(plan: RunPlan, data_dir: Path, say: Say) -> None:
             say(f"  {plan.name}: finished earlier, reused")
             return
     resume = bool(list_checkpoints(plan.run_dir))
-    kwargs: dict[str, Any] = {}
-    if plan.init_from is not None:
-        kwargs["init_from"] = RunDir(plan.init_from).model
     say(f"  {plan.name}: {'continuing' if resume else 'training'} ({config.train.steps} steps)")
-    train(config, resume=resume, progress=False, **kwargs)
+    train(config, resume=resume, progress=False)
 
 
 def load_for_eval(plan: RunPlan) -> PreTrainedModel:
