@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorstore as ts  # with tttlm[test] (the orbax extra): these tests run, never skip, in CI
 import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file as load_numpy
@@ -22,8 +23,6 @@ from tttlm.models.convert import convert_checkpoint, detect_format
 from tttlm.models.e2e.orbax import read_model_weights
 from tttlm.models.e2e.release import ReleaseFormatError
 from tttlm.train.inner_lr import inner_lr_multiplier
-
-ts = pytest.importorskip("tensorstore", reason="the orbax extra (tensorstore) is part of tttlm[test]")
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "ttt-e2e-official-tiny"
 ORBAX, CONFIG = FIXTURE / "orbax", FIXTURE / "config.json"
