@@ -192,3 +192,17 @@ def test_no_inner_lr_warmup_fails_the_comparison(fixture: Fixture) -> None:
     model = _model(fixture)
     model.set_inner_lr_scale(1.0)
     assert _mismatch(fixture, model) > 100 * TOL
+
+
+def test_the_clip_is_global_over_every_updated_block() -> None:
+    # the fixture has one updated block (suffix_len 1), where per block and global agree; with two they differ
+    torch.manual_seed(0)
+    weights = [torch.randn(1, 3, 4, dtype=torch.float64) for _ in range(6)]  # gate, up, down of two blocks
+    grads = [torch.randn_like(w) for w in weights]
+    grads[3:] = [10 * g for g in grads[3:]]  # the second block's gradient dominates the norm
+    total = torch.sqrt(sum(g.square().sum() for g in grads))
+    stepped = sgd_step(weights, grads, [0.5] * 6, clip=1.0)
+    for w, g, new in zip(weights, grads, stepped, strict=True):
+        torch.testing.assert_close(new, w - 0.5 * g / total, rtol=1e-14, atol=0)
+    per_block = sgd_step(weights[:3], grads[:3], [0.5] * 3, clip=1.0)
+    assert not torch.allclose(per_block[0], stepped[0])
