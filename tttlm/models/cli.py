@@ -100,7 +100,7 @@ def describe(arch: str, size: str = "tiny", **overrides: Any) -> dict[str, Any]:
     head dims and window of ``arch``, and the sources of its choices (``provenance.SOURCES``)."""
     config = make_config(arch, size, **overrides)  # validates arch, size and overrides
     spec = ARCHS[arch]
-    params = count_parameters(config, spec.model_class)
+    params = count_parameters(config)  # the class follows the config (transformer + short_conv is a stack model)
     reference = count_parameters(reference_config(size, **overrides), TTTForCausalLM)
     has_mlp = not isinstance(config, (MambaLMConfig, Mamba2LMConfig))
     return {
