@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import yaml
-from experiment_testing import base_spec, write_spec
+from experiment_testing import TINY_MODEL, base_spec, write_spec
 
 import tttlm.train
 from tttlm.experiments import requirements
@@ -137,3 +137,32 @@ def test_an_arm_starts_from_another_arms_final_weights(tmp_path, data_dir):
     assert saved["model"]["init_from"] == str(out / "runs/small-b/seed-0")
     values = json.loads((out / "results.json").read_text())["values"]
     assert values["finetune"][""]["ppl@train"] != values["small-b"][""]["ppl@train"]  # one more step of training
+
+
+def test_timed_arms_and_loss_by_position_against_a_reference(tmp_path, data_dir):
+    raw = base_spec()
+    raw["arms"].append({"name": "timed", "arch": "transformer", "overrides": dict(TINY_MODEL), "train": False})
+    raw["evaluations"] = [
+        {"kind": "by_position", "length": 64, "bins": [[1, 16], [17, 64]], "documents": 2, "reference": "large-b"},
+        {"kind": "forward_time", "contexts": [16, 64], "repeats": 1},
+    ]
+    raw["claims"][0]["a"]["metric"] = raw["claims"][0]["b"]["metric"] = "loss@last"
+    raw["claims"].append(
+        {
+            "id": "grows",
+            "source": "none",
+            "claim": "timing is positive",
+            "a": {"arm": "timed", "metric": "forward_ms@last"},
+            "expect": ">",
+        }
+    )
+    out = tmp_path / "out"
+    run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0, 1], out, data_dir=data_dir, say=_quiet)
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["values"]["timed"][""]) == ["forward_ms@16", "forward_ms@64"]  # untrained: no val_loss
+    assert not (out / "runs/timed/seed-0/model").exists()
+    assert set(results["values"]["small-b"][""]) >= {"loss@1-16", "loss@17-64", "forward_ms@64", "val_loss"}
+    assert results["claims"][1]["interval"]["n"] == 2
+    assert results["claims"][1]["per_seed"]["0"] > 0
+    for figure in ("by_position.png", "forward_ms.png", "loss.png"):
+        assert (out / figure).stat().st_size > 1000

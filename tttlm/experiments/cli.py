@@ -1,7 +1,8 @@
 """``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--out DIR] [--dry-run]`` and ``tttlm experiment --list``.
 
 Exit status: 0 done (or planned); 2 a bad spec, config, data or run directory (the message names it and the fix);
-1 a run failed (non-finite loss); 128 + N stopped by signal N (re-run the same command to continue).
+1 a run failed (non-finite loss) or the default corpus could not be fetched; 128 + N stopped by signal N (re-run
+the same command to continue).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def _list() -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    from tttlm.data.fetch import FetchError
     from tttlm.experiments.plan import check_data, plan_runs, plan_text
     from tttlm.experiments.run import ExperimentError, run_experiment
     from tttlm.experiments.spec import SpecError, load_spec
@@ -65,7 +67,7 @@ def _experiment(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"tttlm experiment: {stop}; run the same command again to continue", file=sys.stderr)
         return 128 + stop.signum
-    except NonFiniteError as error:
+    except (NonFiniteError, FetchError) as error:  # a diverged run; the default corpus could not be fetched
         print(f"tttlm experiment: error: {error}", file=sys.stderr)
         return 1
     except (SpecError, ExperimentError, ValueError, OSError) as error:

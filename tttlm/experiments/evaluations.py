@@ -31,6 +31,9 @@ from transformers import PreTrainedModel
 
 from tttlm.experiments.spec import Evaluation
 
+# the evaluations that only time a model (the only ones an untrained arm gets)
+TIMINGS = ("forward_time", "train_time")
+
 
 def _random_ids(vocab: int, shape: tuple[int, int], seed: int) -> torch.Tensor:
     return torch.randint(vocab, shape, generator=torch.Generator().manual_seed(seed))

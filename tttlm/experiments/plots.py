@@ -78,6 +78,10 @@ def _draw(lines: Sequence[Line], path: Path, *, title: str, xlabel: str, ylabel:
             ax.fill_between(xs, low, high, color=colour(line.arch), alpha=0.2, linewidth=0)
     if logx:
         ax.set_xscale("log", base=2)
+        ticks = sorted({x for line in lines for x in line.xs})
+        if len(ticks) <= 12:  # the measured points themselves, as numbers
+            ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            ax.minorticks_off()
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -137,8 +141,9 @@ def metric_figure(summary: Any, metric: str, path: Path) -> Path | None:
             lines.append(Line(arm.label, arm.arch, [x for x, _ in along_sweep], *_columns([v for _, v in along_sweep])))
     title = f"{spec.name}: {metric} (mean and 95% interval over seeds)"
     if lines:
-        has_points = any(len(line.xs) > 1 for line in lines) and not swept_keys
-        xlabel = "context / token index (tokens)" if has_points else ", ".join(sorted(swept_keys))
+        bins = any("-" in k.rpartition("@")[2] for points in summary.intervals.values() for m in points.values()
+                   for k in m if k.rpartition("@")[0] == metric)  # fmt: skip
+        xlabel = ", ".join(sorted(swept_keys)) or ("token index (last of each bin)" if bins else "context (tokens)")
         return _draw(lines, path, title=title, xlabel=xlabel, ylabel=unit_of(metric), logx=True)
     if rows:
         return _categorical(rows, path, title=title, ylabel=unit_of(metric))

@@ -20,7 +20,7 @@ import torch
 import yaml
 from transformers import PreTrainedModel
 
-from tttlm.experiments.evaluations import evaluate, training_metrics
+from tttlm.experiments.evaluations import TIMINGS, evaluate, training_metrics
 from tttlm.experiments.plan import RunPlan, check_data, plan_runs
 from tttlm.experiments.spec import Spec
 
@@ -121,6 +121,8 @@ def measure(spec: Spec, plan: RunPlan, data_dir: Path | None, say: Say) -> dict[
         metrics = training_metrics(plan.run_dir) if plan.arm.train else {}
         curves: dict[str, list[float]] = {}
         for evaluation in spec.evaluations:
+            if not plan.arm.train and evaluation.kind not in TIMINGS:
+                continue  # an untrained model is only timed
             values, shapes = evaluate(evaluation, model, seq_len=seq_len, data_dir=data_dir, say=say)
             metrics.update(values)
             curves.update(shapes)
