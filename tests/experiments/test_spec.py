@@ -64,6 +64,7 @@ def _change(path: str, value):
         ("claims/0/op", "sum", "op must be one of"),
         ("claims/0/source", KeyError, "source must be a non-empty string"),
         ("claims/0/a/at", 3, "index into arm 'small-b'"),
+        ("claims/0/b/metric", "perplexity@train", "measures 'perplexity@train'; its metrics are loss, ppl"),
     ],
 )
 def test_invalid_specs_are_refused(path, value, message):

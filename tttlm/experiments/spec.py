@@ -54,6 +54,8 @@ EVALUATION_KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "train_time": (("contexts",), {"repeats": 3, "batch": 1}),
     "niah": (("lengths",), {"tasks": ["s-niah-1"], "samples": 20}),
 }
+# the metric base names each kind measures (niah: one per task, niah-<task>)
+METRICS = {"ppl": {"ppl", "loss"}, "by_position": {"loss"}, "forward_time": {"forward_ms"}, "train_time": {"train_ms"}}
 _TOP_KEYS = {"name", "title", "paper", "summary", "gpus", "vocab_size", "train_config", "ratios", "arms"}
 _TOP_KEYS |= {"evaluations", "claims"}
 _ARM_KEYS = {"name", "arch", "label", "overrides", "settings", "sweep", "train", "init_from", "requires"}
@@ -386,6 +388,15 @@ def parse_spec(raw: Any, scale: str, path: Path) -> Spec:
     claims: list[Claim] = []
     for i, item in enumerate(raw.get("claims") or []):
         claims.append(_claim(item, i, arms, [c.id for c in claims]))
+    produced = metric_names(evaluations)
+    for claim in claims:
+        for ref in (claim.a, claim.b):
+            base = ref and (ref.metric.rpartition("@")[0] if "@" in ref.metric else ref.metric)
+            if ref and base not in produced:
+                raise SpecError(
+                    f"claim {claim.id!r}: no evaluation of {path.name} measures {ref.metric!r}; its metrics are "
+                    f"{', '.join(sorted(produced))} (with @<point>, @first, @last or @<index>)"
+                )
     if not claims:
         raise SpecError(f"{path}: claims must list at least one claim of the paper")
     return Spec(
@@ -403,6 +414,17 @@ def parse_spec(raw: Any, scale: str, path: Path) -> Spec:
         ratios=_mapping(raw.get("ratios"), f"{where}.ratios"),
         path=path,
     )
+
+
+def metric_names(evaluations: Sequence[Evaluation]) -> set[str]:
+    """The metric base names the evaluations (and every training run) produce (``tttlm.experiments.evaluations``)."""
+    names = {"val_loss", "tokens_per_s"}
+    for evaluation in evaluations:
+        if evaluation.kind == "niah":
+            names |= {f"niah-{task}" for task in evaluation.settings["tasks"]}
+        else:
+            names |= METRICS[evaluation.kind]
+    return names
 
 
 def load_spec(name: str | Path, scale: str = "cpu") -> Spec:
