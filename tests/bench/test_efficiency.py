@@ -99,6 +99,12 @@ def test_train_records_efficiency_and_split(tmp_path: Path, capsys: pytest.Captu
     assert len(train.tables(records)) == 2
 
 
+def test_cpu_clock_needs_one_thread(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "train", "--archs", "mamba", "--sizes", "tiny", "--threads", "2", "--clock", "cpu"]
+    assert main(argv) == 2
+    assert "--threads 1" in capsys.readouterr().err
+
+
 def test_train_without_split_and_old_records() -> None:
     old = {"arch": "mamba", "size": "tiny", "parameters": 1, "seq_len": 8, "batch": 1, "tokens_per_s": 1.0}
     old |= {"seconds_per_step": 1.0, "peak_rss_mb": 1.0, "flops_per_token": None, "gflop_per_s": None}
