@@ -32,6 +32,7 @@ from tttlm.bench.timing import machine_info, time_call
 from tttlm.data.prepare import ensure_prepared
 from tttlm.demo import demo_config, plot_training, run_summary
 from tttlm.models import load
+from tttlm.palette import colour
 from tttlm.train import config_from_dict, train
 from tttlm.train.checkpoint import list_checkpoints
 from tttlm.train.run_dir import RunDir
@@ -97,7 +98,7 @@ def plot_minibatch(points: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     x = [p["forward_ms_per_token"] for p in points]
     y = [p["val_ppl"] for p in points]
-    ax.plot(x, y, "o-", color="tab:red", label="TTT-Linear")
+    ax.plot(x, y, "o-", color=colour("ttt-linear"), label="TTT-Linear")
     for p in points:
         ax.annotate(f"b={p['mini_batch_size']}", (p["forward_ms_per_token"], p["val_ppl"]), textcoords="offset points",
                     xytext=(5, 5))  # fmt: skip

@@ -67,9 +67,12 @@ def plot_training(runs: dict[str, Path], path: Path, title: str = "tttlm demo: t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tttlm.palette import styles_for
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for index, (name, run_dir) in enumerate(runs.items()):
-        colour = plt.get_cmap("tab10")(index % 10)
+    styles = styles_for(list(runs))
+    for name, run_dir in runs.items():
+        colour = styles[name]["color"]
         records = read_metrics(run_dir)
         train_records = [r for r in records if r["kind"] == "train"]
         tokens = [r["tokens"] for r in train_records]  # cumulative

@@ -3,6 +3,9 @@
 ``colour(arch)`` gives the colour of a registry arch (``tttlm.models.ARCHS``); a name that is not an arch (a run
 label, a ladder step) gets a colour of its own from a second list, the same one every time for the same name.
 ``line_style(i)`` tells apart several lines of one arch in one plot (the i-th line of that arch in the plot).
+``styles_for(names)`` styles the lines of one plot by run names: a name that contains an arch's name (``lc-ttt-e2e``,
+``demo-transformer``) gets that arch's colour (a second line of that arch another dash pattern), the others distinct
+colours of the second list.
 """
 
 from __future__ import annotations
@@ -40,3 +43,25 @@ def colour(name: str) -> str:
 def line_style(index: int) -> str:
     """The dash pattern of the ``index``-th line (0-based) of one arch in one plot."""
     return LINE_STYLES[index % len(LINE_STYLES)]
+
+
+def arch_in(name: str) -> str | None:
+    """The longest arch name (of ``ARCH_COLOURS``) that ``name`` contains, or None."""
+    found = [arch for arch in ARCH_COLOURS if arch in name]
+    return max(found, key=len) if found else None
+
+
+def styles_for(names: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Matplotlib ``color`` and ``linestyle`` per name for one plot: the colour of the arch a name contains (else the
+    next unused colour of ``OTHER_COLOURS``), and ``line_style(i)`` for the i-th name of the same arch, so that two
+    lines of one arch (two forms, two seeds) stay apart."""
+    out, others, seen = {}, 0, {}
+    for name in names:
+        arch = arch_in(name)
+        if arch is None:
+            out[name] = {"color": OTHER_COLOURS[others % len(OTHER_COLOURS)], "linestyle": line_style(0)}
+            others += 1
+        else:
+            out[name] = {"color": ARCH_COLOURS[arch], "linestyle": line_style(seen.get(arch, 0))}
+            seen[arch] = seen.get(arch, 0) + 1
+    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tttlm.bench.tables import context_label
+from tttlm.palette import LINE_STYLES, styles_for
 
 Record = dict[str, Any]
 
@@ -60,8 +61,9 @@ def plot_panels(panels: Sequence[Panel], path: Path, title: str, columns: int = 
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.2 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
+        styles = styles_for(list(panel.lines))  # the arch's colour of tttlm.palette
         for name, (xs, ys) in panel.lines.items():
-            ax.plot(xs, ys, "o-", label=name, markersize=4)
+            ax.plot(xs, ys, marker="o", label=name, markersize=4, **styles[name])
         ax.set_xscale("log", base=2)
         ticks = sorted({x for xs, _ in panel.lines.values() for x in xs})
         ax.set_xticks(ticks, [context_label(int(x)) for x in ticks])
@@ -83,9 +85,12 @@ def plot_bars(groups: dict[str, dict[str, float]], path: Path, title: str, ylabe
     labels = list(dict.fromkeys(name for bars in groups.values() for name in bars))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels) * len(groups)), 4.2))
     width = 0.8 / max(len(labels), 1)
+    styles = styles_for(labels)
+    hatches = dict(zip(LINE_STYLES, ("", "//", "..", "xx"), strict=True))
     for i, name in enumerate(labels):
         xs = [g + i * width for g, bars in enumerate(groups.values()) if name in bars]
-        ax.bar(xs, [bars[name] for bars in groups.values() if name in bars], width, label=name)
+        ax.bar(xs, [bars[name] for bars in groups.values() if name in bars], width, label=name,
+               color=styles[name]["color"], hatch=hatches[styles[name]["linestyle"]])  # fmt: skip
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], list(groups))
     ax.set_yscale("log")
     ax.set(ylabel=ylabel)

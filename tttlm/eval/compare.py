@@ -26,6 +26,7 @@ from tttlm.eval.report import (
     plot_ppl,
     read_position_csv,
 )
+from tttlm.palette import styles_for
 from tttlm.train.metrics import read_metrics
 from tttlm.train.run_dir import RunDir
 
@@ -55,12 +56,12 @@ def _parameters(run: Path) -> int | None:
 def _plot_curves(path: Path, curves: dict[str, tuple[list[dict], list[dict]]], scale: dict[str, float], xlabel: str):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    styles = styles_for(list(curves))
     for name, (train, evals) in curves.items():
         if train:
-            line = ax.plot(
-                [r["tokens"] * scale[name] for r in train], [r["loss"] for r in train], label=f"{name} train"
-            )
-            color = line[0].get_color()
+            color = styles[name]["color"]
+            ax.plot([r["tokens"] * scale[name] for r in train], [r["loss"] for r in train], label=f"{name} train",
+                    **styles[name])  # fmt: skip
             if evals:
                 x = [r["tokens"] * scale[name] for r in evals]
                 ax.plot(x, [r["val_loss"] for r in evals], "o--", color=color, label=f"{name} val")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tttlm.eval.perplexity import log_smooth
+from tttlm.palette import styles_for
 
 
 def _pyplot():
@@ -54,8 +55,10 @@ def plot_ppl(path: Path, runs: dict[str, Sequence[dict]]) -> Path:
     """Perplexity vs context length (log-x), one line per run: ``runs`` maps a label to ``ContextResult`` dicts."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    styles = styles_for(list(runs))
     for label, results in runs.items():
-        ax.plot([r["context"] for r in results], [r["ppl"] for r in results], marker="o", label=label)
+        ax.plot([r["context"] for r in results], [r["ppl"] for r in results], marker="o", label=label,
+                **styles[label])  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("perplexity")
@@ -96,15 +99,15 @@ def plot_by_position(
     panels = 2 if deltas else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     # one colour per run in both panels (the delta panel has no line for the reference)
-    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate([*curves, *deltas])}
+    styles = styles_for(list(dict.fromkeys([*curves, *deltas])))  # the arch's colour of tttlm.palette
     for name, values in curves.items():
         x = np.arange(1, len(values) + 1)
-        axes[0, 0].plot(x, log_smooth(values), label=name, color=colours[name])
+        axes[0, 0].plot(x, log_smooth(values), label=name, **styles[name])
     axes[0, 0].set_ylabel("loss (nats, smoothed)")
     axes[0, 0].set_title("loss by token index")
     for name, values in deltas.items():
         x = np.arange(1, len(values) + 1)
-        axes[0, 1].plot(x, log_smooth(values), label=name, color=colours[name])
+        axes[0, 1].plot(x, log_smooth(values), label=name, **styles[name])
     if deltas:
         axes[0, 1].axhline(0, color="black", lw=0.8)
         axes[0, 1].set_ylabel(f"loss − loss of {ref} (smoothed)")
