@@ -5,6 +5,7 @@ per-token NLL with test-time training on; bad inputs get clear errors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -37,15 +38,28 @@ def test_the_weights_read_from_orbax_are_the_fixture_parameters() -> None:
         assert np.array_equal(arrays[name], value), name
 
 
-def test_convert_cli_writes_a_model_that_gives_the_release_nll(tmp_path: Path) -> None:
+# every release fixture (tests/fixtures/ttt-e2e-official-*, or TTTLM_E2E_FIXTURES) with an orbax checkpoint
+RELEASE_FIXTURES = [
+    f
+    for f in sorted(FIXTURE.parent.glob("ttt-e2e-official-*"))
+    + [Path(p) for p in os.environ.get("TTTLM_E2E_FIXTURES", "").split(os.pathsep) if p]
+    if (f / "orbax").is_dir()
+]
+
+
+@pytest.mark.parametrize("fixture", RELEASE_FIXTURES, ids=[f.name for f in RELEASE_FIXTURES])
+def test_convert_cli_writes_a_model_that_gives_the_release_nll(tmp_path: Path, fixture: Path) -> None:
     out = tmp_path / "converted"
-    assert detect_format(ORBAX) == "release"
-    assert main(["convert", str(ORBAX / "4800"), str(out), "--config", str(CONFIG)]) == 0
+    steps = sorted((p for p in (fixture / "orbax").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert detect_format(fixture / "orbax") == "release"
+    assert main(["convert", str(steps[-1]), str(out), "--config", str(fixture / "config.json")]) == 0
     model = AutoModelForCausalLM.from_pretrained(out)
-    training = json.loads(CONFIG.read_text())["training"]
-    # the fixture was computed at outer step 3 of the inner-lr warm-up
-    model.set_inner_lr_scale(inner_lr_multiplier(training["step"], training["ilr_init"], training["ilr_warmup_steps"]))
-    expected = load_file(FIXTURE / "expected.safetensors")
+    training = json.loads((fixture / "config.json").read_text())["training"]
+    # the fixture was computed at an outer step of the inner-lr warm-up
+    lr = training["optimizer_inner"]["lr"]
+    scale = inner_lr_multiplier(training["step"], training["ilr_init"] / lr, training["ilr_warmup_steps"])
+    model.set_inner_lr_scale(scale)
+    expected = load_file(fixture / "expected.safetensors")
     ids = torch.cat([expected["input_ids"], expected["target_tokens"][-1:]])[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, :-1]
