@@ -81,3 +81,43 @@ def test_verdict_refuses_a_bad_expectation():
         verdict(_interval(0, 1), "<=")
     with pytest.raises(ValueError, match="tolerance"):
         verdict(_interval(0, 1), "≈", tolerance=-1)
+
+
+def _judged(tmp_path, values_a, values_b, **claim):
+    """The verdict on a claim over synthetic per-seed metrics of the toy spec's two arms (nothing is trained)."""
+    from experiment_testing import base_spec
+
+    from tttlm.experiments.plan import plan_runs
+    from tttlm.experiments.results import judge
+    from tttlm.experiments.spec import parse_spec
+
+    raw = base_spec()
+    raw["claims"][0].update(claim)
+    spec = parse_spec(raw, "cpu", tmp_path / "toy.yaml")
+    plans = plan_runs(spec, [0, 1, 2], tmp_path)
+    measured = {}
+    for plan in plans:
+        values = values_a if plan.arm.name == "small-b" else values_b
+        measured[plan.name] = {"metrics": {"ppl@train": values[plan.seed]}}
+    return judge(spec.claims[0], spec, measured, plans)
+
+
+def test_a_claim_is_judged_on_the_differences_paired_by_seed(tmp_path):
+    # each seed: a is 0.8-1.0 below b; the arms' own spreads (1 ppl) are larger than the differences' (0.1)
+    result = _judged(tmp_path, [10.0, 11.0, 12.0], [10.9, 12.0, 12.8])
+    assert result.per_seed == pytest.approx({0: -0.9, 1: -1.0, 2: -0.8})
+    assert result.interval.high < 0
+    assert result.verdict == REPRODUCED
+    unpaired = t_interval([10.0, 11.0, 12.0]).high > t_interval([10.9, 12.0, 12.8]).low
+    assert unpaired  # the two arms' own intervals overlap: without pairing nothing would be resolved
+
+
+def test_a_claim_is_contradicted_or_not_resolved_by_the_interval(tmp_path):
+    assert _judged(tmp_path, [12.0, 13.0, 14.0], [10.0, 11.1, 11.9]).verdict == CONTRADICTED
+    assert _judged(tmp_path, [10.0, 12.0, 11.0], [11.0, 11.0, 11.0]).verdict == NOT_RESOLVED
+
+
+def test_a_ratio_with_a_zero_denominator_drops_that_seed(tmp_path):
+    result = _judged(tmp_path, [2.0, 3.0, 4.0], [1.0, 0.0, 1.0], op="ratio", expect=">", threshold=1.0)
+    assert result.per_seed == {0: 2.0, 2: 4.0}
+    assert result.interval.n == 2

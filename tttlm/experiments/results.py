@@ -8,6 +8,7 @@ per-seed differences.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,12 +128,20 @@ def judge(claim: Claim, spec: Spec, measured: dict[str, dict], plans: Sequence[R
     elif claim.op == "difference":
         per_seed = {s: a[s] - b[s] for s in seeds}
     else:
-        per_seed = {s: a[s] / b[s] for s in seeds}
+        per_seed = {s: a[s] / b[s] if b[s] else math.nan for s in seeds}
+    per_seed = {s: v for s, v in per_seed.items() if math.isfinite(v)}
+    if not per_seed:
+        return ClaimResult(claim, reason="the quantity is not finite for any seed (a division by zero or a NaN metric)")
     interval = t_interval(list(per_seed.values()))
     result = ClaimResult(claim, per_seed, interval, verdict(interval, claim.expect, claim.threshold, claim.tolerance))
-    if len(seeds) == 1:
+    if len(per_seed) == 1:
         result.verdict, result.reason = NOT_RESOLVED, "one seed: no interval"
     return result
+
+
+def _finite(values: Any) -> list[float]:
+    """The finite values (a NaN metric, e.g. an accuracy over no examples, has no place in a mean)."""
+    return [v for v in values if math.isfinite(v)]
 
 
 def summarise(spec: Spec, plans: Sequence[RunPlan], measured: dict[str, dict]) -> Summary:
@@ -156,7 +165,10 @@ def summarise(spec: Spec, plans: Sequence[RunPlan], measured: dict[str, dict]) -
                 curve
             )
     intervals = {
-        arm: {point: {m: t_interval(list(v.values())) for m, v in metrics.items()} for point, metrics in points.items()}
+        arm: {
+            point: {m: t_interval(finite) for m, v in metrics.items() if (finite := _finite(v.values()))}
+            for point, metrics in points.items()
+        }
         for arm, points in values.items()
     }
     claims = [judge(claim, spec, measured, plans) for claim in spec.claims]
