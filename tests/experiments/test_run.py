@@ -51,7 +51,7 @@ def test_a_killed_experiment_resumes_and_reuses_finished_runs(tmp_path, data_dir
     monkeypatch.setattr(tttlm.train, "train", again)
     report = run_experiment(spec, [0], out, data_dir=data_dir, say=_quiet)
     assert [c[0].split("/runs/")[1] for c in again.calls] == ["large-b/seed-0"]  # small-b was reused
-    assert (out / "runs/small-b/seed-0/experiment.json").exists()
+    assert list((out / "runs/small-b/seed-0").glob("experiment-*.json"))
     assert report.exists()
 
     # an unfinished run (checkpoint but no final model) is continued with the trainer's resume
@@ -166,3 +166,26 @@ def test_timed_arms_and_loss_by_position_against_a_reference(tmp_path, data_dir)
     assert results["claims"][1]["per_seed"]["0"] > 0
     for figure in ("by_position.png", "forward_ms.png", "loss.png"):
         assert (out / figure).stat().st_size > 1000
+
+
+def test_arms_that_differ_only_at_evaluation_share_one_trained_run(tmp_path, data_dir, monkeypatch):
+    raw = base_spec()
+    raw["arms"][1] = {"name": "eval-lr", "arch": "ttt-linear", "overrides": {"mini_batch_size": 4},
+                      "eval_overrides": {"ttt_base_lr": 0.2}}  # fmt: skip
+    raw["claims"][0]["b"]["arm"] = "eval-lr"
+    calls = Recorder()
+    monkeypatch.setattr(tttlm.train, "train", calls)
+    run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], tmp_path / "out", data_dir=data_dir,
+                   say=_quiet)  # fmt: skip
+    assert [c[0].split("/runs/")[1] for c in calls.calls] == ["small-b/seed-0"]
+    values = json.loads((tmp_path / "out/results.json").read_text())["values"]
+    assert values["eval-lr"][""]["ppl@train"] != values["small-b"][""]["ppl@train"]  # evaluated with another inner lr
+    assert len(list((tmp_path / "out/runs/small-b/seed-0").glob("experiment-*.json"))) == 2
+
+
+def test_eval_overrides_that_change_the_weights_are_refused_clearly(tmp_path, data_dir):
+    raw = base_spec()
+    raw["arms"][1]["eval_overrides"] = {"mini_batch_size": 8}  # TTT-Linear's per-position offsets have b entries
+    with pytest.raises(ExperimentError, match=r"arm 'large-b': eval_overrides .* keep every weight's shape"):
+        run_experiment(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], tmp_path / "out", data_dir=data_dir,
+                       say=_quiet)  # fmt: skip

@@ -11,6 +11,7 @@ throughputs: ``GPU_FLOPS`` per GPU at the paper scale, the measured ``CPU_TOKENS
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,8 @@ def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
     from tttlm.train.config import ConfigError, accumulation_steps, config_from_dict
 
     plans: list[RunPlan] = []
+    where_trained: dict[tuple[str, int, int], Path] = {}  # (arm, point index, seed) -> its run directory
+    by_config: dict[str, tuple[Path, dict[str, Any]]] = {}  # one run per distinct training config
     for seed in seeds:
         for arm in spec.arms:
             gaps = tuple(filter(None, (missing(r) for r in arm.requires)))
@@ -151,8 +154,12 @@ def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
                 source = None
                 if arm.init_from:
                     parent = spec.arm(arm.init_from[0])
-                    source = run_dir_of(out, parent, parent.points[arm.init_from[1] % len(parent.points)], seed)
+                    source = where_trained[(parent.name, arm.init_from[1] % len(parent.points), seed)]
                 raw = training_config(spec, arm, point, seed, run_dir, source)
+                if arm.train:  # arms that differ only at evaluation (eval_overrides) share one trained run
+                    same = json.dumps({k: v for k, v in raw.items() if k not in ("name", "out_dir")}, sort_keys=True)
+                    run_dir, raw = by_config.setdefault(same, (run_dir, raw))
+                where_trained[(arm.name, index, seed)] = run_dir
                 where = f"{spec.name}: arm {arm.name!r}" + (f" at {arm.sweep.symbol}={point}" if arm.sweep else "")
                 try:
                     config = config_from_dict(raw)

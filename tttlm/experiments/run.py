@@ -3,13 +3,15 @@ results beside it, then summarise and report.
 
 Resuming is the trainer's: a run with checkpoints continues from the newest (``resume=True``), a run whose final
 model is exported and verified (``checkpoint.verify_export``) under the same training config is reused untouched,
-and a run's evaluation results (``<run>/experiment.json``) are reused while the spec's evaluations for it are the
-same. A run directory that holds another config's run is refused (another ``--out``, or delete it). An arm that
-needs a missing feature (``tttlm.experiments.requirements``) is skipped and reported as not run.
+and a run's evaluation results (``<run>/experiment-<hash>.json``) are reused while the spec's evaluations for it are
+the same. Arms whose training configs are equal (they differ only in ``eval_overrides``) share one trained run. A
+run directory that holds another config's run is refused (another ``--out``, or delete it). An arm that needs a
+missing feature (``tttlm.experiments.requirements``) is skipped and reported as not run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -24,7 +26,7 @@ from tttlm.experiments.evaluations import TIMINGS, evaluate, training_metrics
 from tttlm.experiments.plan import RunPlan, check_data, plan_runs
 from tttlm.experiments.spec import Spec
 
-RESULTS_FILE = "experiment.json"
+RESULTS_PREFIX = "experiment-"  # <run>/experiment-<hash of the evaluations and eval_overrides>.json
 Say = Callable[[str], None]
 
 
@@ -92,7 +94,16 @@ def load_for_eval(plan: RunPlan) -> PreTrainedModel:
         return ARCHS[plan.arm.arch].model_class(plan.model_config).float()
     model_dir = RunDir(plan.run_dir).model
     verify_export(model_dir)
-    return load(model_dir, **plan.arm.eval_overrides).float().eval()
+    try:
+        return load(model_dir, **plan.arm.eval_overrides).float().eval()
+    except (RuntimeError, ValueError, TypeError) as error:
+        if not plan.arm.eval_overrides:
+            raise
+        raise ExperimentError(
+            f"arm {plan.arm.name!r}: eval_overrides {plan.arm.eval_overrides} cannot be applied to the trained model "
+            f"in {model_dir} ({str(error).splitlines()[0]}); only settings that keep every weight's shape can change "
+            "at evaluation"
+        ) from None
 
 
 def _fingerprint(spec: Spec, plan: RunPlan) -> str:
@@ -101,11 +112,12 @@ def _fingerprint(spec: Spec, plan: RunPlan) -> str:
 
 
 def measure(spec: Spec, plan: RunPlan, data_dir: Path | None, say: Say) -> dict[str, Any]:
-    """Train (or reuse) and evaluate one run; its results, cached in ``<run>/experiment.json``."""
+    """Train (or reuse) and evaluate one run; its results, cached in ``<run>/experiment-<hash>.json``."""
     from tttlm.data.io import write_json_atomic
 
-    cache = plan.run_dir / RESULTS_FILE
     fingerprint = _fingerprint(spec, plan)
+    # one file per evaluation setting: arms sharing a trained run (other eval_overrides) keep their own results
+    cache = plan.run_dir / f"{RESULTS_PREFIX}{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}.json"
     if plan.arm.train:
         ensure_trained(plan, data_dir, say)
     if cache.exists():
