@@ -270,13 +270,17 @@ def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int], jobs: 
             lines += [f"    REFUSED: {gap}" for gap in mine[0].missing]
         if arm.init_from:
             lines.append(f"    starts from the final weights of {arm.init_from[0]} (point {arm.init_from[1]})")
-    tokens, flops = sum(p.tokens for p in plans), sum(p.flops for p in plans)
+        shared = sorted({p.run_dir.parts[-2 - bool(arm.sweep)] for p in mine if arm.name not in p.run_dir.parts})
+        if arm.train and shared:
+            lines.append(f"    trained once with {', '.join(shared)} (the same training config; other eval_overrides)")
+    unique = list({p.run_dir: p for p in plans}.values())  # a run shared by arms is trained (and counted) once
+    tokens, flops = sum(p.tokens for p in unique), sum(p.flops for p in unique)
     if spec.scale == "paper":
         hours = flops / GPU_FLOPS / 3600
         cost = f"{hours:,.1f} GPU-hours ({hours / spec.gpus:,.1f} h on {spec.gpus} GPUs)"
         cost += f" at {GPU_FLOPS / 1e12:.0f} TFLOP/s per GPU"
     else:
-        minutes = sum(cpu_seconds(p) for p in plans if not p.missing) / 60
+        minutes = sum(cpu_seconds(p) for p in unique if not p.missing) / 60
         cost = f"≈ {minutes:,.0f} CPU-minutes for the runnable runs, ≈ {minutes / jobs:,.0f} min with --jobs {jobs} "
         cost += "(one thread per run, at the tokens/s measured on this machine while shared: plan.CPU_TOKENS_PER_S)"
     lines.append(f"total: {tokens:,} training tokens, {flops:.3g} FLOPs; {cost} (evaluations not included)")
