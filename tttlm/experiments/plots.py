@@ -29,6 +29,21 @@ UNITS = {
 }
 
 
+# axis labels of the settings the shipped specs sweep, by the last part of the config key
+SWEEP_UNITS = {
+    "seq_len": "training context {} (tokens)",
+    "sliding_window": "attention window {} (tokens)",
+    "mini_batch_size": "inner mini-batch size {} (tokens)",
+    "updated_fraction": "{} of the blocks updated at test time",
+}
+
+
+def sweep_label(key: str, symbol: str) -> str:
+    """The axis label of a sweep over config ``key`` with ``symbol``: its unit when known, else ``symbol (key)``."""
+    template = SWEEP_UNITS.get(key.rpartition(".")[2])
+    return template.format(symbol) if template else f"{symbol} ({key})"
+
+
 @dataclass
 class Line:
     """One line: ``label``, the ``arch`` it is coloured by, x values, and the mean and interval at each."""
@@ -134,7 +149,7 @@ def metric_figure(summary: Any, metric: str, path: Path) -> Path | None:
                 lines.append(Line(name, arm.arch, [x for x, _ in numeric], *_columns([v for _, v in numeric])))
             elif metrics and arm.sweep and isinstance(point, (int, float)):
                 along_sweep.append((float(point), next(iter(metrics.values()))))
-                swept_keys.add(f"{arm.sweep.symbol} ({arm.sweep.key})")
+                swept_keys.add(sweep_label(arm.sweep.key, arm.sweep.symbol))
             elif metrics:
                 rows.append((name, arm.arch, next(iter(metrics.values()))))
         if along_sweep:
