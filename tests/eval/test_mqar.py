@@ -141,6 +141,7 @@ def test_summary_takes_the_best_lr_on_the_shared_seeds() -> None:
     assert row["accuracy"]["mean"] == pytest.approx(0.5)
     assert row["accuracy"]["low"] < 0.5 < row["accuracy"]["high"]
     assert row["accuracy_beyond"] is None
+    assert row["seed_accuracies"] == [0.6, 0.4, 0.5]
 
 
 def test_cli_sweeps_resumes_and_reports(tmp_path, capsys) -> None:

@@ -39,7 +39,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def plot(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Accuracy vs state bytes (log x), one line per (arch, pairs) through its widths, with 95% interval bars."""
+    """Accuracy vs state bytes (log x), one line per (arch, pairs) through its widths, with 95% interval bars and
+    each seed's accuracy as a faint dot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,6 +63,8 @@ def plot(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
                 x, y, yerr=[low, high], color=colour(arch), linestyle=line_style(0), marker="o", capsize=3, label=arch
             )
             for r in line:
+                seeds = r["seed_accuracies"]
+                ax.scatter([r["state_bytes"]] * len(seeds), seeds, color=colour(arch), s=10, alpha=0.4, zorder=3)
                 ax.annotate(f"d={r['d_model']}", (r["state_bytes"], r["accuracy"]["mean"]), fontsize=6, alpha=0.6)
         ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)

@@ -144,7 +144,7 @@ def sweep(
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (arch, d_model, num_pairs): the best lr by mean test accuracy over the seeds every lr was run with, and
     that lr's mean and 95% interval over all its seeds of the accuracy (overall, within and beyond the window),
-    with the state bytes, the parameters and each lr's mean on the shared seeds."""
+    each seed's accuracy, the state bytes, the parameters and each lr's mean on the shared seeds."""
     groups: dict[tuple, dict[float, dict[int, dict[str, Any]]]] = {}
     for r in records:
         groups.setdefault((r["arch"], r["d_model"], r["num_pairs"]), {}).setdefault(r["lr"], {})[r["seed"]] = r
@@ -158,6 +158,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for field in ("accuracy", "accuracy_within", "accuracy_beyond"):
             values = [r[field] for r in runs if field in r and not math.isnan(r[field])]
             row[field] = t_interval(values).to_json() if values else None
+        row["seed_accuracies"] = [r["accuracy"] for r in runs]
         row["state_bytes"] = runs[0]["state_bytes"]
         row["parameters"] = runs[0]["parameters"]
         row["lr_means"] = {str(lr): m for lr, m in sorted(means.items())}
