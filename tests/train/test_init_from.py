@@ -116,3 +116,48 @@ def test_trainable_freezes_every_other_parameter(tmp_path: Path, data_dir: Path,
     assert all(name.startswith("model.layers.0.mlp.") for name in moved), moved
     with pytest.raises(ConfigError, match="matches no parameter"):
         train(tiny_config(tmp_path / "none", data_dir, **{"train.trainable": ["nothing-like-this"]}))
+
+
+@pytest.mark.parametrize("family", ["LlamaConfig", "Qwen2Config", "Qwen3Config"])
+def test_a_converted_pretrained_model_fine_tunes_with_init_from(tmp_path: Path, data_dir: Path, family: str) -> None:
+    # tttlm e2e-init of a tiny transformers model, then the meta-learning fine-tune from it (model.size: from-init)
+    import transformers
+
+    from tttlm.data.packing import PackedDataset
+
+    vocab = PackedDataset(data_dir, "train").vocab_size
+    config = getattr(transformers, family)(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "source")
+    assert (
+        main(
+            [
+                "e2e-init",
+                "--from",
+                str(tmp_path / "source"),
+                str(tmp_path / "e2e"),
+                "--window",
+                "16",
+                "--mini-batch",
+                "4",
+            ]
+        )
+        == 0
+    )
+    changes = {
+        "model.arch": "ttt-e2e",
+        "model.size": "from-init",
+        "model.overrides": {},
+        "train.steps": 2,
+        "model.init_from": str(tmp_path / "e2e"),
+        "train.inner_lr_warmup": "auto",
+    }
+    run = train(tiny_config(tmp_path / "meta", data_dir, **changes))
+    assert (RunDir(run).model / "model.safetensors").is_file()
