@@ -9,6 +9,8 @@ from pathlib import Path
 
 import tttlm
 from tttlm.argtypes import choice_list, int_list
+from tttlm.models.convert import DTYPES
+from tttlm.models.e2e.release import RELEASE_SIZES
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -116,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument(
         "--preset",
-        choices=("125m", "350m", "760m", "1b", "3b"),
+        choices=RELEASE_SIZES,
         default=None,
         help="TTT-E2E release only: the configuration of a released size, instead of --config",
     )
     convert.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16", "float16", "float64"),
+        choices=tuple(DTYPES),
         default="float32",
         help="dtype of the written weights, whatever the checkpoint stores (default float32)",
     )

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from tttlm.models.e2e.modeling import E2EForCausalLM
 from tttlm.models.e2e.orbax import is_release_checkpoint, read_model_weights
 from tttlm.models.e2e.release import ReleaseFormatError, from_release, release_config, release_preset
-from tttlm.models.registry import ARCH_ATTR
+from tttlm.models.e2e.weights import e2e_with_weights
 from tttlm.models.ttt.convert import load_reference
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -76,19 +76,12 @@ def convert_release(
     arrays, _ = read_model_weights(source)
     # stored as bf16 or f32 (the trainer's checkpoint float_dtype); numpy has no bf16 arithmetic, so widen first
     tensors = {name: torch.from_numpy(array.astype("float32")) for name, array in arrays.items()}
-    state = from_release(tensors, e2e_config)
-    with torch.device("meta"):
-        model = E2EForCausalLM(e2e_config)
-    for name, tensor in state.items():
-        expected = model.state_dict()[name].shape
-        if tuple(tensor.shape) != tuple(expected):
-            raise ReleaseFormatError(
-                f"release weight for {name} has shape {tuple(tensor.shape)}, expected {tuple(expected)} for this "
-                "config: does the config match the checkpoint?"
-            )
-    model.load_state_dict(state, strict=True, assign=True)
-    model.tie_weights()
-    setattr(model.config, ARCH_ATTR, "ttt-e2e")
+    model = e2e_with_weights(
+        e2e_config,
+        from_release(tensors, e2e_config),
+        ReleaseFormatError,
+        "for this config: does the config match the checkpoint?",
+    )
     return model.to(DTYPES[dtype])
 
 

@@ -35,7 +35,7 @@ from transformers import AutoConfig, PretrainedConfig
 from tttlm.models.checkpoint_files import safetensors_files
 from tttlm.models.e2e.configuration import SCALED_ROPE_TYPES, E2EConfig
 from tttlm.models.e2e.modeling import E2EForCausalLM
-from tttlm.models.registry import ARCH_ATTR
+from tttlm.models.e2e.weights import e2e_with_weights
 
 # model_type → whether its q/k/v (and output) projections have biases, and whether it has QK-norm
 FAMILIES: dict[str, dict[str, Any]] = {
@@ -194,18 +194,7 @@ def e2e_from_pretrained(
         config, window=window, mini_batch_size=mini_batch_size, updated_fraction=updated_fraction, inner_lr=inner_lr
     )
     state = e2e_state_dict(weights, e2e_config, prime_init)
-    with torch.device("meta"):  # shapes only: the weights come from the source (no second copy in memory)
-        model = E2EForCausalLM(e2e_config)
-    expected = model.state_dict()
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise SourceModelError(
-                f"{name}: the source has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict(state, strict=True, assign=True)
-    model.tie_weights()
-    setattr(model.config, ARCH_ATTR, "ttt-e2e")
-    return model
+    return e2e_with_weights(e2e_config, state, SourceModelError, "for the source's config")
 
 
 # what a save_pretrained tokenizer consists of (whichever the source has)
