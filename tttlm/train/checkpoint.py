@@ -346,14 +346,20 @@ def latest_valid(run_dir: Path, report: Callable[[str], None] = print) -> tuple[
     return None
 
 
+def load_weights(path: Path, payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model weights of a verified checkpoint by parameter name, tied names included (saved once)."""
+    weights = load_file(Path(path) / payload["weights"]["file"])
+    for alias, name in payload["weights"]["aliases"].items():
+        weights[alias] = weights[name]
+    return weights
+
+
 def load(
     path: Path, payload: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer, ctx: DistContext
 ) -> None:
     """Load weights, optimizer state and this process's RNG state from a verified checkpoint (every process)."""
     path = Path(path)
-    weights = load_file(path / payload["weights"]["file"])
-    for alias, name in payload["weights"]["aliases"].items():
-        weights[alias] = weights[name]
+    weights = load_weights(path, payload)
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=True))
     optim_state = unflatten_optimizer(load_file(path / OPTIMIZER_FILE), payload["optimizer"])
     # strict=False: a parameter that has had no gradient yet has no AdamW state to restore (e.g. LaCT's learning-rate

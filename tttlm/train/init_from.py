@@ -18,6 +18,7 @@ and shapes. Anything else is refused with the differences listed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,27 +58,41 @@ MAY_DIFFER = frozenset(
 )
 
 
-def source_directory(path: Path) -> Path:
-    """The directory the weights of ``path`` are read from: a run's ``model/`` or newest valid checkpoint, else
-    ``path`` itself. Raises ConfigError when ``path`` is not a directory or is a run with nothing saved yet."""
+@dataclass(frozen=True)
+class Source:
+    """Where ``model.init_from``'s weights are read: ``directory``, and ``payload``, its verified ``checkpoint.json``
+    when it is a checkpoint (None for a model directory, whose export manifest, if any, was verified)."""
+
+    directory: Path
+    payload: dict[str, Any] | None = None
+
+
+def resolve_source(path: Path) -> Source:
+    """The source at ``path`` (see the module docstring), its checksums verified once: a run's ``model/`` or newest
+    valid checkpoint, a checkpoint, or a model directory. Raises ConfigError when ``path`` is not a directory or is a
+    run with nothing saved yet (and ``CorruptCheckpointError`` when files fail their checksums)."""
     path = Path(path).expanduser()
     if not path.is_dir():
         raise ConfigError(f"model.init_from: {path} is not a directory (a run, a checkpoint or a model directory)")
     run = RunDir(path)
     if (run.model / ckpt.EXPORT_MANIFEST).is_file():
-        return run.model
-    if run.checkpoints.is_dir():
+        path = run.model
+    elif run.checkpoints.is_dir():
         found = ckpt.latest_valid(path, report=lambda message: None)
         if found is None:
             raise ConfigError(f"model.init_from: the run {path} has neither a final model nor a checkpoint yet")
-        return found[0]
-    return path
+        return Source(*found)
+    if (path / ckpt.STATE_FILE).is_file():
+        return Source(path, ckpt.verify(path))
+    if (path / ckpt.EXPORT_MANIFEST).is_file():
+        ckpt.verify_export(path)
+    return Source(path)
 
 
-def model_like_source(path: Path, arch: str) -> PreTrainedModel:
+def model_like_source(source: Source, arch: str) -> PreTrainedModel:
     """A freshly initialised model with the source's own config (``model.size: from-init``: e.g. a ``tttlm
     e2e-init`` output, whose config is no preset); ConfigError unless the source is an ``arch`` model."""
-    directory = source_directory(path)
+    directory = source.directory
     if not (directory / "config.json").is_file():
         raise ConfigError(f"model.init_from: {directory} has no config.json to take the model's config from")
     config = AutoConfig.from_pretrained(directory)
@@ -89,22 +104,19 @@ def model_like_source(path: Path, arch: str) -> PreTrainedModel:
     return AutoModelForCausalLM.from_config(config)
 
 
-def read_source(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], str]:
-    """The weights, the model config (as plain data) and a description of the source at ``path``.
+def read_source(source: Source) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """The weights, the model config (as plain data) and a description of ``source``.
 
-    Raises ConfigError when ``path`` holds no usable weights (and ``CorruptCheckpointError`` when they fail their
-    checksums).
+    Raises ConfigError when the directory holds no usable weights.
     """
-    path = source_directory(path)
-    if (path / ckpt.STATE_FILE).is_file():
-        payload = ckpt.verify(path)
-        weights = load_file(path / payload["weights"]["file"])
-        for alias, name in payload["weights"]["aliases"].items():
-            weights[alias] = weights[name]
+    path = source.directory
+    if source.payload is not None:
         # the checkpoint's config.json (the model config) is among the files its manifest verified
-        return weights, _config(path), f"checkpoint {path} (step {payload['step']})"
-    if (path / ckpt.EXPORT_MANIFEST).is_file():
-        ckpt.verify_export(path)
+        return (
+            ckpt.load_weights(path, source.payload),
+            _config(path),
+            f"checkpoint {path} (step {source.payload['step']})",
+        )
     files = safetensors_files(path)
     if not (path / "config.json").is_file() or not files:
         raise ConfigError(
@@ -132,10 +144,10 @@ def config_differences(source: dict[str, Any], target: dict[str, Any]) -> list[s
     ]
 
 
-def initialise_from(model: nn.Module, path: Path) -> str:
-    """Load the weights of the source at ``path`` into ``model`` (a freshly built registry model); return what was
-    loaded, for the log. Raises ConfigError, naming every difference, when the architectures disagree."""
-    weights, source_config, what = read_source(path)
+def initialise_from(model: nn.Module, source: Source) -> str:
+    """Load the weights of ``source`` into ``model`` (a freshly built registry model); return what was loaded, for
+    the log. Raises ConfigError, naming every difference, when the architectures disagree."""
+    weights, source_config, what = read_source(source)
     target_config = model.config.to_dict()
     source_arch, target_arch = source_config.get(ARCH_ATTR), target_config.get(ARCH_ATTR)
     if (source_arch, source_config.get("model_type")) != (target_arch, target_config.get("model_type")):
@@ -151,12 +163,14 @@ def initialise_from(model: nn.Module, path: Path) -> str:
             "model.size and model.overrides so that they build the source's model"
         )
     expected = model.state_dict()
-    tied = {name for name in expected if name not in weights and name == "lm_head.weight"}
-    problems = sorted(set(expected) - set(weights) - tied) + sorted(set(weights) - set(expected))
+    # a tied LM head is saved once, as the embedding
+    tied = "lm_head.weight" in expected and "lm_head.weight" not in weights
+    wanted = set(expected) - ({"lm_head.weight"} if tied else set())
+    problems = sorted(wanted - set(weights)) + sorted(set(weights) - set(expected))
     problems += [n for n in weights if n in expected and tuple(weights[n].shape) != tuple(expected[n].shape)]
     if problems:
         raise ConfigError(f"model.init_from: the weights of {what} do not fit this model ({', '.join(problems[:8])})")
-    model.load_state_dict({n: t for n, t in weights.items() if n not in tied}, strict=not tied)
+    model.load_state_dict(weights, strict=not tied)
     if tied:
         model.tie_weights()
     return f"weights from {what} ({arch_of(model)}), optimizer and schedule fresh"

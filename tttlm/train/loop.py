@@ -54,7 +54,7 @@ from tttlm.train.config import (
     trajectory_of,
 )
 from tttlm.train.factory import make_model
-from tttlm.train.init_from import SOURCE_SIZE, initialise_from, model_like_source
+from tttlm.train.init_from import SOURCE_SIZE, initialise_from, model_like_source, resolve_source
 from tttlm.train.inner_lr import WarmupError, inner_lr_multiplier, resolve_warmup
 from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at
@@ -279,8 +279,9 @@ def build(
     numbers during training draws differently on each.
     """
     _seed_everything(config.seed)
+    source = None if config.model.init_from is None else resolve_source(Path(config.model.init_from))
     if config.model.size == SOURCE_SIZE:
-        model = model_like_source(Path(config.model.init_from), config.model.arch)
+        model = model_like_source(source, config.model.arch)
     else:
         model = make_model(
             config.model.arch, config.model.size, {**config.model.overrides, "vocab_size": data.vocab_size}
@@ -289,8 +290,8 @@ def build(
     for settings in (model.config, getattr(model, "generation_config", None)):
         if settings is not None:
             settings.bos_token_id = settings.eos_token_id = data.train.eos_token_id
-    if config.model.init_from is not None:
-        message = initialise_from(model, Path(config.model.init_from))
+    if source is not None:
+        message = initialise_from(model, source)
         if ctx.is_main:
             say(message)
     if config.train.trainable:
