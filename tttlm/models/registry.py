@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 
-from tttlm.models.e2e.configuration import E2E_PRESETS, E2EConfig
+from tttlm.models.e2e.configuration import E2EConfig
 from tttlm.models.e2e.modeling import E2EForCausalLM
 from tttlm.models.ssm.configuration import Mamba2LMConfig, MambaLMConfig
 from tttlm.models.ssm.modeling import SelectiveScanForCausalLM, SSDForCausalLM
@@ -259,8 +259,7 @@ def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> Pretra
     if _short_conv(overrides):
         raise ValueError("ttt-e2e: short_conv is not available (its blocks, in models/e2e, take no conv sub-block)")
     # the release's shape at this size (its 1b is paper 1's 1.3b), our vocabulary and special tokens
-    preset = E2E_PRESETS[E2E_SIZE_OF.get(size, size)]
-    return E2EConfig(**{**_common(dims), **preset, **overrides})
+    return E2EConfig.from_preset(E2E_SIZE_OF.get(size, size), **{**_common(dims), **overrides})
 
 
 def _mamba_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
