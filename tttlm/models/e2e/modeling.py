@@ -155,9 +155,10 @@ class E2EBlock(nn.Module):
     ``forward(x, cache, fast) -> (x, cache)``; x: (batch, seq, hidden). Parameter names: ``attn_norm``, ``attn``
     (with ``q_norm``/``k_norm``), ``attn_post_norm``, ``prime`` (``norm``, ``gate``, ``up``, ``down``,
     ``post_norm``), ``ffn_norm``, ``mlp``, ``ffn_post_norm``; ``models/e2e/release.py`` maps them to the release's.
+    ``rope``: the attention's RoPE frequency arguments (``_scaled_rope``, computed once per model).
     """
 
-    def __init__(self, config: E2EConfig, layer_idx: int) -> None:
+    def __init__(self, config: E2EConfig, layer_idx: int, rope: dict[str, Any]) -> None:
         super().__init__()
         hidden, eps = config.hidden_size, config.rms_norm_eps
         self.layer_idx = layer_idx
@@ -177,7 +178,7 @@ class E2EBlock(nn.Module):
             head_dim=config.head_dim,
             qkv_bias=config.attention_qkv_bias,
             o_bias=config.attention_o_bias,
-            **_scaled_rope(config),
+            **rope,
         )
         self.attn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else None
         self.ffn_norm = nn.RMSNorm(hidden, eps=eps)
@@ -275,7 +276,8 @@ class E2EModel(E2EPreTrainedModel):
     def __init__(self, config: E2EConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList([E2EBlock(config, i) for i in range(config.num_hidden_layers)])
+        rope = _scaled_rope(config)  # one set of frequencies for every block
+        self.layers = nn.ModuleList([E2EBlock(config, i, rope) for i in range(config.num_hidden_layers)])
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.gradient_checkpointing = False
         # the trainer's warm-up of the inner step size (``InnerLrScaled.set_inner_lr_scale``): a schedule, not a
