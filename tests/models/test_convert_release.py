@@ -5,7 +5,6 @@ per-token NLL with test-time training on; bad inputs get clear errors."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 import tensorstore as ts  # with tttlm[test] (the orbax extra): these tests run, never skip, in CI
 import torch
 import torch.nn.functional as F
+from e2e_release_testing import FIXTURES, Fixture
 from safetensors.numpy import load_file as load_numpy
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import tttlm.models.e2e.orbax as orbax_module
@@ -23,7 +22,6 @@ from tttlm.cli import main
 from tttlm.models.convert import convert_checkpoint, detect_format
 from tttlm.models.e2e.orbax import read_model_weights
 from tttlm.models.e2e.release import ReleaseFormatError
-from tttlm.train.inner_lr import inner_lr_multiplier
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "ttt-e2e-official-tiny"
 ORBAX, CONFIG = FIXTURE / "orbax", FIXTURE / "config.json"
@@ -38,13 +36,8 @@ def test_the_weights_read_from_orbax_are_the_fixture_parameters() -> None:
         assert np.array_equal(arrays[name], value), name
 
 
-# every release fixture (tests/fixtures/ttt-e2e-official-*, or TTTLM_E2E_FIXTURES) with an orbax checkpoint
-RELEASE_FIXTURES = [
-    f
-    for f in sorted(FIXTURE.parent.glob("ttt-e2e-official-*"))
-    + [Path(p) for p in os.environ.get("TTTLM_E2E_FIXTURES", "").split(os.pathsep) if p]
-    if (f / "orbax").is_dir()
-]
+# every release fixture that has an orbax checkpoint
+RELEASE_FIXTURES = [f for f in FIXTURES if (f / "orbax").is_dir()]
 
 
 @pytest.mark.parametrize("fixture", RELEASE_FIXTURES, ids=[f.name for f in RELEASE_FIXTURES])
@@ -54,17 +47,12 @@ def test_convert_cli_writes_a_model_that_gives_the_release_nll(tmp_path: Path, f
     assert detect_format(fixture / "orbax") == "release"
     assert main(["convert", str(steps[-1]), str(out), "--config", str(fixture / "config.json")]) == 0
     model = AutoModelForCausalLM.from_pretrained(out)
-    training = json.loads((fixture / "config.json").read_text())["training"]
-    # the fixture was computed at an outer step of the inner-lr warm-up
-    lr = training["optimizer_inner"]["lr"]
-    scale = inner_lr_multiplier(training["step"], training["ilr_init"] / lr, training["ilr_warmup_steps"])
-    model.set_inner_lr_scale(scale)
-    expected = load_file(fixture / "expected.safetensors")
-    ids = torch.cat([expected["input_ids"], expected["target_tokens"][-1:]])[None]
+    release = Fixture.load(fixture)
+    model.set_inner_lr_scale(release.warmup_multiplier)  # computed at an outer step of the inner-lr warm-up
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, :-1]
-    nll = F.cross_entropy(logits, expected["target_tokens"], reduction="none")
-    reference = expected["meta_token_nll"]
+        logits = model(input_ids=release.ids).logits[0, :-1]
+    nll = F.cross_entropy(logits, release.expected["target_tokens"], reduction="none")
+    reference = release.expected["meta_token_nll"]
     assert float((nll - reference).abs().max() / reference.abs().max()) <= 1e-5
 
 

@@ -8,68 +8,28 @@ update. Our model is built from the fixture's config (``release.release_config``
 static one, no QK-norm, no post-norm, a clip per tensor instead of global, BOS targets counted, no inner-lr warm-up)
 moves some output far beyond the tolerance.
 
-Further fixtures (another release checkpoint of the same layout) are picked up from ``tests/fixtures`` by name, or
-from the directories in ``TTTLM_E2E_FIXTURES`` (separated by ``os.pathsep``).
+Every fixture of ``e2e_release_testing.FIXTURES`` is checked (another release checkpoint needs no code change).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from e2e_release_testing import FIXTURES, Fixture
 from torch import Tensor
 
 import tttlm.models.e2e.modeling as e2e_modeling
 from tttlm.models.e2e.inner_loop import sgd_step
 from tttlm.models.e2e.modeling import E2EForCausalLM
 from tttlm.models.e2e.release import from_release, release_config
-from tttlm.train.inner_lr import inner_lr_multiplier
 
 TOL = 1e-5  # float32 against float32 computed by other code in another order: 3e-6 measured at worst
-FIXTURES = sorted(Path(__file__).parents[1].glob("fixtures/ttt-e2e-official-*")) + [
-    Path(p) for p in os.environ.get("TTTLM_E2E_FIXTURES", "").split(os.pathsep) if p
-]
-
-
-@dataclass
-class Fixture:
-    config: dict
-    params: dict[str, Tensor]
-    expected: dict[str, Tensor]
-
-    @property
-    def ids(self) -> Tensor:
-        """(1, T + 1): the inputs and the last target, so that every one of the T positions has its target."""
-        return torch.cat([self.expected["input_ids"], self.expected["target_tokens"][-1:]])[None]
-
-    @property
-    def warmup_multiplier(self) -> float:
-        training = self.config["training"]
-        lr = training["optimizer_inner"]["lr"]
-        return inner_lr_multiplier(training["step"], training["ilr_init"] / lr, training["ilr_warmup_steps"])
-
-    def grads(self) -> dict[str, Tensor]:
-        """The release's meta-gradients under our parameter names."""
-        release = {k.removeprefix("grad."): v for k, v in self.expected.items() if k.startswith("grad.")}
-        grads = from_release(release, release_config(self.config["model"], self.config["training"]))
-        grads.pop("lm_head.weight", None)  # tied: the embedding's gradient holds both uses
-        return grads
 
 
 @pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
 def fixture(request: pytest.FixtureRequest) -> Fixture:
-    root = request.param
-    return Fixture(
-        json.loads((root / "config.json").read_text()),
-        load_file(root / "params.safetensors"),
-        load_file(root / "expected.safetensors"),
-    )
+    return Fixture.load(request.param)
 
 
 def _model(fixture: Fixture, **overrides: object) -> E2EForCausalLM:
