@@ -112,7 +112,7 @@ class PrimeMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(hidden_size, eps=eps)
-        self.post_norm = nn.RMSNorm(hidden_size, eps=eps) if post_norm else None
+        self.post_norm = nn.RMSNorm(hidden_size, eps=eps) if post_norm else nn.Identity()
         self.gate = nn.Parameter(torch.empty(hidden_size, intermediate_size))
         self.up = nn.Parameter(torch.empty(hidden_size, intermediate_size))
         self.down = nn.Parameter(torch.empty(intermediate_size, hidden_size))
@@ -144,8 +144,7 @@ class PrimeMLP(nn.Module):
 
     def forward(self, x: Tensor, weights: FastWeights) -> Tensor:
         """x: (B, n, d) block stream; weights: the current fast weights. Returns the residual update (B, n, d)."""
-        h = fast_swiglu(self.norm(x).to(weights[0].dtype), weights).to(x.dtype)
-        return h if self.post_norm is None else self.post_norm(h)
+        return self.post_norm(fast_swiglu(self.norm(x).to(weights[0].dtype), weights).to(x.dtype))
 
 
 class E2EBlock(nn.Module):
@@ -180,11 +179,12 @@ class E2EBlock(nn.Module):
             o_bias=config.attention_o_bias,
             **rope,
         )
-        self.attn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else None
+        # post_norm=False: identities (no parameters), so the sub-blocks read the same either way
+        self.attn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else nn.Identity()
         self.ffn_norm = nn.RMSNorm(hidden, eps=eps)
         width = config.updated_intermediate_size if self.updated else config.intermediate_size
         self.mlp = SwiGLU(hidden, width)
-        self.ffn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else None
+        self.ffn_post_norm = nn.RMSNorm(hidden, eps=eps) if config.post_norm else nn.Identity()
         self.prime = (
             PrimeMLP(
                 hidden,
@@ -204,13 +204,13 @@ class E2EBlock(nn.Module):
     ) -> tuple[Tensor, KVCache]:
         """x: (batch, seq, hidden); ``fast`` (updated blocks only): the prime MLP's current weights."""
         h, kv = self.attn(self.attn_norm(x), cache)
-        x = x + _post(self.attn_post_norm, h)
+        x = x + self.attn_post_norm(h)
         if self.prime is not None:
             if fast is None:
                 raise ValueError(f"block {self.layer_idx} is updated at test time: pass its fast weights")
             if self.prime_first:
                 x = x + self.prime(x, fast)
-        x = x + _post(self.ffn_post_norm, self.mlp(self.ffn_norm(x)))
+        x = x + self.ffn_post_norm(self.mlp(self.ffn_norm(x)))
         if self.prime is not None and not self.prime_first:
             x = x + self.prime(x, fast)
         return x, kv
@@ -227,10 +227,6 @@ def _scaled_rope(config: E2EConfig) -> dict[str, Any]:
         max_position_embeddings=config.max_position_embeddings,
     )
     return {"rope_inv_freq": inv_freq, "rope_scale": factor}
-
-
-def _post(norm: nn.Module | None, h: Tensor) -> Tensor:
-    return h if norm is None else norm(h)
 
 
 @dataclass

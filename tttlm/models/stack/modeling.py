@@ -102,16 +102,22 @@ class StackBlock(nn.Module):
         for name, attr in zip(config.layer_mixers[layer_idx], self.mixer_attrs, strict=True):
             setattr(self, f"{attr}_norm", nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps))
             setattr(self, attr, _make_mixer(name, config))
-            if config.post_norm and name != "short_conv":  # the release has no conv sub-block: left as it is
-                setattr(self, f"{attr}_post_norm", nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps))
+            # the release has no conv sub-block: a short conv's output is left as it is; off: identities (no
+            # parameters)
+            post = config.post_norm and name != "short_conv"
+            setattr(
+                self,
+                f"{attr}_post_norm",
+                nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps) if post else nn.Identity(),
+            )
         self.ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
-        if config.post_norm:
-            self.ffn_post_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.ffn_post_norm = (
+            nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps) if config.post_norm else nn.Identity()
+        )
 
     def _residual(self, x: Tensor, h: Tensor, attr: str) -> Tensor:
-        post_norm = getattr(self, f"{attr}_post_norm", None)
-        return x + (h if post_norm is None else post_norm(h))
+        return x + getattr(self, f"{attr}_post_norm")(h)
 
     def forward(self, x: Tensor, cache: tuple | None = None) -> tuple[Tensor, tuple]:
         """x: (batch, seq, hidden); ``cache`` continues a stream. Returns (batch, seq, hidden) and the new cache."""
