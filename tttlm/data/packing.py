@@ -252,7 +252,6 @@ class PackedDataset:
             np.concatenate([self.document(int(i)) for i in kept]) if len(kept) else np.zeros(0, self.tokens.dtype)
         )
         subset.offsets = np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64)
-        subset.kept_documents = kept
         return subset
 
     def document(self, index: int) -> np.ndarray:
