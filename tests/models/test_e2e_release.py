@@ -63,8 +63,10 @@ def test_meta_token_nll_and_meta_loss_equal_the_release(fixture: Fixture) -> Non
     assert _rel(loss, fixture.expected["meta_loss"]) <= TOL
 
 
-def test_every_meta_gradient_equals_the_release(fixture: Fixture) -> None:
-    model = _model(fixture)
+@pytest.mark.parametrize("inner_remat", [True, False], ids=["remat", "no-remat"])
+def test_every_meta_gradient_equals_the_release(fixture: Fixture, inner_remat: bool) -> None:
+    model = _model(fixture, inner_remat=inner_remat)
+    assert model.model.inner_remat is inner_remat
     _, _, grads = _meta(model, fixture)
     expected = fixture.grads()
     assert set(grads) == set(expected), "every parameter has a release gradient and vice versa"

@@ -77,6 +77,11 @@ class E2EConfig(LMConfig):
             mini-batches of each mini-batch's mean over its counted positions) or "token" (the mean over tokens).
         meta_gradient: "exact" (training back-propagates through the inner gradients: gradient of gradient, as
             the release's ``jax.grad``) or "first_order" (inner gradients as constants; cheaper, biased; ours).
+        inner_remat: rematerialise every inner step in the outer backward (release: on, ``jax.remat`` of each
+            chunk of its inner loop): a meta-training forward keeps only each mini-batch's inputs and outputs (the
+            fast weights, KV windows, logits) and recomputes the updated blocks' activations and inner backward
+            when the outer backward reaches that mini-batch; same values, less memory, about one more forward and
+            inner backward of the updated blocks per step. ``gradient_checkpointing_enable()`` also turns it on.
         prime_position: "before_static" (release) or "after_static" (ours, earlier versions).
         inner_lr_learnable: ours: learn one log step size per prime weight tensor (gate, up, down of every updated
             block) in the outer loop; needs ``inner_lr > 0``. Release: off (a fixed step size).
@@ -112,6 +117,7 @@ class E2EConfig(LMConfig):
         mask_bos_targets: bool = True,
         loss_reduction: str = "mini_batch",
         meta_gradient: str = "exact",
+        inner_remat: bool = True,
         prime_position: str = "before_static",
         inner_lr_learnable: bool = False,
         updated_intermediate_size: int | None = None,
@@ -155,6 +161,7 @@ class E2EConfig(LMConfig):
             qk_norm=qk_norm,
             post_norm=post_norm,
             mask_bos_targets=mask_bos_targets,
+            inner_remat=inner_remat,
         )
         if inner_lr_learnable and inner_lr == 0:
             raise ValueError(
@@ -197,6 +204,7 @@ class E2EConfig(LMConfig):
         self.mask_bos_targets = mask_bos_targets
         self.loss_reduction = loss_reduction
         self.meta_gradient = meta_gradient
+        self.inner_remat = inner_remat
         self.prime_position = prime_position
         self.inner_lr_learnable = inner_lr_learnable
         self.num_key_value_heads = num_key_value_heads

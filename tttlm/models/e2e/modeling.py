@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
@@ -253,9 +254,10 @@ class _Stream:
 
 
 class E2EPreTrainedModel(StatefulPreTrainedModel):
-    """Weight init, checkpointing support and the config class shared by the TTT-E2E models. Gradient
-    checkpointing applies to the blocks below the first updated one (the updated blocks are differentiated twice,
-    which recomputation does not support)."""
+    """Weight init, checkpointing support and the config class shared by the TTT-E2E models.
+    ``gradient_checkpointing_enable()`` checkpoints each block below the first updated one (with the given
+    ``use_reentrant``) and turns on the remat of every inner step (``E2EModel.inner_remat``, always non-reentrant:
+    the step calls ``autograd.grad`` itself)."""
 
     config_class = E2EConfig
     _no_split_modules: ClassVar[list[str]] = ["E2EBlock"]
@@ -499,6 +501,12 @@ class E2EModel(E2EPreTrainedModel):
             outs.append(x)
         return x, caches, outs
 
+    @property
+    def inner_remat(self) -> bool:
+        """Whether a meta-training forward rematerialises each inner step (``config.inner_remat``, or
+        ``gradient_checkpointing_enable()`` in training mode)."""
+        return self.config.inner_remat or (self.gradient_checkpointing and self.training)
+
     def _learn(
         self,
         x: Tensor,
@@ -519,29 +527,60 @@ class E2EModel(E2EPreTrainedModel):
         Returns:
             normed hidden states (B, b, d), logits (B, b, vocab), new KV caches, W_{i+1}, the block outputs.
         """
+        if not torch.is_grad_enabled():
+            return self._inference_step(x, attn, fast, targets, lm_head)
+        if self.inner_remat:
+            # the release's jax.remat per chunk: the graph keeps this step's inputs and outputs only; its inside
+            # (the updated blocks, the head, the inner backward) is recomputed when the outer backward reaches it.
+            # Non-reentrant: the step itself calls autograd.grad, and its outputs' graph must reach the inputs.
+            return checkpoint(self._meta_step, x, attn, fast, targets, lm_head, use_reentrant=False)
+        return self._meta_step(x, attn, fast, targets, lm_head)
+
+    def _meta_step(
+        self,
+        x: Tensor,
+        attn: list[KVCache | None],
+        fast: list[FastWeights | None],
+        targets: Tensor,
+        lm_head: nn.Module,
+    ) -> tuple[Tensor, Tensor, list[KVCache], list[FastWeights], list[Tensor]]:
+        """``_learn`` in training: W_{i+1} stays a differentiable function of W_0, the step sizes and the other
+        parameters (the inner gradient built with ``create_graph`` for the exact meta-gradient)."""
         config = self.config
-        batch = x.shape[0]
         blocks = self.updated_blocks
         lrs = [lr for block in blocks for lr in block.prime.step_sizes(self.inner_lr_scale)]
-        if torch.is_grad_enabled():
-            # training: W_{i+1} stays a differentiable function of W_0, the step sizes and the other parameters
-            exact = config.meta_gradient == "exact"
-            flat = [
-                t if t.requires_grad else t.detach().requires_grad_() for w in self._weights(fast, batch) for t in w
-            ]
-            # the flash/efficient SDPA kernels have no double backward; the math one does
-            with sdpa_kernel(SDPBackend.MATH) if exact else nullcontext():
-                h, caches, outs = self._blocks(x, attn, _group(flat))
-            normed = self.norm(h)
-            logits = lm_head(normed)
-            loss = inner_loss(logits, targets, self._ignored_target)
-            grads = torch.autograd.grad(loss, flat, create_graph=exact, retain_graph=True)
-            new = sgd_step(flat, grads, lrs, config.inner_grad_clip)
-            return normed, logits, caches, _group(new), outs
-        # inference: first-order gradient on detached copies, nothing kept for a second-order pass
-        lrs = [lr.detach() if isinstance(lr, Tensor) else lr for lr in lrs]
+        exact = config.meta_gradient == "exact"
+        flat = [
+            t if t.requires_grad else t.detach().requires_grad_() for w in self._weights(fast, x.shape[0]) for t in w
+        ]
+        # the flash/efficient SDPA kernels have no double backward; the math one does
+        with sdpa_kernel(SDPBackend.MATH) if exact else nullcontext():
+            h, caches, outs = self._blocks(x, attn, _group(flat))
+        normed = self.norm(h)
+        logits = lm_head(normed)
+        loss = inner_loss(logits, targets, self._ignored_target)
+        grads = torch.autograd.grad(loss, flat, create_graph=exact, retain_graph=True)
+        new = sgd_step(flat, grads, lrs, config.inner_grad_clip)
+        return normed, logits, caches, _group(new), outs
+
+    def _inference_step(
+        self,
+        x: Tensor,
+        attn: list[KVCache | None],
+        fast: list[FastWeights | None],
+        targets: Tensor,
+        lm_head: nn.Module,
+    ) -> tuple[Tensor, Tensor, list[KVCache], list[FastWeights], list[Tensor]]:
+        """``_learn`` under ``no_grad``/``inference_mode``: a first-order step on detached copies, nothing kept
+        for a second-order pass."""
+        config = self.config
+        lrs = [
+            lr.detach() if isinstance(lr, Tensor) else lr
+            for block in self.updated_blocks
+            for lr in block.prime.step_sizes(self.inner_lr_scale)
+        ]
         with inner_grad_mode():
-            flat = [autograd_ready(t).detach().requires_grad_() for w in self._weights(fast, batch) for t in w]
+            flat = [autograd_ready(t).detach().requires_grad_() for w in self._weights(fast, x.shape[0]) for t in w]
             h, caches, outs = self._blocks(autograd_ready(x), map_tensors(attn, autograd_ready), _group(flat))
             normed = self.norm(h)
             logits = lm_head(normed)
