@@ -29,6 +29,7 @@ TEST_OVERRIDES: dict[str, dict] = {
     "mamba2": {"chunk_size": 4},
     "gated-deltanet": {"gdn_chunk_size": 4},
     "gdn-swa": {"gdn_chunk_size": 4, "sliding_window": 5, "attention_block_size": 4},
+    "mamba2-swa": {"mamba2_chunk_size": 4, "sliding_window": 5, "attention_block_size": 4},
     "ttt-kvb": {"sliding_window": 5, "lact_chunk_size": 6, "attention_block_size": 4},
     "ttt-kvb-linear": {"sliding_window": 5, "ttt_mini_batch_size": 8, "attention_block_size": 4},
     # inner_lr 1: test-time training moves the logits by ~0.1 here, so a wrong step or state shows

@@ -18,7 +18,9 @@ from tttlm.models.hf_compat import cache_argument, output_cache
 # ~1e-15 measured, 1e-10 leaves room and still fails on any real state error (those show up at 1e-3 or more).
 # transformers' Mamba classes return float32 logits (`.float()` in their forward) whatever the model dtype, so
 # their cached and uncached logits can differ by float32 rounding of the logits: a few 1e-7 relative measured.
-TOLERANCE = {"mamba": 2e-6, "mamba2": 2e-6}
+# mamba2-swa's Mamba-2 mixers (transformers' scan) cast to float32 inside and keep their state in float32, so a
+# float64 model matches its cached decoding to float32 rounding: 8e-8 relative measured.
+TOLERANCE = {"mamba": 2e-6, "mamba2": 2e-6, "mamba2-swa": 1e-6}
 DEFAULT_TOLERANCE = 1e-10
 
 

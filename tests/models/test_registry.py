@@ -24,6 +24,7 @@ EXPECTED_ARCHS = [
     "mamba2",
     "gated-deltanet",
     "gdn-swa",
+    "mamba2-swa",
     "ttt-kvb",
     "ttt-kvb-linear",
     "ttt-e2e",
@@ -184,6 +185,8 @@ def test_cli_models_json_has_a_sourced_record_per_arch(capsys: pytest.CaptureFix
         assert set(record["layer_pattern"]) - set("()") <= set(out["letters"]), record["arch"]
     assert records["hybrid"]["layer_pattern"] == "SSSSSFSSSSSF"
     assert records["ttt-kvb"]["layer_pattern"] == "L" * 12
+    assert records["mamba2-swa"]["layer_pattern"] == "MS" * 6
+    assert records["mamba2-swa"]["head_dims"] == {"attention": 64, "ssd": 64}
     assert records["ttt-kvb"]["window"] == records["ttt-kvb"]["widths"]["lact_chunk"] == 2048
     assert records["gated-deltanet"]["head_dims"] == {"gdn_key": 256, "gdn_value": 512}
     assert records["ttt-linear (mamba)"]["layer_pattern"] == "(CT)" * 12

@@ -119,20 +119,25 @@ def describe(arch: str, size: str = "tiny", **overrides: Any) -> dict[str, Any]:
     }
 
 
+def _add_ssd(shape: dict[str, dict[str, int]], hidden: int, expand: int, head_dim: int, state: int) -> None:
+    """Widths, heads and head dim of a Mamba-2 (SSD) mixer into ``shape`` (``widths``, ``heads``, ``head_dims``)."""
+    shape["widths"]["d_inner"], shape["widths"]["state"] = expand * hidden, state
+    shape["heads"]["ssd"], shape["head_dims"]["ssd"] = expand * hidden // head_dim, head_dim
+
+
 def _shape(config: PretrainedConfig) -> dict[str, Any]:
     """``widths``, ``heads`` and ``head_dims`` per mixer kind, and the attention ``window`` (None: none)."""
     widths: dict[str, int] = {"hidden": config.hidden_size}
     heads: dict[str, int] = {}
     head_dims: dict[str, int] = {}
     window = None
-    if isinstance(config, (MambaLMConfig, Mamba2LMConfig)):
-        widths["d_inner"] = (
-            config.intermediate_size if isinstance(config, MambaLMConfig) else (config.expand * config.hidden_size)
-        )
-        widths["state"] = config.state_size
-        if isinstance(config, Mamba2LMConfig):
-            heads["ssd"], head_dims["ssd"] = config.num_heads, config.head_dim
-        return {"widths": widths, "heads": heads, "head_dims": head_dims, "window": None}
+    shape = {"widths": widths, "heads": heads, "head_dims": head_dims}
+    if isinstance(config, MambaLMConfig):
+        widths["d_inner"], widths["state"] = config.intermediate_size, config.state_size
+        return {**shape, "window": None}
+    if isinstance(config, Mamba2LMConfig):
+        _add_ssd(shape, config.hidden_size, config.expand, config.head_dim, config.state_size)
+        return {**shape, "window": None}
     widths["mlp"] = config.intermediate_size
     first = "ttt" if isinstance(config, TTTConfig) else "attention"  # a TTT model's heads are its TTT layers'
     heads[first] = config.num_attention_heads
@@ -148,6 +153,8 @@ def _shape(config: PretrainedConfig) -> dict[str, Any]:
             heads["gdn"], head_dims["gdn_key"] = config.gdn_num_heads, config.gdn_head_dim
             head_dims["gdn_value"] = config.gdn_expand_v * config.gdn_head_dim
             widths["gdn_key"] = config.gdn_num_heads * config.gdn_head_dim
+        if "mamba2" in kinds:
+            _add_ssd(shape, config.hidden_size, config.mamba2_expand, config.mamba2_head_dim, config.mamba2_state_size)
         if "ttt" in kinds:
             heads["ttt"], head_dims["ttt"] = config.ttt_num_heads, config.hidden_size // config.ttt_num_heads
         if "lact" in kinds:
@@ -178,6 +185,8 @@ def _details(config: PretrainedConfig) -> str:
             parts.append(f"full attention in {kinds.count('full_attention')} layers")
         if "gated_deltanet" in kinds:
             parts = [f"{config.gdn_num_heads} heads × dk {config.gdn_head_dim}, dv {config.gdn_expand_v}×dk"]
+        if "mamba2" in kinds:
+            parts.append(f"Mamba-2 state {config.mamba2_state_size}, head dim {config.mamba2_head_dim}")
         if "ttt" in kinds:
             parts.append(f"TTT-{config.ttt_layer_type} b={config.ttt_mini_batch_size}")
         if "lact" in kinds:

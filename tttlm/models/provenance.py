@@ -23,6 +23,7 @@ MIXER_LETTERS = {
     "lact": "L",
     "short_conv": "C",
     "mamba": "M",
+    "mamba2": "M",
     "ttt_e2e": "E",
 }
 LETTER_MEANINGS = {
@@ -72,6 +73,15 @@ SOURCES: dict[str, dict[str, str]] = {
     },
     "mamba": {"2 Mamba layers per Transformer block, d_inner solved": "paper 1 §3 (the Mamba paper's depths)"},
     "mamba2": {"head dim 64, state 128, chunk 256, one group": "Mamba-2 paper; registry.MAMBA2 (tiny smaller)"},
+    "mamba2-swa": {
+        "Mamba-2 in even layers, SWA in odd, an MLP after each (1:1)": "microsoft/Samba lit_gpt/config.py Samba_421M "
+        "(mb_per_layer 2, local_window 2048); the layout of gdn-swa (GatedDeltaNet-H1, built on Samba's code)",
+        "hybrids of these layers with SWA": "paper 2 §3.1",
+        "Mamba-2 mixer: head dim 64, state 128, expand 2, one group, chunk 256": "transformers Mamba2Mixer; "
+        "registry.MAMBA2 (the mamba2 arch's settings, tiny smaller)",
+        **_WINDOW,
+        **_MATCHED,
+    },
     "gated-deltanet": {
         "key head dim 256, key width ~0.75 x hidden, expand_v 2": "fla-org/flash-linear-attention "
         "fla/layers/gated_deltanet.py defaults",

@@ -18,6 +18,7 @@ mamba              transformers ``MambaForCausalLM``, our selective scan
 mamba2             transformers ``Mamba2ForCausalLM`` (adapted call contract)
 gated-deltanet     ours, ``StackForCausalLM`` with ``layers.gated_deltanet``
 gdn-swa            ours, ``StackForCausalLM``: Gated DeltaNet / SWA alternating
+mamba2-swa         ours, ``StackForCausalLM``: transformers' Mamba-2 mixer / SWA
 ttt-kvb            ours, ``StackForCausalLM``: LaCT's SWA + SwiGLU fast weight
 ttt-kvb-linear     ours, ``StackForCausalLM``: SWA + TTT-Linear, large b
 ttt-e2e            ours, ``E2EForCausalLM``: SWA + MLPs updated at test time
@@ -94,10 +95,12 @@ HYBRID_TINY = {"tiny": {"num_hidden_layers": 6, "hidden_size": 32, "num_attentio
 GDN_HEAD_DIM = {"tiny": 16, "default": 256}
 
 
-def _gdn_swa_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[list[str]]:
-    """Gated DeltaNet-H1 (NVlabs/GatedDeltaNet lit_gpt/config.py ``GatedDeltaNet_H1_*``: gated_delta_per_layer 2,
-    local_window 2048): Gated DeltaNet in the even-numbered layers, sliding-window attention in the odd ones."""
-    return [["gated_deltanet"] if i % 2 == 0 else ["sliding_attention"] for i in range(layers)]
+def _alternating_with_swa(mixer: str) -> Callable[[str, int, dict[str, Any]], list[list[str]]]:
+    """``mixer`` in the even-numbered layers, sliding-window attention in the odd ones: Samba's layout
+    (microsoft/Samba lit_gpt/config.py ``Samba_*``: mb_per_layer 2, local_window 2048, Mamba layers at
+    layer_idx % 2 == 0) and Gated DeltaNet-H1's, built on Samba's code (NVlabs/GatedDeltaNet lit_gpt/config.py
+    ``GatedDeltaNet_H1_*``: gated_delta_per_layer 2, local_window 2048)."""
+    return lambda size, layers, overrides: [[mixer] if i % 2 == 0 else ["sliding_attention"] for i in range(layers)]
 
 
 KVB_MINI_BATCH = {"tiny": 64, "default": 256}
@@ -116,6 +119,13 @@ E2E_SIZE_OF = {"1.3b": "1b"}
 MAMBA2 = {
     "tiny": {"head_dim": 16, "state_size": 8, "chunk_size": 64},
     "default": {"head_dim": 64, "state_size": 128, "chunk_size": 256},
+}
+
+
+# the same Mamba-2 settings as the stack's "mamba2" mixer fields (mamba2-swa)
+MAMBA2_MIXER = {
+    f"mamba2_{name}": {size: settings[name] for size, settings in MAMBA2.items()}
+    for name in ("head_dim", "state_size", "chunk_size")
 }
 
 
@@ -383,7 +393,18 @@ ARCHS: dict[str, ArchSpec] = {
             "Gated DeltaNet-H1: Gated DeltaNet and SWA layers alternating (ours, as the TTT-E2E paper's hybrids)",
             StackForCausalLM,
             StackConfig,
-            _stack_config(_gdn_swa_layers, gdn_head_dim=GDN_HEAD_DIM, sliding_window=SLIDING_WINDOW),
+            _stack_config(
+                _alternating_with_swa("gated_deltanet"), gdn_head_dim=GDN_HEAD_DIM, sliding_window=SLIDING_WINDOW
+            ),
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+        ),
+        ArchSpec(
+            "mamba2-swa",
+            "Mamba-2 and SWA layers alternating, each with an MLP (Samba's layout, as the TTT-E2E paper's hybrids)",
+            StackForCausalLM,
+            StackConfig,
+            _stack_config(_alternating_with_swa("mamba2"), sliding_window=SLIDING_WINDOW, **MAMBA2_MIXER),
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
         ),
@@ -534,7 +555,7 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
 
     Args:
         arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "mamba", "mamba2",
-            "gated-deltanet", "ttt-kvb", "ttt-kvb-linear", "ttt-e2e").
+            "gated-deltanet", "gdn-swa", "mamba2-swa", "ttt-kvb", "ttt-kvb-linear", "ttt-e2e").
         size: a preset of ``TTTConfig`` ("tiny", "125m", "350m", "760m", "1.3b").
         match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,

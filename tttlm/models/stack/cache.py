@@ -1,9 +1,9 @@
 """``StackCache``: what a ``StackModel`` carries between forward calls, one tuple of mixer caches per block.
 
 Per mixer: a ``KVCache`` (attention: all keys for full attention, the last window − 1 for sliding-window
-attention), a ``GatedDeltaNetCache`` (state and conv states), a ``TTTLayerCache`` or a ``LaCTLayerCache`` (KV
-window and fast weights). Sliding-window, Gated DeltaNet, TTT and LaCT caches have a fixed size; full attention's
-grows with the sequence.
+attention), a ``GatedDeltaNetCache`` (state and conv states), a ``Mamba2LayerCache`` (conv inputs and SSM state),
+a ``TTTLayerCache`` or a ``LaCTLayerCache`` (KV window and fast weights). Sliding-window, Gated DeltaNet, Mamba-2,
+TTT and LaCT caches have a fixed size; full attention's grows with the sequence.
 """
 
 from __future__ import annotations

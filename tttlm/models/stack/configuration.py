@@ -1,9 +1,9 @@
 """``StackConfig``: a language model whose blocks each hold a chosen list of sequence mixers, then a SwiGLU MLP.
 
 One configuration (and one model, ``stack/modeling.py``) covers the baselines that transformers has no CPU-friendly
-class for: sliding-window attention, SWA/full hybrids, Gated DeltaNet, LaCT's SWA + fast-weight layer (TTT-KVB) and
-SWA blocks with an added TTT layer (TTT-KVB of paper 1). ``layer_mixers[i]`` lists the mixers of block i in order,
-e.g. ``[["sliding_attention", "ttt"], ...]``.
+class for: sliding-window attention, SWA/full hybrids, Gated DeltaNet, Mamba-2 + SWA hybrids, LaCT's SWA +
+fast-weight layer (TTT-KVB) and SWA blocks with an added TTT layer (TTT-KVB of paper 1). ``layer_mixers[i]`` lists
+the mixers of block i in order, e.g. ``[["sliding_attention", "ttt"], ...]``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tttlm.ops.forms import INNER_MODELS
 from tttlm.ops.gated_delta_rule import FORMS as GDN_FORMS
 from tttlm.ops.lact import FORMS as LACT_FORMS
 
-MIXERS = ("short_conv", "full_attention", "sliding_attention", "gated_deltanet", "ttt", "lact")
+MIXERS = ("short_conv", "full_attention", "sliding_attention", "gated_deltanet", "mamba2", "ttt", "lact")
 
 
 def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]]:
@@ -49,6 +49,15 @@ def _check_layer_mixers(layer_mixers: object, num_layers: int) -> list[list[str]
     return resolved
 
 
+def _check_mamba2_dims(hidden_size: int, expand: int, head_dim: int, n_groups: int) -> None:
+    inner = expand * hidden_size
+    if inner % head_dim or (inner // head_dim) % n_groups:
+        raise ValueError(
+            f"StackConfig: the Mamba-2 inner width mamba2_expand × hidden_size = {inner} must split into heads of "
+            f"mamba2_head_dim={head_dim}, and the heads into mamba2_n_groups={n_groups} equal groups; change one"
+        )
+
+
 class StackConfig(LMConfig):
     """Configuration of a ``StackForCausalLM``.
 
@@ -61,8 +70,8 @@ class StackConfig(LMConfig):
         num_attention_heads: attention heads (head dim = hidden_size / heads, even).
         layer_mixers: per block, the list of mixers among "short_conv" (a depthwise causal conv of kernel
             ``conv_kernel``, Zoology's short convolution), "full_attention", "sliding_attention", "gated_deltanet",
-            "ttt", "lact" (``layers/lact.LaCTLayer``: SWA of window ``sliding_window`` and LaCT's fast weight in one
-            mixer). None: full attention in every block.
+            "mamba2" (transformers' Mamba-2 mixer, ``ssm.stack_mixer``), "ttt", "lact" (``layers/lact.LaCTLayer``:
+            SWA of window ``sliding_window`` and LaCT's fast weight in one mixer). None: full attention in every block.
         sliding_window: window w of "sliding_attention" (query i sees keys i − w < j ≤ i).
         attention_block_size: query rows per block of the blocked attention (None: max(window, 256)).
         qk_norm: per-head RMSNorm of the attention's queries and keys before RoPE (the TTT-E2E release's block).
@@ -72,7 +81,10 @@ class StackConfig(LMConfig):
             and as many heads as make 0.75 × hidden_size, the flash-linear-attention default ratio).
         gdn_expand_v: value head dim / key head dim of Gated DeltaNet.
         gdn_chunk_size, gdn_form: chunk length and form ("chunk" or "recurrent") of the gated delta rule.
-        conv_kernel: short causal conv kernel of Gated DeltaNet and of the "short_conv" mixer.
+        mamba2_head_dim, mamba2_state_size, mamba2_expand, mamba2_n_groups, mamba2_chunk_size: the "mamba2"
+            mixer's head dim, SSM state size, expand (inner width / hidden_size; heads = expand × hidden_size /
+            head_dim), groups of B and C, and chunk length of its scan.
+        conv_kernel: short causal conv kernel of Gated DeltaNet, Mamba-2 and the "short_conv" mixer.
         ttt_layer_type: inner model of the "ttt" mixer, "linear" (TTT-KVB of paper 1) or "mlp".
         ttt_num_heads: TTT heads (None: num_attention_heads).
         ttt_mini_batch_size: TTT mini-batch size (large for TTT-KVB, as in the TTT-E2E paper's comparison).
@@ -107,6 +119,11 @@ class StackConfig(LMConfig):
         gdn_expand_v: int = 2,
         gdn_chunk_size: int = 64,
         gdn_form: str = "chunk",
+        mamba2_head_dim: int = 64,
+        mamba2_state_size: int = 128,
+        mamba2_expand: int = 2,
+        mamba2_n_groups: int = 1,
+        mamba2_chunk_size: int = 256,
         conv_kernel: int = 4,
         ttt_layer_type: str = "linear",
         ttt_num_heads: int | None = None,
@@ -143,6 +160,11 @@ class StackConfig(LMConfig):
             ("sliding_window", sliding_window),
             ("gdn_expand_v", gdn_expand_v),
             ("gdn_chunk_size", gdn_chunk_size),
+            ("mamba2_head_dim", mamba2_head_dim),
+            ("mamba2_state_size", mamba2_state_size),
+            ("mamba2_expand", mamba2_expand),
+            ("mamba2_n_groups", mamba2_n_groups),
+            ("mamba2_chunk_size", mamba2_chunk_size),
             ("conv_kernel", conv_kernel),
             ("ttt_mini_batch_size", ttt_mini_batch_size),
             ("lact_num_heads", lact_num_heads),
@@ -188,6 +210,7 @@ class StackConfig(LMConfig):
             raise ValueError(
                 f"StackConfig: hidden_size ({hidden_size}) must be a multiple of lact_num_heads ({lact_num_heads})"
             )
+        _check_mamba2_dims(hidden_size, mamba2_expand, mamba2_head_dim, mamba2_n_groups)
         head_dim = hidden_size // num_attention_heads
         gdn_head_dim = head_dim if gdn_head_dim is None else gdn_head_dim
         if gdn_num_heads is None:
@@ -205,6 +228,9 @@ class StackConfig(LMConfig):
         self.gdn_expand_v = gdn_expand_v
         self.gdn_chunk_size = gdn_chunk_size
         self.gdn_form = gdn_form
+        self.mamba2_head_dim, self.mamba2_state_size = mamba2_head_dim, mamba2_state_size
+        self.mamba2_expand, self.mamba2_n_groups = mamba2_expand, mamba2_n_groups
+        self.mamba2_chunk_size = mamba2_chunk_size
         self.conv_kernel = conv_kernel
         self.ttt_layer_type = ttt_layer_type
         self.ttt_num_heads = ttt_num_heads

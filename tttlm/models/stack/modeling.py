@@ -2,7 +2,8 @@
 
 Block i, each sub-block pre-normed with RMSNorm (see ``StackConfig``):
 
-    for m in layer_mixers[i]:  x ← x + m(RMSNorm(x))      short conv, sliding/full attention, Gated DeltaNet, TTT, LaCT
+    for m in layer_mixers[i]:  x ← x + m(RMSNorm(x))      short conv, sliding/full attention, Gated DeltaNet, Mamba-2,
+                                                         TTT, LaCT
     x ← x + SwiGLU(RMSNorm(x))
 
 The model shares the TTT model's conventions: a ``StackCache`` updated in place, padding refused (recurrent
@@ -24,6 +25,7 @@ from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.ttt import TTTLayer
 from tttlm.models.base import TIED_LM_HEAD, BlockStackBackbone, CausalLMHead, StatefulPreTrainedModel
 from tttlm.models.inner_lr_scale import InnerLrScaled
+from tttlm.models.ssm.stack_mixer import Mamba2StackMixer
 from tttlm.models.stack.cache import StackCache
 from tttlm.models.stack.configuration import StackConfig
 
@@ -33,6 +35,7 @@ _MIXER_ATTRS = {
     "full_attention": "attn",
     "sliding_attention": "attn",
     "gated_deltanet": "gdn",
+    "mamba2": "mamba",
     "ttt": "ttt",
     "lact": "lact",
 }
@@ -61,6 +64,17 @@ def _make_mixer(name: str, config: StackConfig) -> nn.Module:
             conv_kernel=config.conv_kernel,
             chunk_size=config.gdn_chunk_size,
             form=config.gdn_form,
+            eps=config.rms_norm_eps,
+        )
+    if name == "mamba2":
+        return Mamba2StackMixer(
+            config.hidden_size,
+            head_dim=config.mamba2_head_dim,
+            state_size=config.mamba2_state_size,
+            expand=config.mamba2_expand,
+            n_groups=config.mamba2_n_groups,
+            conv_kernel=config.conv_kernel,
+            chunk_size=config.mamba2_chunk_size,
             eps=config.rms_norm_eps,
         )
     if name == "lact":
@@ -136,7 +150,7 @@ class StackPreTrainedModel(InnerLrScaled, StatefulPreTrainedModel):
 
     config_class = StackConfig
     _no_split_modules: ClassVar[list[str]] = ["StackBlock"]
-    self_initialising = (CausalConv, TTTLayer, GatedDeltaNet, LaCTLayer)
+    self_initialising = (CausalConv, TTTLayer, GatedDeltaNet, Mamba2StackMixer, LaCTLayer)
 
 
 class StackModel(BlockStackBackbone, StackPreTrainedModel):
