@@ -124,3 +124,27 @@ def test_the_window_to_mini_batch_ratio_is_checked(tmp_path):
 def test_an_unknown_experiment_names_the_shipped_ones():
     with pytest.raises(SpecError, match=r"choose one of .*ttt-minibatch"):
         load_spec("no-such-experiment")
+
+
+def test_a_timing_clock_is_checked_and_auto_is_the_cpu_time_at_one_thread():
+    import torch
+
+    from tttlm.experiments.evaluations import timing_clock
+    from tttlm.models import build
+
+    raw = base_spec()
+    raw["evaluations"].append({"kind": "forward_time", "contexts": [16], "clock": "sundial"})
+    with pytest.raises(SpecError, match="clock must be one of auto, wall, cpu; got 'sundial'"):
+        _parse(raw)
+    raw["evaluations"][-1].pop("clock")
+    assert _parse(raw).evaluations[-1].settings["clock"] == "auto"
+    model = build("transformer", "tiny")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert timing_clock("auto", model) == "cpu"
+        assert timing_clock("wall", model) == "wall"
+        torch.set_num_threads(2)
+        assert timing_clock("auto", model) == "wall"
+    finally:
+        torch.set_num_threads(threads)

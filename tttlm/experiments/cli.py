@@ -84,7 +84,7 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
         help="reproduce one figure or table of the papers: train every arm x seed, evaluate, judge each claim",
         description="Run an experiment spec of configs/experiments/: train every arm for every seed (a re-run "
         "continues unfinished runs and reuses finished ones), evaluate, and write report.md, results.json and "
-        "PNGs with every number as a mean and 95%% t-interval over seeds and a verdict per claim of the paper. "
+        "PNGs with every number as a mean and 95% t-interval over seeds and a verdict per claim of the paper. "
         "--dry-run validates every config and prints the runs, tokens, FLOPs and estimated time.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -9,14 +9,16 @@ ppl            ``ppl@C``, ``loss@C`` per context C (``tttlm.eval.perplexity.perp
 by_position    ``loss@lo-hi``: the mean loss at token indices lo … hi (1-based) of ``loss_by_position``; the
                whole curve is kept for the plots
 forward_time   ``forward_ms@C``: forward time per token on one sequence of C tokens (batch ``batch``, no cache,
-               the LM head at the last position only), median of ``repeats`` after a warm-up
-train_time     ``train_ms@C``: forward + backward time per token on ``batch`` sequences of C tokens
+               the LM head at the last position only), median of ``repeats`` after a warm-up, on ``clock``
+train_time     ``train_ms@C``: forward + backward time per token on ``batch`` sequences of C tokens, on ``clock``
 niah           ``niah-<task>@L``: S-NIAH accuracy at prompt length L over ``samples`` samples (random depths)
 =============  ===========================================================================================
 
 A trained run also reports ``val_loss`` (the trainer's last validation) and ``tokens_per_s`` (its median training
 throughput). Timing is of the model as loaded (weights do not change the time); an arm that is only timed is
-initialised from its seed.
+initialised from its seed. The ``clock`` of a timing is "wall", "cpu" (the calling thread's CPU time: on a shared
+machine a run waiting for a core loses wall time, not CPU time) or "auto" (the default): "cpu" where the model runs
+on the CPU with one torch thread, the spec's cpu scale, else "wall" (GPUs, several threads).
 """
 
 from __future__ import annotations
@@ -39,30 +41,44 @@ def _random_ids(vocab: int, shape: tuple[int, int], seed: int) -> torch.Tensor:
     return torch.randint(vocab, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def forward_ms(model: PreTrainedModel, context: int, batch: int, repeats: int) -> float:
+def timing_clock(clock: str, model: PreTrainedModel) -> str:
+    """The clock a timing of ``model`` uses: ``clock`` itself, or for "auto" the CPU time where the model runs on
+    the CPU with one torch thread (what the call costs on an idle core) and the wall clock elsewhere."""
+    if clock != "auto":
+        return clock
+    on_cpu = model.device.type == "cpu"
+    return "cpu" if on_cpu and torch.get_num_threads() == 1 else "wall"
+
+
+def forward_ms(model: PreTrainedModel, context: int, batch: int, repeats: int, clock: str = "auto") -> float:
     """Median forward time per token (ms) of ``model`` on ``batch`` random sequences of ``context`` tokens."""
     from tttlm.bench.timing import time_call
 
-    ids = _random_ids(model.config.vocab_size, (batch, context), 0)
+    ids = _random_ids(model.config.vocab_size, (batch, context), 0).to(model.device)
     model.eval()
     with torch.no_grad():
-        timing = time_call(lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1), repeats=repeats)
+        timing = time_call(
+            lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1),
+            repeats=repeats,
+            device=model.device,
+            clock=timing_clock(clock, model),
+        )
     return 1e3 * timing.median / (batch * context)
 
 
-def train_ms(model: PreTrainedModel, context: int, batch: int, repeats: int) -> float:
+def train_ms(model: PreTrainedModel, context: int, batch: int, repeats: int, clock: str = "auto") -> float:
     """Median time per token (ms) of one training forward + backward of ``model`` on ``batch`` × ``context``
     random tokens (the optimizer step is left out: it does not depend on the context)."""
     from tttlm.bench.timing import time_call
 
-    ids = _random_ids(model.config.vocab_size, (batch, context), 0)
+    ids = _random_ids(model.config.vocab_size, (batch, context), 0).to(model.device)
     model.train()
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
         model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
 
-    timing = time_call(step, repeats=repeats)
+    timing = time_call(step, repeats=repeats, device=model.device, clock=timing_clock(clock, model))
     model.zero_grad(set_to_none=True)
     return 1e3 * timing.median / (batch * context)
 
@@ -102,7 +118,9 @@ def evaluate(
         metrics = {}
         for label, context in _contexts(evaluation, seq_len):
             say(f"    {name} at {context} tokens")
-            metrics[f"{name}@{label}"] = measure(model, context, settings["batch"], settings["repeats"])
+            metrics[f"{name}@{label}"] = measure(
+                model, context, settings["batch"], settings["repeats"], settings["clock"]
+            )
         return metrics, {}
     from tttlm.data.packing import PackedDataset
 

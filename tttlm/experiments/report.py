@@ -76,7 +76,8 @@ def _setting(summary: Summary) -> list[str]:
         f"- command: `{command}`",
         f"- spec: `{spec.path.name}` at scale `{spec.scale}`; seeds {summary.seeds}",
         f"- machine: {machine.get('processor', '?')}, torch {machine.get('torch', '?')}; load average "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} when the report was written (timings are of a shared machine)",
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} when the report was written (a shared machine: timings at "
+        "one thread on the CPU are the calling thread's CPU time unless a spec sets clock: wall)",
         "- intervals: 95% Student-t over seeds (mean ± t(0.975, n − 1) · s / √n); a claim's quantity is computed per "
         "seed (paired by seed) before it is summarised",
     ]

@@ -50,10 +50,12 @@ OPS = ("difference", "ratio")
 EVALUATION_KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "ppl": (("contexts",), {"documents": 8}),
     "by_position": (("length", "bins"), {"documents": 8, "reference": None}),
-    "forward_time": (("contexts",), {"repeats": 3, "batch": 1}),
-    "train_time": (("contexts",), {"repeats": 3, "batch": 1}),
+    "forward_time": (("contexts",), {"repeats": 3, "batch": 1, "clock": "auto"}),
+    "train_time": (("contexts",), {"repeats": 3, "batch": 1, "clock": "auto"}),
     "niah": (("lengths",), {"tasks": ["s-niah-1"], "samples": 20}),
 }
+# a timing's clock: "auto" is the CPU time at one thread on the CPU, else the wall clock (evaluations.timing_clock)
+TIMING_CLOCKS = ("auto", "wall", "cpu")
 # the metric base names each kind measures (niah: one per task, niah-<task>)
 METRICS = {"ppl": {"ppl", "loss"}, "by_position": {"loss"}, "forward_time": {"forward_ms"}, "train_time": {"train_ms"}}
 _TOP_KEYS = {"name", "title", "paper", "summary", "gpus", "vocab_size", "train_config", "ratios", "arms"}
@@ -293,6 +295,8 @@ def _evaluation(raw: Any, index: int) -> Evaluation:
                 not isinstance(values, list) or not values or not all(_is_positive_int(v) for v in values)
             ):
                 raise SpecError(f"{where}.{key} must be a non-empty list of positive integers (or 'train')")
+    if "clock" in settings and settings["clock"] not in TIMING_CLOCKS:
+        raise SpecError(f"{where}.clock must be one of {', '.join(TIMING_CLOCKS)}; got {settings['clock']!r}")
     if kind == "by_position":
         length = _positive_int(settings["length"], f"{where}.length")
         bins = settings["bins"]
