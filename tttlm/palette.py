@@ -16,10 +16,12 @@ import zlib
 # TTT-Linear, TTT-E2E, Mamba, SWA) get the most distinct hues
 ARCH_COLOURS: dict[str, str] = {
     "transformer": "#ff7f0e",  # orange: full attention, as in the second paper's figures
+    "full-attention": "#e6550d",  # dark orange: full attention with the TTT-E2E release's block
     "ttt-linear": "#1f77b4",  # blue
     "ttt-mlp": "#2ca02c",  # green
     "mamba": "#d62728",  # red
     "mamba2": "#e377c2",  # pink
+    "mamba2-swa": "#f1a7d0",  # light pink: Mamba 2's hybrid with SWA
     "swa": "#7f7f7f",  # grey
     "hybrid": "#8c564b",  # brown
     "gated-deltanet": "#bcbd22",  # olive

@@ -24,6 +24,7 @@ CASE_IDS = [arch + (f"-{o['backbone']}" if "backbone" in o else "") for arch, o 
 TEST_OVERRIDES: dict[str, dict] = {
     "ttt-linear": {"mini_batch_size": 4},
     "ttt-mlp": {"mini_batch_size": 4},
+    "full-attention": {"attention_block_size": 4},
     "swa": {"sliding_window": 5, "attention_block_size": 4},
     "hybrid": {"sliding_window": 5, "attention_block_size": 4},
     "mamba2": {"chunk_size": 4},

@@ -18,6 +18,7 @@ EXPECTED_ARCHS = [
     "ttt-linear",
     "ttt-mlp",
     "transformer",
+    "full-attention",
     "swa",
     "hybrid",
     "mamba",
@@ -115,6 +116,22 @@ def test_size_defaults_of_the_baseline_knobs() -> None:
     assert make_config("ttt-linear", "tiny", backbone="mamba").backbone == "mamba"
 
 
+def test_full_attention_has_the_release_block_and_paper_2s_extension_theta() -> None:
+    config = make_config("full-attention", "125m")
+    assert config.layer_mixers == [["full_attention"]] * 12
+    assert (config.qk_norm, config.post_norm, config.rope_pairing) == (True, True, "interleaved")
+    assert config.rope_theta == 5e5
+    # paper 2, Appendix: 1M/2M/5M/10M at 16K/32K/64K/128K after 8K (the release: 2M at 32K, 10M at 128K)
+    thetas = [make_config("full-attention", "tiny", rope_extension=f).rope_theta for f in (1, 2, 4, 8, 16)]
+    assert thetas == [5e5, 1e6, 2e6, 5e6, 1e7]
+    # paper 1's Llama recipe stays as it is
+    assert make_config("transformer", "125m").rope_parameters["rope_theta"] == 10000.0
+    with pytest.raises(ValueError, match=r"rope_extension must be .* 1, 2, 4, 8, 16.*got 3"):
+        make_config("full-attention", "tiny", rope_extension=3)
+    with pytest.raises(ValueError, match="not both"):
+        make_config("full-attention", "tiny", rope_extension=2, rope_theta=1e6)
+
+
 @pytest.mark.parametrize("arch", EXPECTED_ARCHS)
 def test_build_records_the_arch(arch: str) -> None:
     model = build(arch)
@@ -186,6 +203,7 @@ def test_cli_models_json_has_a_sourced_record_per_arch(capsys: pytest.CaptureFix
     assert records["hybrid"]["layer_pattern"] == "SSSSSFSSSSSF"
     assert records["ttt-kvb"]["layer_pattern"] == "L" * 12
     assert records["mamba2-swa"]["layer_pattern"] == "MS" * 6
+    assert records["full-attention"]["layer_pattern"] == "F" * 12
     assert records["mamba2-swa"]["head_dims"] == {"attention": 64, "ssd": 64}
     assert records["ttt-kvb"]["window"] == records["ttt-kvb"]["widths"]["lact_chunk"] == 2048
     assert records["gated-deltanet"]["head_dims"] == {"gdn_key": 256, "gdn_value": 512}

@@ -293,6 +293,12 @@ def _stack_mixer(config: StackConfig, mixer: str, context: int, tokens: int) -> 
             hidden, config.gdn_num_heads, config.gdn_head_dim, config.gdn_expand_v * config.gdn_head_dim, tokens,
             chunk=config.gdn_chunk_size, conv_kernel=config.conv_kernel, recurrent=config.gdn_form == "recurrent",
         )  # fmt: skip
+    if mixer == "mamba2":
+        return mamba2_flops(
+            hidden, config.mamba2_expand * hidden // config.mamba2_head_dim, config.mamba2_head_dim,
+            config.mamba2_n_groups, config.mamba2_state_size, tokens, chunk=config.mamba2_chunk_size,
+            conv_kernel=config.conv_kernel,
+        )  # fmt: skip
     if mixer == "short_conv":
         return conv_flops(hidden, config.conv_kernel, tokens)
     if mixer == "lact":

@@ -63,6 +63,15 @@ SOURCES: dict[str, dict[str, str]] = {
         "Llama block at the preset's dims (width 2048 MLP at 125m)": "paper 1 §3 (the Mamba paper's Llama recipe)",
         **_MATCHED,
     },
+    "full-attention": {
+        "full attention in every block (paper 2's full-attention baseline)": "paper 2 §3.1; test-time-training/e2e "
+        "configs/experiment/*/pretrain/pretrain-*-fa.yaml (seq_modeling_block: self_attention)",
+        **_RELEASE_BLOCK,
+        "rope_extension: theta 1M/2M/5M/10M at 2/4/8/16 x the pre-training context": "paper 2 Appendix (16K-128K "
+        "after 8K); test-time-training/e2e configs/experiment/*/extension/ext-*-fa-32K.yaml (2M), "
+        "ext-3b-fa-128K.yaml (10M)",
+        **_MATCHED,
+    },
     "swa": {**_RELEASE_BLOCK, **_WINDOW, **_MATCHED},
     "hybrid": {
         "five SWA layers then one full attention (5:1)": "paper 2 §3.1",

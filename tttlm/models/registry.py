@@ -12,6 +12,7 @@ arch               implementation
 ttt-linear         ours, ``TTTForCausalLM`` (``backbone="transformer"|"mamba"``)
 ttt-mlp            ours, ``TTTForCausalLM`` with the TTT-MLP layer
 transformer        transformers ``LlamaForCausalLM`` with SDPA attention
+full-attention     ours, ``StackForCausalLM``: the TTT-E2E release's block
 swa                ours, ``StackForCausalLM``: blocked sliding-window attention
 hybrid             ours, ``StackForCausalLM``: 5 SWA, then 1 full attention
 mamba              transformers ``MambaForCausalLM``, our selective scan
@@ -84,6 +85,11 @@ SLIDING_WINDOW = {"tiny": 64, "default": 2048}
 # attention.py; configs/experiment/*/pretrain/pretrain-*-fa.yaml): pre- and post-RMSNorm on every sub-block, per-head
 # QK-norm, interleaved RoPE with θ 500K
 RELEASE_BLOCK = {"qk_norm": True, "post_norm": True, "rope_pairing": "interleaved", "rope_theta": 500000.0}
+# paper 2's full attention at context extension raises RoPE θ with the context (its Appendix: 1M, 2M, 5M, 10M at
+# 16K, 32K, 64K, 128K after pre-training at 8K with 500K; the release ships configs/experiment/*/extension/
+# ext-*-fa-32K.yaml with 2M and ext-3b-fa-128K.yaml with 10M). Keyed by the extension factor, context / pre-training
+# context, so that the cpu scale (pre-training at k = 64) takes the same θ at the same factor
+EXTENSION_ROPE_THETA = {1: 500000.0, 2: 1e6, 4: 2e6, 8: 5e6, 16: 1e7}
 # hybrid: "five SWA layers followed by one full attention layer" (TTT-E2E paper, §3.1): full attention every 6th
 # layer at every size. tiny: 6 layers (SSSSSF) instead of the preset's 2, to keep the ratio, at half the width
 # (32, 2 heads: the same head dim 16) so that its parameter count still matches the tiny reference
@@ -264,6 +270,26 @@ def _hybrid_layers(size: str, layers: int, overrides: dict[str, Any]) -> list[li
     return [["full_attention" if (i + 1) % every == 0 else "sliding_attention"] for i in range(layers)]
 
 
+def _full_attention_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
+    """Full attention in every block with the release's block; the knob ``rope_extension`` (a factor of
+    ``EXTENSION_ROPE_THETA``) sets paper 2's RoPE θ for a context that many times the pre-training context."""
+    overrides = dict(overrides)
+    factor = overrides.pop("rope_extension", None)
+    if factor is not None:
+        if isinstance(factor, bool) or factor not in EXTENSION_ROPE_THETA:
+            raise ValueError(
+                f"full-attention: rope_extension must be the extension factor context / pre-training context, one of "
+                f"{', '.join(map(str, EXTENSION_ROPE_THETA))} (paper 2's RoPE θ at each); got {factor!r}. For another "
+                "factor set rope_theta yourself"
+            )
+        if "rope_theta" in overrides:
+            raise ValueError(
+                "full-attention: pass rope_extension (paper 2's θ for that factor) or rope_theta, not both"
+            )
+        overrides["rope_theta"] = EXTENSION_ROPE_THETA[factor]
+    return _stack_config(_every_layer("full_attention"), **RELEASE_BLOCK)(size, dims, overrides)
+
+
 def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
     overrides = dict(overrides)
     if _short_conv(overrides):
@@ -340,6 +366,16 @@ ARCHS: dict[str, ArchSpec] = {
             "intermediate_size",
             MLP_WIDTH_MULTIPLE,
             ("rope_theta", "attn_implementation"),
+        ),
+        ArchSpec(
+            "full-attention",
+            "full causal attention with the TTT-E2E release's block (pre+post RMSNorm, QK-norm, RoPE θ 500K; ours)",
+            StackForCausalLM,
+            StackConfig,
+            _full_attention_config,
+            "intermediate_size",
+            MLP_WIDTH_MULTIPLE,
+            ("rope_extension",),
         ),
         ArchSpec(
             "swa",
@@ -554,18 +590,19 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
     """A freshly initialised causal LM of architecture ``arch`` at size preset ``size``.
 
     Args:
-        arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "mamba", "mamba2",
-            "gated-deltanet", "gdn-swa", "mamba2-swa", "ttt-kvb", "ttt-kvb-linear", "ttt-e2e").
+        arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "full-attention", "swa", "hybrid", "mamba",
+            "mamba2", "gated-deltanet", "gdn-swa", "mamba2-swa", "ttt-kvb", "ttt-kvb-linear", "ttt-e2e").
         size: a preset of ``TTTConfig`` ("tiny", "125m", "350m", "760m", "1.3b").
         match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
             ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``lact_chunk_size=512`` for ttt-kvb,
             ``ttt_mini_batch_size=128`` for ttt-kvb-linear,
             ``mini_batch_size=64``, ``inner_lr=0.5`` for ttt-e2e,
-            ``state_size=...`` for mamba), ``full_attention_every=N`` for hybrid, and for every arch but ttt-e2e
-            ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel ``conv_kernel``) before each
-            mixer, Zoology's short convolution (the TTT models' ``pre_conv``; a stack model for ``transformer``;
-            what the Mamba mixers have already). Overriding a shared dim
+            ``state_size=...`` for mamba), ``full_attention_every=N`` for hybrid, ``rope_extension=F`` for
+            full-attention (paper 2's RoPE θ at F × the pre-training context, ``EXTENSION_ROPE_THETA``), and for
+            every arch but ttt-e2e ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel
+            ``conv_kernel``) before each mixer, Zoology's short convolution (the TTT models' ``pre_conv``; a stack
+            model for ``transformer``; what the Mamba mixers have already). Overriding a shared dim
             (``hidden_size``, ``num_hidden_layers``, ...) changes the reference model as well.
 
     Build under ``torch.device("meta")`` to get shapes only (instant at any size).
