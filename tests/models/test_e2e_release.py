@@ -20,6 +20,7 @@ from e2e_release_testing import FIXTURES, Fixture
 from torch import Tensor
 
 import tttlm.models.e2e.modeling as e2e_modeling
+from tttlm.models.e2e.configuration import REMAT_MODES
 from tttlm.models.e2e.inner_loop import sgd_step
 from tttlm.models.e2e.modeling import E2EForCausalLM
 from tttlm.models.e2e.release import from_release, release_config
@@ -63,10 +64,10 @@ def test_meta_token_nll_and_meta_loss_equal_the_release(fixture: Fixture) -> Non
     assert _rel(loss, fixture.expected["meta_loss"]) <= TOL
 
 
-@pytest.mark.parametrize("inner_remat", [True, False], ids=["remat", "no-remat"])
-def test_every_meta_gradient_equals_the_release(fixture: Fixture, inner_remat: bool) -> None:
-    model = _model(fixture, inner_remat=inner_remat)
-    assert model.model.inner_remat is inner_remat
+@pytest.mark.parametrize("remat", REMAT_MODES)
+def test_every_meta_gradient_equals_the_release(fixture: Fixture, remat: str) -> None:
+    model = _model(fixture, remat=remat)
+    assert model.model.remat == remat
     _, _, grads = _meta(model, fixture)
     expected = fixture.grads()
     assert set(grads) == set(expected), "every parameter has a release gradient and vice versa"

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -74,7 +75,7 @@ from tttlm.models.base import (
 )
 from tttlm.models.cache import map_tensors
 from tttlm.models.e2e.cache import E2EBlockCache, E2ECache, OpenMiniBatch
-from tttlm.models.e2e.configuration import E2EConfig
+from tttlm.models.e2e.configuration import E2EConfig, resolve_remat
 from tttlm.models.e2e.inner_loop import (
     autograd_ready,
     fast_swiglu,
@@ -83,6 +84,7 @@ from tttlm.models.e2e.inner_loop import (
     mini_batch_loss,
     sgd_step,
 )
+from tttlm.models.e2e.remat import remat
 from tttlm.models.hf_compat import pop_cache, with_cache
 from tttlm.models.inner_lr_scale import InnerLrScaled
 
@@ -255,9 +257,9 @@ class _Stream:
 
 class E2EPreTrainedModel(StatefulPreTrainedModel):
     """Weight init, checkpointing support and the config class shared by the TTT-E2E models.
-    ``gradient_checkpointing_enable()`` checkpoints each block below the first updated one (with the given
-    ``use_reentrant``) and turns on the remat of every inner step (``E2EModel.inner_remat``, always non-reentrant:
-    the step calls ``autograd.grad`` itself)."""
+    ``gradient_checkpointing_enable()`` sets ``E2EModel.remat`` to "all" in training: each block below the first
+    updated one checkpointed (with the given ``use_reentrant``) and every inner step rematerialised (``e2e/remat.py``:
+    the step back-propagates itself, which torch.utils.checkpoint does not serve well)."""
 
     config_class = E2EConfig
     _no_split_modules: ClassVar[list[str]] = ["E2EBlock"]
@@ -382,12 +384,14 @@ class E2EModel(E2EPreTrainedModel):
         hidden = self.embed_tokens(input_ids)
         all_hidden = [hidden] if output_hidden_states else None
         first = config.first_updated_layer
-        checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        remat_blocks = self.remat == "all" and torch.is_grad_enabled()
+        # gradient_checkpointing_enable's function (its use_reentrant), else the release's remat_prefix_block
+        checkpoint_block = self._gradient_checkpointing_func if self.gradient_checkpointing else _checkpoint
         for i in range(first):
             block = self.layers[i]
             kv = None if cache is None or cache.blocks[i] is None else cache.blocks[i].attn
-            if checkpointing:
-                hidden, kv = self._gradient_checkpointing_func(block.__call__, hidden, kv)
+            if remat_blocks:
+                hidden, kv = checkpoint_block(block.__call__, hidden, kv)
             else:
                 hidden, kv = block(hidden, kv)
             if cache is not None:
@@ -502,10 +506,12 @@ class E2EModel(E2EPreTrainedModel):
         return x, caches, outs
 
     @property
-    def inner_remat(self) -> bool:
-        """Whether a meta-training forward rematerialises each inner step (``config.inner_remat``, or
-        ``gradient_checkpointing_enable()`` in training mode)."""
-        return self.config.inner_remat or (self.gradient_checkpointing and self.training)
+    def remat(self) -> str:
+        """What a forward with autograd on rematerialises: "all" after ``gradient_checkpointing_enable()`` in
+        training mode, else ``E2EConfig.remat`` ("auto" resolved by the weights' device)."""
+        if self.gradient_checkpointing and self.training:
+            return "all"
+        return resolve_remat(self.config.remat, self.embed_tokens.weight.device.type)
 
     def _learn(
         self,
@@ -529,11 +535,11 @@ class E2EModel(E2EPreTrainedModel):
         """
         if not torch.is_grad_enabled():
             return self._inference_step(x, attn, fast, targets, lm_head)
-        if self.inner_remat:
+        if self.remat != "none":
             # the release's jax.remat per chunk: the graph keeps this step's inputs and outputs only; its inside
-            # (the updated blocks, the head, the inner backward) is recomputed when the outer backward reaches it.
-            # Non-reentrant: the step itself calls autograd.grad, and its outputs' graph must reach the inputs.
-            return checkpoint(self._meta_step, x, attn, fast, targets, lm_head, use_reentrant=False)
+            # (the updated blocks, the head, the inner backward) is recomputed when the outer backward reaches it
+            params = [p for m in (*self.updated_blocks, self.norm, lm_head) for p in m.parameters()]
+            return remat(partial(self._meta_step, lm_head=lm_head), (x, attn, fast, targets), params)
         return self._meta_step(x, attn, fast, targets, lm_head)
 
     def _meta_step(
@@ -589,6 +595,12 @@ class E2EModel(E2EPreTrainedModel):
             new = sgd_step([t.detach() for t in flat], grads, lrs, config.inner_grad_clip)
         normed, logits, caches, outs = map_tensors((normed, logits, tuple(caches), tuple(outs)), Tensor.detach)
         return normed, logits, list(caches), _group(new), list(outs)
+
+
+def _checkpoint(function: Any, *args: Any) -> Any:
+    """``function(*args)`` under ``torch.utils.checkpoint`` (non-reentrant): its activations are recomputed in
+    the backward instead of kept (a lower block: no inner gradient inside)."""
+    return checkpoint(function, *args, use_reentrant=False)
 
 
 def _group(flat: list[Tensor]) -> list[FastWeights]:
