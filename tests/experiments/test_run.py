@@ -12,6 +12,7 @@ from experiment_testing import TINY_MODEL, base_spec, write_spec
 
 import tttlm.train
 from tttlm.experiments import requirements
+from tttlm.experiments.overview import claims_table
 from tttlm.experiments.run import ExperimentError, run_experiment
 from tttlm.experiments.spec import load_spec
 from tttlm.experiments.verdicts import NOT_RUN, REPRODUCED
@@ -92,6 +93,14 @@ def test_report_results_and_verdicts_over_seeds(tmp_path, data_dir):
     assert "| an arm equals itself |" in text
     assert "**reproduced**" in text
     assert (tmp_path / "out" / "ppl.png").stat().st_size > 1000
+    # the overview of all reports: one row per claim, with the quantity naming the sweep points it compares
+    (tmp_path / "out" / "runs" / "results.json").write_text("{}")  # another tool's JSON is not a report
+    rows = claims_table(tmp_path).splitlines()[2:]
+    assert len(rows) == len(results["claims"]) == 2
+    assert rows[1].startswith("| [toy](out/report.md) | an arm equals itself | none |")
+    assert "| **reproduced** |" in rows[1]
+    assert "ppl@train(small-b) − ppl@train(large-b) < 0" in rows[0]
+    assert claims_table(tmp_path / "out" / "runs") == ""
 
 
 def test_an_arm_needing_a_missing_feature_is_not_run(tmp_path, data_dir, monkeypatch):

@@ -58,3 +58,20 @@ def test_command_line_lists_and_refuses_clearly(capsys):
 def test_the_paper_scale_runs_only_on_gpus(capsys):
     assert main(["experiment", "ttt-minibatch", "--scale", "paper"]) == 2
     assert "the paper scale trains on GPUs and none is visible; use --dry-run" in capsys.readouterr().err
+
+
+def test_the_results_readme_holds_the_claims_of_the_committed_reports(capsys):
+    from pathlib import Path
+
+    from tttlm.experiments.overview import claims_section
+
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    section = claims_section(results)
+    assert section.count("\n| [") >= 1, "no committed experiment report under docs/results"
+    assert section in (results / "README.md").read_text(), (
+        "docs/results/README.md's claims table is not the committed reports': regenerate it with "
+        "`tttlm experiment --claims docs/results`"
+    )
+    assert main(["experiment", "--claims", str(results)]) == 0
+    assert capsys.readouterr().out.strip() == section
+    assert main(["experiment", "--claims", str(results / "nowhere")]) == 2

@@ -1,4 +1,5 @@
-"""``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--out DIR] [--dry-run]`` and ``tttlm experiment --list``.
+"""``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--out DIR] [--dry-run]``, ``tttlm experiment --list``
+and ``tttlm experiment --claims DIR`` (the claims table of the committed reports).
 
 Exit status: 0 done (or planned); 2 a bad spec, config, data or run directory (the message names it and the fix);
 1 a run failed (non-finite loss) or the default corpus could not be fetched; 128 + N stopped by signal N (re-run
@@ -32,6 +33,14 @@ def _experiment(args: argparse.Namespace) -> int:
 
     if args.list:
         return _list()
+    if args.claims:
+        from tttlm.experiments.overview import claims_section
+
+        if not args.claims.is_dir():
+            print(f"tttlm experiment: error: --claims {args.claims}: no such directory", file=sys.stderr)
+            return 2
+        print(claims_section(args.claims))
+        return 0
     if not args.name:
         print("tttlm experiment: error: name an experiment (tttlm experiment --list shows them)", file=sys.stderr)
         return 2
@@ -92,6 +101,14 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--scale", choices=("cpu", "paper"), default="cpu", help="sizes, lengths and budgets")
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0 … N-1 of every arm")
+    parser.add_argument(
+        "--claims",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="print the claims of every DIR/<experiment>/results.json as one markdown table (the one in "
+        "docs/results/README.md) and exit",
+    )
     parser.add_argument("--out", type=Path, default=None, help="runs and report (default runs/experiments/NAME-SCALE)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs trained at a time (processes)")

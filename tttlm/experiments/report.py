@@ -128,7 +128,7 @@ def write_report(spec: Any, summary: Summary, out: Path) -> Path:
             "experiment": spec.name,
             "scale": spec.scale,
             "seeds": summary.seeds,
-            "claims": [c.to_json() for c in summary.claims],
+            "claims": [c.to_json(summary.spec) for c in summary.claims],
             "values": summary.values,
             "intervals": {
                 arm: {p: {m: i.to_json() for m, i in ms.items()} for p, ms in points.items()}

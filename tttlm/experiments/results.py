@@ -44,14 +44,14 @@ class ClaimResult:
     verdict: str = NOT_RUN
     reason: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, spec: Spec) -> dict[str, Any]:
         claim = self.claim
         return {
             "id": claim.id,
             "source": claim.source,
             "claim": claim.text,
             "paper": claim.paper,
-            "quantity": quantity_text(claim),
+            "quantity": quantity_text(claim, spec),
             "expect": expectation_text(claim),
             "per_seed": self.per_seed,
             "interval": self.interval.to_json() if self.interval else None,
