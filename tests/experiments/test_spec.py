@@ -9,6 +9,7 @@ from experiment_testing import base_spec
 
 from tttlm.experiments.plan import plan_runs
 from tttlm.experiments.spec import SpecError, at_scale, load_spec, parse_spec
+from tttlm.models import make_config
 
 
 def _parse(raw, scale="cpu"):
@@ -108,6 +109,22 @@ def test_configs_the_trainer_or_registry_would_refuse_are_refused_by_the_plan(tm
     spec = _parse(_change(path, value))
     with pytest.raises(SpecError, match=f"arm 'small-b'.*{message}"):
         plan_runs(spec, [0], tmp_path)
+
+
+def test_parameter_matching_is_a_setting_of_the_runs_not_of_the_arch(tmp_path):
+    raw = base_spec()
+    raw["train_config"]["model"]["overrides"] = {}
+    raw["arms"] = [
+        {"name": "small-b", "arch": "swa"},
+        {"name": "large-b", "arch": "swa", "settings": {"model.match_params": "ttt-linear"}},
+    ]
+    papers, matched = (plan.model_config for plan in plan_runs(_parse(raw), [0], tmp_path))
+    assert papers.intermediate_size == make_config("swa", "tiny").intermediate_size  # the preset's width
+    solved = make_config("swa", "tiny", match_params="ttt-linear", vocab_size=300).intermediate_size
+    assert matched.intermediate_size == solved != papers.intermediate_size
+    raw["arms"][1]["settings"] = {"model.match_params": "llama"}
+    with pytest.raises(SpecError, match=r"arm 'large-b'.*match_params must be None .* 'ttt-linear'"):
+        plan_runs(_parse(raw), [0], tmp_path)
 
 
 def test_the_window_to_mini_batch_ratio_is_checked(tmp_path):

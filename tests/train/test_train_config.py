@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tttlm.train.config import ConfigError, OptimConfig, accumulation_steps, config_from_dict, load_config
+from tttlm.train.config import (
+    ConfigError,
+    OptimConfig,
+    accumulation_steps,
+    config_from_dict,
+    load_config,
+    trajectory_of,
+)
 from tttlm.train.optim import lr_at
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -65,11 +72,28 @@ def test_set_overrides_and_defaults() -> None:
         ({"device": "tpu"}, "device must be one of"),
         ({"optim": {"betas": [0.9]}}, "optim.betas must be two numbers"),
         ({"eval": {"tokens": 10}, "data": {"seq_len": 64}}, "eval.tokens .* must be at least data.seq_len"),
+        ({"model": {"match_params": "llama"}}, r"model.match_params: match_params must be None .* 'ttt-linear'"),
     ],
 )
 def test_invalid_configs(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw)
+
+
+def test_match_params_is_in_the_trajectory_where_it_changes_the_model() -> None:
+    def trajectory(arch: str, **model: object) -> object:
+        return config_from_dict({"model": {"arch": arch, **model}}).trajectory()["model"]["match_params"]
+
+    assert trajectory("swa", match_params="ttt-linear") == "ttt-linear"
+    assert trajectory("swa") is None
+    # matching leaves the reference, ttt-e2e and a given width as they are: equal either way
+    assert trajectory("ttt-linear", match_params="ttt-linear") is None
+    assert trajectory("ttt-e2e", match_params="ttt-linear") is None
+    assert trajectory("swa", match_params="ttt-linear", overrides={"intermediate_size": 64}) is None
+    # a config saved before the key existed was trained with the registry's matched widths of then
+    assert trajectory_of({"model": {"arch": "swa", "size": "tiny", "overrides": {}}})["model"]["match_params"] == (
+        "ttt-linear"
+    )
 
 
 def test_batch_that_does_not_split() -> None:

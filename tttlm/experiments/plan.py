@@ -124,7 +124,9 @@ def _model_config(spec: Spec, raw: dict[str, Any], where: str) -> PretrainedConf
     model = raw.get("model") or {}
     overrides = {"vocab_size": spec.vocab_size, **(model.get("overrides") or {})}
     try:
-        return make_config(model["arch"], model.get("size", "tiny"), **overrides)
+        return make_config(
+            model["arch"], model.get("size", "tiny"), match_params=model.get("match_params"), **overrides
+        )
     except (ValueError, TypeError) as error:
         raise SpecError(f"{where}: the model config is invalid: {error}") from None
 

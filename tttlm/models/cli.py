@@ -13,6 +13,7 @@ from tttlm.models.e2e.configuration import E2EConfig
 from tttlm.models.provenance import LETTER_MEANINGS, SOURCES, layer_pattern
 from tttlm.models.registry import (
     ARCHS,
+    MATCH_REFERENCES,
     SIZES,
     count_parameters,
     make_config,
@@ -43,6 +44,12 @@ def add_models_command(commands: Any) -> None:
     )
     parser.add_argument("--size", type=_size, default="125m", help=f"size preset, one of {', '.join(SIZES)}")
     parser.add_argument(
+        "--match-params",
+        choices=MATCH_REFERENCES,
+        default=None,
+        help="solve each arch's width to match this model's parameter count (default: the papers' widths)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print JSON: the layer-pattern letters and one record per arch (arch, size, layer_pattern, widths, "
@@ -55,12 +62,14 @@ def _models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    rows = table_rows(args.size)
+    rows = table_rows(args.size, match_params=args.match_params)
     if args.json:
-        print(json.dumps({"size": args.size, "letters": LETTER_MEANINGS, "archs": rows}, indent=2))
+        record = {"size": args.size, "match_params": args.match_params, "letters": LETTER_MEANINGS, "archs": rows}
+        print(json.dumps(record, indent=2))
         return 0
 
-    table = Table(title=f"tttlm models --size {args.size}: parameters matched to TTT-Linear of that size")
+    widths = f"parameters matched to {args.match_params}" if args.match_params else "the papers' widths"
+    table = Table(title=f"tttlm models --size {args.size}: {widths}, ratio to TTT-Linear of that size")
     for name, justify in [
         ("arch", "left"),
         ("params", "right"),
@@ -95,10 +104,11 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(arch: str, size: str = "tiny", **overrides: Any) -> dict[str, Any]:
+def describe(arch: str, size: str = "tiny", *, match_params: str | None = None, **overrides: Any) -> dict[str, Any]:
     """One record of ``tttlm models``: parameter count, ratio to the reference, the block pattern, widths, heads,
-    head dims and window of ``arch``, and the sources of its choices (``provenance.SOURCES``)."""
-    config = make_config(arch, size, **overrides)  # validates arch, size and overrides
+    head dims and window of ``arch`` (``match_params`` as in ``registry.build``), and the sources of its choices
+    (``provenance.SOURCES``)."""
+    config = make_config(arch, size, match_params=match_params, **overrides)  # validates arch, size and overrides
     spec = ARCHS[arch]
     params = count_parameters(config)  # the class follows the config (transformer + short_conv is a stack model)
     reference = count_parameters(reference_config(size, **overrides), TTTForCausalLM)
@@ -201,12 +211,15 @@ def _details(config: PretrainedConfig) -> str:
     return f"state {config.state_size}, d_inner {config.intermediate_size}"
 
 
-def table_rows(size: str = "125m") -> list[dict[str, Any]]:
+def table_rows(size: str = "125m", *, match_params: str | None = None) -> list[dict[str, Any]]:
     """``describe`` for every arch, the TTT archs with both backbones."""
     rows = []
     for arch in ARCHS:
         if arch in ("ttt-linear", "ttt-mlp"):
-            rows.extend(describe(arch, size, backbone=backbone) for backbone in ("transformer", "mamba"))
+            rows.extend(
+                describe(arch, size, match_params=match_params, backbone=backbone)
+                for backbone in ("transformer", "mamba")
+            )
         else:
-            rows.append(describe(arch, size))
+            rows.append(describe(arch, size, match_params=match_params))
     return rows

@@ -38,8 +38,8 @@ LETTER_MEANINGS = {
 }
 
 _MATCHED = {
-    "MLP width solved to match TTT-Linear's parameter count": "ours (registry._solve_width; paper 2 §3.1 also "
-    "shrinks the MLP)"
+    "MLP width at the preset (2048 at 125m); match_params='ttt-linear', a runner option, solves it to TTT-Linear's "
+    "parameter count": "paper 1 §3 (the preset's widths); the option is ours (registry._solve_width)"
 }
 _RELEASE_BLOCK = {
     "pre+post RMSNorm, per-head QK-norm, interleaved RoPE theta 500K": "test-time-training/e2e ttt/model/"

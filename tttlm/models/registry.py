@@ -37,14 +37,14 @@ pure-PyTorch scan (what runs without ``mamba_ssm``, so always on CPU) has a back
 training step at tiny, 8 × 1024 tokens) and starts every multi-token call from a zero state; ``layers.selective_scan``
 is linear in T forward and backward and starts from the cached state.
 
-Parameter matching: the reference is TTT-Linear with the Transformer backbone at the preset. Every other arch has its
-width solved so that its parameter count matches the reference (the papers' practice: the TTT-E2E paper shrinks
-the MLP to keep the count): the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP.
-ttt-e2e is never solved: it has the release's own sizes (``E2E_PRESETS``, one MLP width for static and prime MLPs).
-Mamba and Mamba-2 have no MLP; they get 2 layers per Transformer block (the Mamba papers' depth at these sizes),
-then Mamba-1 has its inner width d_inner (``intermediate_size``, normally 2 × hidden) solved and Mamba-2, whose
-width must be ``expand × hidden`` (an integer expand), its number of layers. ``match_params=False`` keeps the
-preset widths; an explicit width override is kept as given.
+Widths: by default every arch has its papers' widths at the preset (paper 1's Transformer: the Mamba paper's Llama
+recipe, MLP 2048 at 125m; Mamba and Mamba-2: 2 layers per Transformer block, the Mamba papers' depth, expand 2).
+Parameter matching is an option of the comparison runners (the training config's ``model.match_params``, which an
+experiment sets in its ``train_config`` or an arm's ``settings``), not of the model: ``match_params="ttt-linear"``
+solves each arch's width so that its parameter count matches TTT-Linear's with the Transformer backbone at the
+preset: the MLP width (``intermediate_size``, a multiple of 8) for the models with an MLP, Mamba-1's inner width
+d_inner (``intermediate_size``), Mamba-2's number of layers (its width must be ``expand × hidden``). ttt-e2e is
+never solved (the release's own sizes, ``E2E_PRESETS``); an explicit width override is kept as given.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ ARCH_ATTR = "tttlm_arch"
 # dims every arch takes from the TTT preset; overriding one of them changes the reference model too
 SHARED_DIMS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 MLP_WIDTH_MULTIPLE = 8
+# the models ``match_params`` can match parameter counts to (the reference's registry name)
+MATCH_REFERENCES = ("ttt-linear",)
 # knobs every arch takes that are no config field (see ``build``)
 REGISTRY_KNOBS = ("short_conv",)
 
@@ -543,6 +545,13 @@ def _is_reference(spec: ArchSpec, overrides: dict[str, Any]) -> bool:
     return spec.name == "ttt-linear" and overrides.get("backbone", "transformer") == "transformer"
 
 
+def solves_width(arch: str, overrides: dict[str, Any]) -> bool:
+    """Whether ``match_params`` changes ``arch`` built with ``overrides``: False for the reference itself, for
+    ttt-e2e (never solved) and when the overrides give the width."""
+    spec = _spec(arch)
+    return spec.width_field is not None and spec.width_field not in overrides and not _is_reference(spec, overrides)
+
+
 def reference_config(size: str, **overrides: Any) -> TTTConfig:
     """The model every arch of ``size`` is matched to: TTT-Linear, Transformer backbone, with the shared overrides."""
     return TTTConfig.from_preset(_size(size), **{k: v for k, v in overrides.items() if k in SHARED_DIMS})
@@ -560,12 +569,27 @@ def _solve_width(spec: ArchSpec, config_at: Callable[[int], PretrainedConfig], s
     if width < spec.width_multiple:
         raise ValueError(
             f"{spec.name}: cannot match the reference's {target:,} parameters by changing {spec.width_field} (it would "
-            f"need {width}); pass match_params=False or set {spec.width_field} yourself"
+            f"need {width}); build without match_params or set {spec.width_field} yourself"
         )
     return width
 
 
-def make_config(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> PretrainedConfig:
+def matches_params(match_params: object) -> bool:
+    """Whether ``match_params`` asks for matched widths: None or False for the arch's own widths, a name of
+    ``MATCH_REFERENCES`` for matching; anything else is refused, naming the choices."""
+    if match_params is None or match_params is False:
+        return False
+    if isinstance(match_params, str) and match_params in MATCH_REFERENCES:
+        return True
+    raise ValueError(
+        f"match_params must be None (the papers' widths) or the model whose parameter count to match, one of "
+        f"{', '.join(map(repr, MATCH_REFERENCES))}; got {match_params!r}"
+    )
+
+
+def make_config(
+    arch: str, size: str = "tiny", *, match_params: str | None = None, **overrides: Any
+) -> PretrainedConfig:
     """The config ``build`` would use (see ``build``); cheap, nothing is allocated except for parameter counting
     on the meta device."""
     spec, size = _spec(arch), _size(size)
@@ -578,22 +602,22 @@ def make_config(arch: str, size: str = "tiny", *, match_params: bool = True, **o
         setattr(config, ARCH_ATTR, spec.name)
         return config
 
-    solve = match_params and spec.width_field is not None and spec.width_field not in overrides
-    if not solve or _is_reference(spec, overrides):
+    if not (matches_params(match_params) and solves_width(arch, overrides)):
         return config_at(None)
     start = getattr(config_at(None), spec.width_field)
     target = count_parameters(dims, TTTForCausalLM)
     return config_at(_solve_width(spec, config_at, start, target))
 
 
-def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> PreTrainedModel:
+def build(arch: str, size: str = "tiny", *, match_params: str | None = None, **overrides: Any) -> PreTrainedModel:
     """A freshly initialised causal LM of architecture ``arch`` at size preset ``size``.
 
     Args:
         arch: one of ``ARCHS`` ("ttt-linear", "ttt-mlp", "transformer", "full-attention", "swa", "hybrid", "mamba",
             "mamba2", "gated-deltanet", "gdn-swa", "mamba2-swa", "ttt-kvb", "ttt-kvb-linear", "ttt-e2e").
         size: a preset of ``TTTConfig`` ("tiny", "125m", "350m", "760m", "1.3b").
-        match_params: solve the arch's width so that its parameter count matches TTT-Linear's at this size.
+        match_params: None (or False): the arch's own widths at the preset, the papers'; "ttt-linear": its width
+            solved so that its parameter count matches TTT-Linear's (Transformer backbone) at this size.
         **overrides: fields of the arch's config class (e.g. ``backbone="mamba"`` for the TTT archs,
             ``sliding_window=512`` for swa/hybrid/ttt-kvb/ttt-e2e, ``lact_chunk_size=512`` for ttt-kvb,
             ``ttt_mini_batch_size=128`` for ttt-kvb-linear,
@@ -611,7 +635,7 @@ def build(arch: str, size: str = "tiny", *, match_params: bool = True, **overrid
     return _class_for_config(config)(config)
 
 
-def param_count(arch: str, size: str = "tiny", *, match_params: bool = True, **overrides: Any) -> int:
+def param_count(arch: str, size: str = "tiny", *, match_params: str | None = None, **overrides: Any) -> int:
     """Number of parameters of ``build(arch, size, **overrides)`` (tied weights once), counted on the meta device."""
     return count_parameters(make_config(arch, size, match_params=match_params, **overrides))
 

@@ -34,6 +34,8 @@ ON_NONFINITE = ("stop", "skip")
 # keys of the trajectory sections that do not change the sequence of weights (checks, fault handling): a resume
 # with other values is still exact, and checkpoints written before these keys existed still resume
 _NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
+# what the registry did before model.match_params existed: every arch's width matched to TTT-Linear's
+MATCH_PARAMS_BEFORE = "ttt-linear"
 # trajectory keys added later, with the value that a config saved before they existed was trained under
 _ADDED_LATER = {
     "train": {"inner_lr_warmup": "off", "trainable": []},
@@ -55,12 +57,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Which model: ``arch`` of the model registry, a ``size`` preset, config ``overrides``, and ``init_from``: a run,
-    checkpoint or model directory whose weights the run starts from (``tttlm.train.init_from``; None: fresh)."""
+    """Which model: ``arch`` of the model registry, a ``size`` preset, config ``overrides``, ``match_params`` (None:
+    the papers' widths; "ttt-linear": the arch's width solved to TTT-Linear's parameter count, as a comparison may
+    ask, ``registry.build``), and ``init_from``: a run, checkpoint or model directory whose weights the run starts
+    from (``tttlm.train.init_from``; None: fresh)."""
 
     arch: str = "ttt-linear"
     size: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
+    match_params: str | None = None
     init_from: str | None = None
 
 
@@ -189,7 +194,22 @@ def trajectory_of(plain: dict[str, Any]) -> dict[str, Any]:
     for section, added in _ADDED_LATER.items():
         if isinstance(out[section], dict):
             out[section] = {**added, **out[section]}
+    if isinstance(out["model"], dict):
+        out["model"] = {**out["model"], "match_params": _effective_match_params(out["model"])}
     return out
+
+
+def _effective_match_params(model: dict[str, Any]) -> str | None:
+    """``model.match_params`` as it acts on the model: None where matching changes nothing (the reference, ttt-e2e,
+    a width given), so that these runs compare equal either way. A config saved before the key existed was trained
+    under the registry's default of then, widths matched to TTT-Linear."""
+    from tttlm.models.registry import ARCHS, solves_width  # the registry's rule; torch is loaded only here
+
+    value = model.get("match_params", MATCH_PARAMS_BEFORE)
+    arch, overrides = model.get("arch"), model.get("overrides") or {}
+    if arch not in ARCHS or model.get("size") == "from-init":
+        return value
+    return value if solves_width(arch, overrides) else None
 
 
 def _plain(value: Any) -> Any:
@@ -339,6 +359,12 @@ def validate(config: TrainConfig) -> TrainConfig:
             "model.size: from-init takes the whole model config from model.init_from: set init_from and leave "
             "model.overrides empty (or name a size preset and give the overrides that build the source's model)"
         )
+    from tttlm.models.registry import matches_params  # the registry's rule; torch is loaded only here
+
+    try:
+        matches_params(config.model.match_params)
+    except ValueError as error:
+        raise ConfigError(f"model.match_params: {error}") from None
     if "vocab_size" in config.model.overrides and not isinstance(config.model.overrides["vocab_size"], int):
         raise ConfigError("model.overrides.vocab_size must be an integer (or left out: the tokenizer's vocab size)")
     return config

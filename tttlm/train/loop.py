@@ -284,7 +284,10 @@ def build(
         model = model_like_source(source, config.model.arch)
     else:
         model = make_model(
-            config.model.arch, config.model.size, {**config.model.overrides, "vocab_size": data.vocab_size}
+            config.model.arch,
+            config.model.size,
+            {**config.model.overrides, "vocab_size": data.vocab_size},
+            config.model.match_params,
         )
     # the data's end-of-text token starts and ends documents; generate() reads it from the generation config
     for settings in (model.config, getattr(model, "generation_config", None)):
