@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tttlm.bench import decode, e2e, forms, kernels, prefill, roofline, train
+from tttlm.bench import decode, e2e, forms, kernels, memory, prefill, roofline, train
 from tttlm.bench.cases import expand_cases
 from tttlm.bench.records import RecordsFile, write_records
 from tttlm.bench.report import render
@@ -92,12 +92,17 @@ INTERRUPTED = {
         (e2e, "build"),
         [("swa", 16), ("ttt-e2e", 16)],
     ),
+    "memory": (
+        ["bench", "memory", *TINY, "--seqs", "16,32,48", "--window", "8", "--mini-batch", "4", "--remats", "none"],
+        (memory, "measure_case"),
+        [("tiny", 16), ("tiny", 32)],
+    ),
 }  # fmt: skip
 
 
 def _key(record: dict[str, Any]) -> tuple[object, object]:
     """What identifies a record of any benchmark in ``INTERRUPTED``: its model or kind, and its length."""
-    name = next(record[k] for k in ("arch", "layer", "kind", "op") if k in record)
+    name = next(record[k] for k in ("arch", "layer", "kind", "op", "model") if k in record)
     if record.get("kind") in ("matmul_peak", "bandwidth"):
         return name, None
     length = next(record[k] for k in ("context", "seq_len", "T", "seq") if k in record)

@@ -8,6 +8,7 @@ from tttlm.bench.decode import add_bench_decode_command
 from tttlm.bench.e2e_cli import add_bench_e2e_command
 from tttlm.bench.forms import add_bench_forms_command
 from tttlm.bench.kernels import add_bench_kernels_command
+from tttlm.bench.memory import add_bench_memory_command
 from tttlm.bench.prefill import add_bench_prefill_command
 from tttlm.bench.report import add_bench_report_command
 from tttlm.bench.roofline import add_bench_roofline_command
@@ -23,6 +24,7 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     add_bench_decode_command(benches)
     add_bench_e2e_command(benches)
     add_bench_kernels_command(benches)
+    add_bench_memory_command(benches)
     add_bench_roofline_command(benches)
     add_bench_report_command(benches)
     add_bench_train_command(benches)
