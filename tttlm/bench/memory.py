@@ -48,13 +48,16 @@ GPU_SHAPES: dict[str, dict[str, int]] = {
                  "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936},
 }  # fmt: skip
 GPU_SEQ, GPU_WINDOW, GPU_MINI_BATCH = 32768, 8192, 1024
+ESTIMATED = "gpu (estimate)"  # the device of an estimate-only record
+OUT_OF_MEMORY = "out of memory"
 
 
 @dataclass(frozen=True)
 class MemoryRecord:
     """One case: the measured peak of a training step (None for an estimate-only case) and the estimate's terms.
 
-    ``measured_bytes``: peak above the weights during forward + backward (gradients included); ``estimate_bytes``:
+    ``measured_bytes``: peak above the weights during forward + backward (gradients included; None when not run:
+    ``skipped`` says why, e.g. out of memory); ``seconds``: one more step, untracked; ``estimate_bytes``:
     the estimate of the same (``MemoryEstimate.step_peak``); ``total_bytes``: the estimate of a whole training step
     (weights, gradients, AdamW, activations); ``activation_bytes``: bytes per saved activation in the estimate.
     """
@@ -74,6 +77,7 @@ class MemoryRecord:
     total_bytes: float
     activation_bytes: int
     seconds: float | None
+    skipped: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -96,6 +100,7 @@ def _record(
     estimate: MemoryEstimate,
     measured: int | None,
     seconds: float | None,
+    skipped: str | None = None,
 ) -> MemoryRecord:
     return MemoryRecord(
         model=model,
@@ -113,13 +118,15 @@ def _record(
         total_bytes=estimate.total,
         activation_bytes=estimate.activation_bytes,
         seconds=seconds,
+        skipped=skipped,
     )
 
 
 def measure_case(
     config: E2EConfig, batch: int, seq: int, trainable: str, device: torch.device, seed: int = 0
 ) -> tuple[int, float]:
-    """(peak bytes of one training step above the weights, its seconds) for ``config`` (``remat`` as it says)."""
+    """(peak bytes of one training step above the weights, the seconds of another step) for ``config`` (its
+    ``remat`` as it says)."""
     from tttlm.models.e2e.modeling import E2EForCausalLM
 
     torch.manual_seed(seed)
@@ -137,8 +144,13 @@ def measure_case(
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
 
+    peak = peak_bytes(step, device)  # also the warm-up of the timed step
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     started = time.perf_counter()
-    peak = peak_bytes(step, device)
+    step()  # timed without the CPU's tracking, which slows every operation
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return peak, time.perf_counter() - started
 
 
@@ -187,11 +199,17 @@ def run_memory_bench(
         for size, seq, remat, trainable in cases:
             progress.start(f"{size} T={seq} remat={remat} trainable={trainable}")
             config = _config(size, window, mini_batch, vocab, remat)
-            measured, seconds = measure_case(config, batch, seq, trainable, dev)
             estimate = estimate_step_memory(config, batch, seq, trainable, activation_bytes, dev.type)
-            record = _record(size, dev.type, config, batch, seq, trainable, estimate, measured, seconds)
+            try:
+                measured, seconds = measure_case(config, batch, seq, trainable, dev)
+            except torch.OutOfMemoryError:
+                record = _record(size, dev.type, config, batch, seq, trainable, estimate, None, None, OUT_OF_MEMORY)
+                torch.cuda.empty_cache()
+            else:
+                record = _record(size, dev.type, config, batch, seq, trainable, estimate, measured, seconds)
             records.append(record)
-            progress.done([record.to_json()], f"{measured / MIB:.1f} MiB (estimate {estimate.step_peak / MIB:.1f})")
+            found = OUT_OF_MEMORY if record.skipped else f"{measured / MIB:.1f} MiB"
+            progress.done([record.to_json()], f"{found} (estimate {estimate.step_peak / MIB:.1f} MiB)")
     estimates = []
     for name in gpu_shapes:
         for trainable in TRAINABLES:
@@ -200,7 +218,7 @@ def run_memory_bench(
                     **GPU_SHAPES[name], sliding_window=GPU_WINDOW, mini_batch_size=GPU_MINI_BATCH, remat=remat
                 )
                 estimate = estimate_step_memory(config, 1, gpu_seq, trainable, activation_bytes=2)
-                estimates.append(_record(name, "gpu (estimate)", config, 1, gpu_seq, trainable, estimate, None, None))
+                estimates.append(_record(name, ESTIMATED, config, 1, gpu_seq, trainable, estimate, None, None))
     if out is not None and estimates:
         out.add(r.to_json() for r in estimates)
     return records + estimates
@@ -209,19 +227,21 @@ def run_memory_bench(
 def tables(records: Sequence[Record]) -> list[TextTable]:
     """The measured cases (measured vs estimated peak, seconds) and the GPU estimates (total GiB per mode)."""
     measured = TextTable(
-        "One meta-training step (forward + backward): peak above the weights, measured vs estimated",
+        "One meta-training step (forward + backward): peak above the weights, measured vs estimated; s/step of "
+        "another step, untracked",
         ["model", "device", "trainable", "T", "remat", "params", "measured MiB", "estimate MiB", "est/meas", "s/step"],
         left=5,
     )
-    for r in (r for r in records if r["measured_bytes"] is not None):
+    for r in (r for r in records if r["device"] != ESTIMATED):
+        found = r["measured_bytes"]
+        cells = [OUT_OF_MEMORY, "-", "-"] if found is None else [
+            f"{found / MIB:,.1f}", f"{r['estimate_bytes'] / found:.2f}", f"{r['seconds']:.2f}"
+        ]  # fmt: skip
         measured.rows.append(
-            [
-                r["model"], r["device"], r["trainable"], str(r["seq"]), r["remat"], f"{r['parameters'] / 1e6:.2f}M",
-                f"{r['measured_bytes'] / MIB:,.1f}", f"{r['estimate_bytes'] / MIB:,.1f}",
-                f"{r['estimate_bytes'] / r['measured_bytes']:.2f}", f"{r['seconds']:.2f}",
-            ]
+            [r["model"], r["device"], r["trainable"], str(r["seq"]), r["remat"], f"{r['parameters'] / 1e6:.2f}M",
+             cells[0], f"{r['estimate_bytes'] / MIB:,.1f}", *cells[1:]]
         )  # fmt: skip
-    estimated = [r for r in records if r["measured_bytes"] is None]
+    estimated = [r for r in records if r["device"] == ESTIMATED]
     out = [measured] if measured.rows else []
     if estimated:
         gpu = TextTable(
