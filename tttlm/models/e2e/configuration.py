@@ -86,7 +86,7 @@ class E2EConfig(LMConfig):
             block below the updated ones, ``remat_prefix_block``): each inner step keeps only its inputs and
             outputs (fast weights, KV windows, logits) and each lower block only its input; "inner": the inner
             steps only; "none"; "auto" (ours, the default): "all" when the weights are on an accelerator, "none"
-            on the CPU, where it costs 1.2-1.4x the step time at the sizes a CPU trains.
+            on the CPU, where it costs 1.1-1.7x the step time (tttlm bench memory).
             ``gradient_checkpointing_enable()`` makes it "all" in training mode.
         prime_position: "before_static" (release) or "after_static" (ours, earlier versions).
         inner_lr_learnable: ours: learn one log step size per prime weight tensor (gate, up, down of every updated
