@@ -6,13 +6,15 @@ inside the forward to serve that inner backward (its "backward inside checkpoint
 alive, while its reentrant form runs the forward without autograd. Here the forward runs ``fn`` with autograd on,
 keeps nothing but its inputs and detached outputs, and the backward runs ``fn`` again and differentiates the
 recomputed outputs with respect to the tensor inputs and ``params`` (the parameters ``fn`` reads), so the
-gradients reach the parameters whether the caller uses ``backward`` or ``autograd.grad``. The backward is first
+gradients reach the parameters whether the caller uses ``backward`` or ``autograd.grad``; the recomputation runs
+under the forward's autocast. The backward is first
 order (``once_differentiable``): nothing differentiates the outer gradient again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -21,6 +23,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 _TENSOR = object()  # marks where a tensor goes in the rebuilt output
+_AUTOCAST = ("cpu", "cuda")  # the autocast states a recomputation restores
 
 
 class _Remat(torch.autograd.Function):
@@ -29,6 +32,8 @@ class _Remat(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, fn: Callable[..., list[Tensor]], n_inputs: int, *tensors: Tensor) -> tuple[Tensor, ...]:
         ctx.fn, ctx.n_inputs = fn, n_inputs
+        on = [device for device in _AUTOCAST if torch.is_autocast_enabled(device)]
+        ctx.autocast = [(device, torch.get_autocast_dtype(device)) for device in on]
         ctx.save_for_backward(*tensors)
         ctx.set_materialize_grads(False)  # an output nobody used gets no zero gradient of its size
         with torch.enable_grad():
@@ -40,7 +45,10 @@ class _Remat(torch.autograd.Function):
     def backward(ctx: Any, *grad_outputs: Tensor | None) -> tuple[Tensor | None, ...]:
         tensors = ctx.saved_tensors
         inputs = _leaves(tensors[: ctx.n_inputs])
-        with torch.enable_grad():
+        with ExitStack() as autocast, torch.enable_grad():
+            # the recomputation runs as the forward did (the engine runs the backward outside its autocast)
+            for device, dtype in ctx.autocast:
+                autocast.enter_context(torch.autocast(device, dtype=dtype))
             outputs = ctx.fn(*inputs)
         used = [(o, g) for o, g in zip(outputs, grad_outputs, strict=True) if g is not None and o.requires_grad]
         wrt = [t for t in (*inputs, *tensors[ctx.n_inputs :]) if t.requires_grad]
