@@ -8,10 +8,15 @@
 - ``s-niah-3``: a UUID in the essay haystack.
 
 The key is RULER's: an adjective-noun pair from the wonderwords word lists (912 adjectives × 6,782 nouns, the lists
-RULER draws from; installed with the package, nothing is fetched). The prompt is RULER's single-needle template:
-"A special magic number is hidden within the following text. ... afterwards.\\n{context}\\nWhat is the special magic
-number for {key} mentioned in the provided text? The special magic number for {key} mentioned in the provided text
-is"; the needle "One of the special magic numbers for {key} is: {value}.".
+RULER draws from; installed with the package, nothing is fetched). Keys and values are split in two parts held apart
+(``part_of``: the parity of a sha256 of the word or value): the evaluation draws both words of a key, and its value,
+from the "eval" part (445 × 3,418 keys; RULER draws from the whole lists), the training needles of
+``tttlm.data.needles`` from the "train" part, so no evaluation key word or value is ever trained on.
+
+The prompt is RULER's single-needle template: "A special magic number is hidden within the following text. ...
+afterwards.\\n{context}\\nWhat is the special magic number for {key} mentioned in the provided text? The special magic
+number for {key} mentioned in the provided text is"; the needle "One of the special magic numbers for {key} is:
+{value}.".
 
 A sample of context length L has at most L − 128 prompt tokens: RULER's lengths count the 128 generated tokens. The
 prompt is built from separately tokenized pieces, so the needle's token span is known exactly (``needle_start``).
@@ -26,6 +31,7 @@ interval.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import uuid
@@ -45,6 +51,7 @@ NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. The
 GENERATE = 128  # RULER's tokens_to_generate for the niah tasks; the context length includes them
 ESSAY_DEPTHS = tuple(int(d) for d in np.round(np.linspace(0, 100, num=40)))  # RULER's depth grid, in percent
 _Z975 = 1.959963984540054
+PARTS = ("eval", "train")  # the two halves of the key and value space (part_of)
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +63,22 @@ def key_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
         return tuple(w.strip() for w in (assets / name).read_text().splitlines() if w.strip())
 
     return read("adjectivelist.txt"), read("nounlist.txt")
+
+
+def part_of(text: str) -> str:
+    """The part of the key space a key word or a value belongs to: "eval" or "train", by the parity of the first byte
+    of sha256("tttlm-niah:" + text). About half of each list falls in each part, with no pattern in the words or
+    digits that a model trained on one part could pick up (a rule by letter or last digit would bias its guesses)."""
+    return PARTS[hashlib.sha256(f"tttlm-niah:{text}".encode()).digest()[0] & 1]
+
+
+@lru_cache(maxsize=2)
+def key_space(part: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(adjectives, nouns) of ``key_words`` in ``part`` ("eval" or "train")."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}")
+    adjectives, nouns = key_words()
+    return tuple(w for w in adjectives if part_of(w) == part), tuple(w for w in nouns if part_of(w) == part)
 
 
 def ruler_match(prediction: str, references: Sequence[str]) -> float:
@@ -80,8 +103,9 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
 
 @dataclass
 class NiahSample:
-    """One prompt. ``ids``: (≤ length − 128,) token ids; the needle is ``ids[needle_start : needle_start +
-    needle_len]``; ``depth`` in [0, 1] is where it sits in the haystack."""
+    """One prompt. ``ids``: (≤ length − reserve,) token ids, reserve = 128 generated tokens by default; the needle is
+    ``ids[needle_start : needle_start + needle_len]``; ``depth`` in [0, 1] is where it sits in the haystack;
+    ``answer_ids``: the answer as the prompt's continuation (" " + answer, tokenized on its own)."""
 
     task: str
     length: int
@@ -93,12 +117,17 @@ class NiahSample:
     needle_len: int
     haystack_start: int
     haystack_len: int
+    answer_ids: list[int]
 
 
-def _value(rng: random.Random, kind: str) -> str:
-    if kind == "number":
-        return str(rng.randint(1_000_000, 9_999_999))
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+def _value(rng: random.Random, kind: str, part: str) -> str:
+    while True:  # about two draws: half of the values are in each part
+        if kind == "number":
+            value = str(rng.randint(1_000_000, 9_999_999))
+        else:
+            value = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if part_of(value) == part:
+            return value
 
 
 def prompt_texts(kind: str, key: str, value: str) -> tuple[str, str, str]:
@@ -120,13 +149,28 @@ class NiahTaskMaker:
     """Builds deterministic S-NIAH samples for one tokenizer.
 
     Args:
-        essay_ids: (N,) token ids of held-out prose (documents back to back) for s-niah-2/3; may be empty when
-            only s-niah-1 is asked for.
+        essay_ids: (N,) token ids of prose (documents back to back) for s-niah-2/3: held-out documents for the
+            evaluation, train documents for training needles; may be empty when only s-niah-1 is asked for.
+        part: the part of the key space (``part_of``) keys and values come from: "eval" for the evaluation, "train"
+            for training needles.
+        essay_start: "first": every essay haystack is the essay from its first token (RULER: the concatenated
+            essays, cut to length); "random": each starts at a random token of it (training needles: many passages).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, essay_ids: np.ndarray | Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        essay_ids: np.ndarray | Sequence[int] = (),
+        *,
+        part: str = "eval",
+        essay_start: str = "first",
+    ) -> None:
+        if essay_start not in ("first", "random"):
+            raise ValueError(f"essay_start must be first or random; got {essay_start!r}")
+        key_space(part)  # checks the part's name
         self.tokenizer = tokenizer
         self.essay = np.asarray(essay_ids, dtype=np.int64)
+        self.part, self.essay_start = part, essay_start
         # ids whose text ends a sentence or line: an essay needle goes right after one of them
         self.enders = {
             i for i in range(len(tokenizer)) if tokenizer.decode([i]).rstrip(" ").endswith((".", "!", "?", "\n"))
@@ -144,52 +188,65 @@ class NiahTaskMaker:
     def _essay(self, budget: int, needle: list[int], rng: random.Random, depth: float | None) -> tuple[list, int]:
         if self.essay.size == 0:
             raise ValueError("the essay tasks (s-niah-2, s-niah-3) need held-out documents; none were given")
-        haystack = np.tile(self.essay, -(-budget // self.essay.size))[:budget].tolist()  # RULER repeats a short essay
+        first = 0 if self.essay_start == "first" else rng.randrange(self.essay.size)
+        haystack = self.essay[(first + np.arange(budget)) % self.essay.size].tolist()  # RULER repeats a short essay
         starts = [0] + [i + 1 for i, t in enumerate(haystack[:-1]) if t in self.enders]
         fraction = rng.choice(ESSAY_DEPTHS) / 100 if depth is None else depth
         at = ([*starts, len(haystack)])[int(len(starts) * fraction)]
         return [*haystack[:at], *needle, *haystack[at:]], at
 
     def sample(
-        self, task: str, length: int, *, seed: int = 0, index: int = 0, depth: float | None = None
+        self,
+        task: str,
+        length: int,
+        *,
+        seed: int = 0,
+        index: int = 0,
+        depth: float | None = None,
+        reserve: int | None = GENERATE,
     ) -> NiahSample:
-        """Sample ``index`` of ``task`` at context length ``length`` (prompt + 128 generated tokens); the needle at
-        a random depth as RULER draws it, or at ``depth`` in [0, 1]."""
+        """Sample ``index`` of ``task`` at context length ``length`` (prompt + ``reserve`` tokens: RULER's 128
+        generated tokens, or None: the answer's own tokens, for a training sequence that ends with its answer); the
+        needle at a random depth as RULER draws it, or at ``depth`` in [0, 1]."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         if depth is not None and not 0 <= depth <= 1:
             raise ValueError(f"depth must be in [0, 1]; got {depth}")
         haystack_kind, value_kind = TASKS[task]
         rng = random.Random(f"{seed}/{task}/{length}/{index}")
-        adjectives, nouns = key_words()
+        adjectives, nouns = key_space(self.part)
         key = f"{rng.choice(adjectives)}-{rng.choice(nouns)}"
-        value = _value(rng, value_kind)
+        value = _value(rng, value_kind, self.part)
         instruction, needle, question = prompt_texts(value_kind, key, value)
         head, tail = self.encode(instruction), self.encode("\n" + question)
         needle_ids = self.encode(("\n" if haystack_kind == "noise" else " ") + needle)
+        answer_ids = self.encode(" " + value)
         gap = [] if haystack_kind == "noise" else self.encode("\n")  # noise lines bring their own newline
-        budget = length - GENERATE - len(head) - len(gap) - len(needle_ids) - len(tail)
+        after = len(answer_ids) if reserve is None else reserve
+        budget = length - after - len(head) - len(gap) - len(needle_ids) - len(tail)
         smallest = len(self.encode("\n" + NOISE)) if haystack_kind == "noise" else 1  # one line, or one token
         if budget < smallest:
+            what = "its answer" if reserve is None else f"the {reserve} generated tokens"
             raise ValueError(
-                f"context length {length} is too short for {task}: the prompt and the {GENERATE} generated tokens "
-                f"need at least {length - budget + smallest}"
+                f"context length {length} is too short for {task}: the prompt and {what} need at least "
+                f"{length - budget + smallest}"
             )
         make = self._noise if haystack_kind == "noise" else self._essay
         context, at = make(budget, needle_ids, rng, depth)
         start = len(head) + len(gap)
         size = len(context) - len(needle_ids)
         return NiahSample(
-            task,
-            length,
-            at / size,
-            key,
-            value,
-            [*head, *gap, *context, *tail],
-            start + at,
-            len(needle_ids),
-            start,
-            size,
+            task=task,
+            length=length,
+            depth=at / size,
+            key=key,
+            answer=value,
+            ids=[*head, *gap, *context, *tail],
+            needle_start=start + at,
+            needle_len=len(needle_ids),
+            haystack_start=start,
+            haystack_len=size,
+            answer_ids=answer_ids,
         )
 
 

@@ -42,7 +42,7 @@ _ADDED_LATER = {
     # before it, the rule was ours with its name patterns (saved configs list them in optim.no_decay)
     "optim": {"decay": "matrices"},
     "model": {"init_from": None},
-    "data": {"mask_bos_targets": False, "min_document_tokens": 0},
+    "data": {"mask_bos_targets": False, "min_document_tokens": 0, "needle_mixture": None},
 }
 # sections a resume with --allow-config-change may change (model and data must stay: the weights and the windows)
 CHANGEABLE_ON_RESUME = ("seed", "precision", "train", "optim")
@@ -70,6 +70,18 @@ class ModelConfig:
 
 
 @dataclass
+class NeedleMixtureConfig:
+    """Synthetic needle documents in the training stream (``tttlm.data.needles``): each training sequence is one with
+    probability ``rate`` in [0, 1), of a task drawn uniformly from ``tasks`` (S-NIAH tasks of ``tttlm.eval.niah``;
+    each brings its haystack: s-niah-1 RULER's noise, s-niah-2/3 an essay from the train split); ``targets``: the
+    tokens of a needle document trained on, "answer" (its answer's) or "all" (every one but the padding)."""
+
+    rate: float = 0.25
+    tasks: tuple[str, ...] = ("s-niah-1",)
+    targets: str = "answer"
+
+
+@dataclass
 class DataConfig:
     """Packed data (a directory written by ``tttlm data prepare``; null: the default one), the context length, and
     whether the token files are checked against their recorded sha256 before training."""
@@ -83,6 +95,9 @@ class DataConfig:
     # end-of-text token here), and train and validate only on documents of at least this many tokens (0: all)
     mask_bos_targets: bool = False
     min_document_tokens: int = 0
+    # synthetic needle documents mixed into the training stream, e.g. {rate: 0.25, tasks: [s-niah-1, s-niah-2]};
+    # null: none (NeedleMixtureConfig)
+    needle_mixture: NeedleMixtureConfig | None = None
 
 
 @dataclass
@@ -287,6 +302,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         key = f"{where}.{name}" if where else name
         if name in _SECTIONS and not where:
             values[name] = _build(_SECTIONS[name], value, name)
+        elif key == "data.needle_mixture":
+            values[name] = None if value is None else _build(NeedleMixtureConfig, value, key)
         elif key == "train.inner_lr_warmup":
             try:
                 values[name] = parse_warmup(key, value)
@@ -354,6 +371,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(
             f"data.min_document_tokens must be >= 0 (0 keeps every document); got {data.min_document_tokens}"
         )
+    if data.needle_mixture is not None:
+        from tttlm.data.needles import check_mixture
+
+        try:
+            check_mixture(data.needle_mixture.rate, data.needle_mixture.tasks, data.needle_mixture.targets)
+        except ValueError as error:
+            raise ConfigError(f"data.needle_mixture: {error}") from None
     if config.model.size == "from-init" and (config.model.init_from is None or config.model.overrides):
         raise ConfigError(
             "model.size: from-init takes the whole model config from model.init_from: set init_from and leave "

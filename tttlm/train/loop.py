@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -59,6 +59,9 @@ from tttlm.train.inner_lr import WarmupError, inner_lr_multiplier, resolve_warmu
 from tttlm.train.metrics import MetricsWriter
 from tttlm.train.optim import build_optimizer, lr_at
 from tttlm.train.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from tttlm.data.needles import NeedleMixture
 
 Say = Callable[[str], None]
 Autocast = Callable[[], contextlib.AbstractContextManager]
@@ -145,6 +148,7 @@ class TrainData:
         vocab_size: the model's vocabulary: ``model.overrides.vocab_size``, else the tokenizer's.
         identity: the tokenizer's fingerprint and the train split's sha256; checkpoints record it so that a resume
             refuses other tokens under the same path.
+        needles: the needle documents mixed into the training stream (``data.needle_mixture``); None: none.
     """
 
     dir: Path
@@ -152,6 +156,7 @@ class TrainData:
     val: PackedDataset | None
     vocab_size: int
     identity: dict[str, str]
+    needles: NeedleMixture | None = None
 
 
 def load_data(config: TrainConfig, say: Say) -> TrainData:
@@ -182,7 +187,37 @@ def load_data(config: TrainConfig, say: Say) -> TrainData:
     if tokenizer_dir.is_dir():  # the tokenizer shipped with the final model must be the one the data was made with
         train_split.check_tokenizer(load_tokenizer(tokenizer_dir))
     identity = {"tokenizer": train_split.fingerprint, "train_sha256": train_split.meta["splits"]["train"]["sha256"]}
-    return TrainData(data_dir, train_split, val_split, vocab_size, identity)
+    needles = _needle_mixture(config, train_split, tokenizer_dir) if config.data.needle_mixture else None
+    return TrainData(data_dir, train_split, val_split, vocab_size, identity, needles)
+
+
+def _needle_mixture(config: TrainConfig, train_split: PackedDataset, tokenizer_dir: Path) -> NeedleMixture:
+    """The needle documents of ``data.needle_mixture``, written with the data's tokenizer over essays of the train
+    split (the evaluation's come from the test split); ConfigError when they cannot be made."""
+    from tttlm.data.needles import NeedleMixture  # needs tttlm.eval, which imports tttlm.train
+    from tttlm.eval.perplexity import long_documents
+
+    if not tokenizer_dir.is_dir():
+        raise ConfigError(
+            f"data.needle_mixture writes its needle documents with the tokenizer the data was packed with, but "
+            f"{tokenizer_dir} does not exist; prepare the data with tttlm data prepare (it saves the tokenizer there), "
+            "or set data.needle_mixture: null"
+        )
+    mixture = config.data.needle_mixture
+    essay = [doc for _, doc in long_documents(train_split, 1)]
+    try:
+        return NeedleMixture(
+            load_tokenizer(tokenizer_dir),
+            np.concatenate(essay) if essay else np.zeros(0, dtype=np.int64),
+            rate=mixture.rate,
+            tasks=mixture.tasks,
+            targets=mixture.targets,
+            seq_len=config.data.seq_len,
+            seed=config.seed,
+            pad_id=train_split.eos_token_id,
+        )
+    except ValueError as error:
+        raise ConfigError(f"data.needle_mixture: {error}; set a longer data.seq_len or other tasks") from None
 
 
 def _long_documents(split: PackedDataset, min_tokens: int, say: Say) -> PackedDataset:
@@ -581,6 +616,15 @@ class Trainer:
             for step in range(start, steps):
                 self.after_step(self.step(step), metrics)
 
+    def batch(self, samples: range) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, labels), each (len(samples), seq_len) on the run's device, of the given global samples: corpus windows
+        (``targets``), the needle documents of ``data.needle_mixture`` in place of the samples it picks."""
+        ids = self.windows.batch(samples)
+        labels = targets(ids, self.masked)
+        if self.data.needles is not None:
+            ids, labels = self.data.needles.mix(samples, ids, labels)
+        return ids.to(self.ctx.device), labels.to(self.ctx.device)
+
     def step(self, step: int) -> StepResult:
         """Optimizer step ``step`` (0-based): this process's ``accumulation`` micro-batches, forward and backward,
         then clipping and AdamW at the step's learning rate."""
@@ -601,10 +645,10 @@ class Trainer:
             samples = micro_batch_samples(
                 step, m, ctx.rank, ctx.world_size, config.train.micro_batch_size, self.accumulation
             )
-            batch = self.windows.batch(samples).to(ctx.device)  # (micro_batch_size, seq_len)
+            batch, labels = self.batch(samples)  # (micro_batch_size, seq_len) each
             # gradients are reduced over processes once, on the last micro-step
             with dist_utils.gradient_sync(model, m == self.accumulation - 1), self.autocast():
-                loss = model(input_ids=batch, labels=targets(batch, self.masked), use_cache=False).loss
+                loss = model(input_ids=batch, labels=labels, use_cache=False).loss
                 loss = loss / self.accumulation
             loss.backward()
             loss_sum += loss.detach().double()
@@ -659,9 +703,9 @@ class Trainer:
         samples = micro_batch_samples(
             done - 1, 0, ctx.rank, ctx.world_size, config.train.micro_batch_size, self.accumulation
         )
-        batch = self.windows.batch(samples).to(ctx.device)
+        batch, labels = self.batch(samples)
         with torch.no_grad(), self.autocast():
-            loss = self.model(input_ids=batch, labels=targets(batch, self.masked), use_cache=False).loss
+            loss = self.model(input_ids=batch, labels=labels, use_cache=False).loss
         bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0, dtype=torch.float64, device=ctx.device)
         dist_utils.all_reduce(bad, ctx, op="max")
         return not bad.item()
