@@ -6,7 +6,6 @@ that needs one is refused with what is missing (never run with a stand-in), and 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 
@@ -22,13 +21,13 @@ def _kvb_simplified() -> str | None:
 
 
 def _needle_data() -> str | None:
-    from tttlm.data import prepare
+    from tttlm.train.config import DataConfig
 
-    if "needles" in inspect.signature(prepare.prepare_data).parameters:
+    if "needle_mixture" in DataConfig.__dataclass_fields__:
         return None
     return (
-        "a training mixture with synthetic needle documents (tttlm data prepare with needles, issue 19) does not "
-        "exist yet; without it no model at this scale learns retrieval and S-NIAH is 0 for every arch"
+        "a training mixture with synthetic needle documents (data.needle_mixture, issue 19) does not exist yet; "
+        "without it no model at this scale learns retrieval and S-NIAH is 0 for every arch"
     )
 
 
