@@ -3,11 +3,14 @@
 Notation: B sequences of T tokens, hidden d, MLP widths m (static) and m' (prime), V vocabulary, H query heads,
 d_kv = key/value width, window k, mini-batch b, n = ⌈T / b⌉ mini-batches, L blocks of which the top U are updated,
 N parameters (N_t trainable). Counts are in numbers ("floats"); activations take ``activation_bytes`` each (4 in
-float32; 2 for what bf16 autocast stores), the outer loss's log-probabilities, gradients, fast weights and AdamW
-states 4.
+float32; 2 for what bf16 autocast stores), gradients, fast weights and AdamW states 4.
 
 * weights 4N, gradients 4N_t, AdamW 8N_t (two moments);
-* the outer loss keeps the log-probabilities of every position, B·T·V, and the backward holds their gradient;
+* the outer loss is scored inside each inner step from that step's own log-probabilities (counted in ``HEAD``), so
+  no log-probabilities or gradients over the whole sequence exist; the call still returns the logits of every
+  position, B·T·V (as a trainer calls it, without ``logits_to_keep``), twice at the end of the forward (the
+  mini-batches' pieces and their concatenation), alive until the caller drops them, i.e. during the forward only
+  for a trainer that reads ``.loss`` (as ``tttlm train`` and transformers' Trainer);
 * a block below the updated ones saves ``LOWER_BLOCK`` = 19 d + 4 m per token for the backward; rematerialised
   (``remat="all"``) only its input, d per token, and the backward recomputes one block at a time;
 * an inner step (one mini-batch through the U updated blocks and the head, with its inner backward built for the
@@ -126,15 +129,17 @@ def estimate_step_memory(
     step_fp32 = batch * updated * FAST_WEIGHT_COPIES * d * mp
     carry = batch * updated * 2 * (k - 1) * d_kv + batch * b * d
     carry_fp32 = batch * updated * 3 * d * mp
-    # the log-probabilities, their gradient and the logits' gradient (float32 whatever the autocast)
-    log_probs = 3 * tokens * vocab
     if remat == "none":  # every step's activations
-        upper, upper_fp32 = steps * step, steps * step_fp32 + log_probs
-    else:  # every step's carry, and one step recomputed with its backward
-        upper, upper_fp32 = steps * carry + 2 * step, steps * carry_fp32 + 2 * step_fp32 + log_probs
-    # the peak: while the updated blocks are differentiated, or later while the lower blocks are
+        saved = activation_bytes * steps * step + 4.0 * steps * step_fp32
+        work = 0.0
+    else:  # every step's carry, and in the backward one step recomputed with its backward
+        saved = activation_bytes * steps * carry + 4.0 * steps * carry_fp32
+        work = activation_bytes * 2 * step + 4.0 * 2 * step_fp32
+    # the forward's output, freed before the backward; twice while the mini-batches' logits are concatenated
+    returned_logits = 2 * activation_bytes * tokens * vocab
+    # the peak: at the end of the forward, while the updated blocks are differentiated, or later the lower blocks
     activations = activation_bytes * lower_saved + max(
-        activation_bytes * upper + 4.0 * upper_fp32, activation_bytes * lower_work
+        saved + returned_logits, saved + work, activation_bytes * lower_work
     )
     return MemoryEstimate(
         parameters=n_all,

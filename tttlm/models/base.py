@@ -208,6 +208,15 @@ def causal_lm_loss(
     return loss if num_items_in_batch is None else loss / num_items_in_batch
 
 
+def check_labels(labels: Tensor, logits: Tensor) -> None:
+    """Refuse labels (batch, seq) that do not match the kept logits (batch, kept, vocab) a loss is computed from."""
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
+            f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
+        )
+
+
 class BlockStackBackbone:
     """A backbone: ``embed_tokens``, ``layers`` (``num_hidden_layers`` × ``block_class``, each ``(x, block cache)
     -> (x, block cache)``) and the final RMSNorm ``norm``, carrying its state in a ``cache_class`` cache; and its
@@ -324,14 +333,18 @@ class CausalLMHead:
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.embed_tokens = value
 
-    def _backbone_logits(self, logits_to_keep: int | Tensor, **backbone_kwargs: Any) -> tuple[Tensor, Any]:
-        """Run ``self.model`` and the LM head on the kept positions: (logits, the backbone's outputs)."""
+    def _backbone_logits(
+        self, logits_to_keep: int | Tensor, labels: Tensor | None, **backbone_kwargs: Any
+    ) -> tuple[Tensor, Any]:
+        """Run ``self.model`` and the LM head on the kept positions: (logits, the backbone's outputs). ``labels``
+        serve a family whose backbone scores the loss itself (TTT-E2E, inside its inner steps); unused here."""
         outputs = self.model(**backbone_kwargs, return_dict=True)
         return self.lm_head(outputs.last_hidden_state[:, kept_positions(logits_to_keep)]), outputs
 
     def _lm_loss(self, logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None, outputs: Any) -> Tensor:
         """The loss of ``forward(labels=...)``: next-token cross-entropy (``causal_lm_loss``); a family may reduce
         it otherwise (TTT-E2E: per mini-batch)."""
+        check_labels(labels, logits)
         return causal_lm_loss(logits, labels, num_items_in_batch)
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -369,6 +382,7 @@ class CausalLMHead:
         """
         logits, outputs = self._backbone_logits(
             logits_to_keep,
+            labels,
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
@@ -378,11 +392,6 @@ class CausalLMHead:
         )
         loss = None
         if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(
-                    f"labels must have shape (batch, seq) = {tuple(logits.shape[:2])} like the kept logits; got "
-                    f"{tuple(labels.shape)} (with labels, leave logits_to_keep at 0)"
-                )
             loss = self._lm_loss(logits, labels, kwargs.get("num_items_in_batch"), outputs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         cache = output_cache(outputs)

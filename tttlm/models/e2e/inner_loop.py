@@ -1,4 +1,5 @@
-"""The pieces of the TTT-E2E inner loop as plain functions: the fast-weight SwiGLU, the inner loss, the SGD step.
+"""The pieces of the TTT-E2E inner loop as plain functions: the fast-weight SwiGLU, the inner and outer losses, the
+SGD step.
 
 Shapes: B sequences, n tokens, d = hidden size, m = prime MLP width. Fast weights are per sequence, in the
 (in, out) layout: gate and up (B, d, m), down (B, m, d). That layout makes every product ``x @ W`` and every weight
@@ -33,7 +34,21 @@ def fast_swiglu(x: Tensor, weights: Sequence[Tensor]) -> Tensor:
     return torch.matmul(F.silu(torch.matmul(x, gate)) * torch.matmul(x, up), down)
 
 
-def inner_loss(logits: Tensor, targets: Tensor, ignore_id: int | None = None) -> Tensor:
+def log_probabilities(logits: Tensor) -> Tensor:
+    """(…, vocab) log-softmax over the vocabulary, half-precision logits upcast to float32 (float64 stays)."""
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    return F.log_softmax(logits, dim=-1)
+
+
+def token_nll(log_probs: Tensor, targets: Tensor, ignore_id: int = -100) -> Tensor:
+    """(B, n) −log p(target) of each position, exactly 0 where the target is ``ignore_id`` (not 0 × a possibly
+    infinite loss). log_probs: (B, n, vocab); targets: (B, n)."""
+    nll = F.nll_loss(log_probs.flatten(0, 1), targets.flatten(), ignore_index=ignore_id, reduction="none")
+    return nll.view(targets.shape)
+
+
+def inner_loss(log_probs: Tensor, targets: Tensor, ignore_id: int | None = None) -> Tensor:
     """Sum over sequences of each sequence's mean next-token cross-entropy over its counted positions.
 
     Summing (not averaging) over the batch makes the gradient with respect to a sequence's own fast weights that
@@ -42,28 +57,38 @@ def inner_loss(logits: Tensor, targets: Tensor, ignore_id: int | None = None) ->
     release's ``cross_entropy_loss_and_accuracy`` (whose count is floored at 1e-10).
 
     Args:
-        logits: (B, n, vocab) logits of the mini-batch's positions.
+        log_probs: (B, n, vocab) log-probabilities of the mini-batch's positions (``log_probabilities``).
         targets: (B, n) the token that follows each position.
         ignore_id: the target id left out (None: every position counts).
     """
-    return masked_mean_nll(logits, targets, ignore_id).sum()
-
-
-def masked_mean_nll(logits: Tensor, targets: Tensor, ignore_id: int | None = None) -> Tensor:
-    """(B,) each row's mean next-token cross-entropy over the positions whose target is not ``ignore_id``
-    (0 for a row with none). logits: (B, n, vocab); targets: (B, n)."""
-    if logits.dtype not in (torch.float32, torch.float64):
-        logits = logits.float()
     if ignore_id is None:
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape).mean(1)
-    # ignored positions give exactly 0 (not 0 × a possibly infinite loss)
-    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_id, reduction="none")
-    return nll.view(targets.shape).sum(dim=1) / (targets != ignore_id).sum(dim=1).clamp_min(1)
+        return token_nll(log_probs, targets).mean(1).sum()
+    counts = (targets != ignore_id).sum(dim=1).clamp_min(1)
+    return (token_nll(log_probs, targets, ignore_id).sum(dim=1) / counts).sum()
 
 
-def mini_batch_loss(logits: Tensor, labels: Tensor, mini_batch_size: int, start: int = 0) -> Tensor:
-    """The release's outer loss: the mean, over the (sequence, mini-batch) pairs with a counted position, of each
-    mini-batch's mean next-token cross-entropy over its counted positions.
+def outer_loss(sums: Tensor, counts: Tensor, reduction: str, num_items: int | Tensor | None = None) -> Tensor:
+    """The outer (meta) loss from each (sequence, stream mini-batch)'s summed NLL and count of scored tokens.
+
+    Args:
+        sums: (B, G) per sequence and mini-batch of the call, the NLL summed over its counted positions.
+        counts: (B, G) how many positions each counted.
+        reduction: "mini_batch" (the release's): the mean, over the pairs with a counted position, of each pair's
+            mean; "token": the mean over all counted tokens.
+        num_items: under gradient accumulation, the sum over all tokens is divided by it instead (the
+            transformers convention), whatever ``reduction``.
+    """
+    if num_items is not None:
+        return sums.sum() / num_items
+    if reduction == "token":
+        return sums.sum() / counts.sum()
+    present = counts > 0
+    return (sums[present] / counts[present]).mean()
+
+
+def mini_batch_nll(logits: Tensor, labels: Tensor, mini_batch_size: int, start: int = 0) -> tuple[Tensor, Tensor]:
+    """``outer_loss``'s sums and counts (B, G) of a whole call's logits: the path of calls that run row by row
+    (padded batches); every other call scores each mini-batch inside its inner step instead.
 
     Args:
         logits: (B, T, vocab); position t is scored against ``labels[:, t + 1]`` (the transformers shift).
@@ -71,20 +96,29 @@ def mini_batch_loss(logits: Tensor, labels: Tensor, mini_batch_size: int, start:
         mini_batch_size: b; position t belongs to mini-batch ``(start + t) // b`` of the stream.
         start: the stream position of the call's first token.
     """
-    if logits.dtype not in (torch.float32, torch.float64):
-        logits = logits.float()
-    targets = F.pad(labels, (0, 1), value=-100)[:, 1:].to(logits.device)
-    counted = targets != -100
-    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
-    batch, seq = targets.shape
-    # one group per (row, stream mini-batch): pad the front so that the groups are whole
+    targets = shifted_targets(labels).to(logits.device)
+    nll = token_nll(log_probabilities(logits), targets)
+    return per_mini_batch(nll, start, mini_batch_size).sum(-1), per_mini_batch(
+        targets != -100, start, mini_batch_size
+    ).sum(-1)
+
+
+def per_mini_batch(values: Tensor, start: int, mini_batch_size: int) -> Tensor:
+    """(B, T) → (B, G, b): the values of each stream mini-batch the call touches, zero-padded at its ends.
+
+    Position t of the call belongs to mini-batch ``(start + t) // b`` of the stream (``start``: the stream position
+    of the call's first token); G counts the mini-batches from the first position's to the last's.
+    """
+    batch, seq = values.shape
     offset = start % mini_batch_size
     groups = -(-(offset + seq) // mini_batch_size)
-    pad = (offset, groups * mini_batch_size - offset - seq)
-    sums = F.pad(nll, pad).view(batch, groups, mini_batch_size).sum(-1)
-    counts = F.pad(counted, pad).view(batch, groups, mini_batch_size).sum(-1)
-    present = counts > 0
-    return (sums[present] / counts[present]).mean()
+    padded = F.pad(values, (offset, groups * mini_batch_size - offset - seq))
+    return padded.view(batch, groups, mini_batch_size)
+
+
+def shifted_targets(labels: Tensor) -> Tensor:
+    """(B, T) the target of each position: ``labels[:, t + 1]``, -100 (not counted) after the last."""
+    return F.pad(labels, (0, 1), value=-100)[:, 1:]
 
 
 def sgd_step(

@@ -49,7 +49,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -65,8 +65,8 @@ from tttlm.models.base import (
     TIED_LM_HEAD,
     CausalLMHead,
     StatefulPreTrainedModel,
-    causal_lm_loss,
     check_input_ids,
+    check_labels,
     forward_by_row,
     kept_positions,
     real_tokens,
@@ -81,8 +81,13 @@ from tttlm.models.e2e.inner_loop import (
     fast_swiglu,
     inner_grad_mode,
     inner_loss,
-    mini_batch_loss,
+    log_probabilities,
+    mini_batch_nll,
+    outer_loss,
+    per_mini_batch,
     sgd_step,
+    shifted_targets,
+    token_nll,
 )
 from tttlm.models.e2e.remat import remat
 from tttlm.models.hf_compat import pop_cache, with_cache
@@ -234,11 +239,26 @@ def _scaled_rope(config: E2EConfig) -> dict[str, Any]:
 
 @dataclass
 class E2EModelOutput(BaseModelOutputWithPast):
-    """``BaseModelOutputWithPast`` plus the kept ``logits`` (batch, kept, vocab) (the inner loop needs the head) and
-    ``stream_start``, the stream position of the call's first token (the mini-batches are aligned to it)."""
+    """``BaseModelOutputWithPast`` plus the kept ``logits`` (batch, kept, vocab) (the inner loop needs the head),
+    ``stream_start``, the stream position of the call's first token (the mini-batches are aligned to it), and with
+    ``labels`` the outer loss's pieces scored inside the inner steps: ``outer_sums`` and ``outer_counts`` (batch,
+    mini-batches of the call), each mini-batch's summed NLL and count of scored positions (``outer_loss``)."""
 
     logits: Tensor | None = None
     stream_start: int | None = None
+    outer_sums: Tensor | None = None
+    outer_counts: Tensor | None = None
+
+
+class _Step(NamedTuple):
+    """What one mini-batch's pass through the updated blocks gives (``E2EModel._learn``)."""
+
+    normed: Tensor  # (B, b, d) the final normed hidden states
+    logits: Tensor  # (B, kept, vocab) the logits of the kept positions
+    attn: list[KVCache]  # the updated blocks' KV caches after it
+    fast: list[FastWeights]  # W_{i+1}
+    outs: list[Tensor]  # every updated block's output (B, b, d)
+    outer_sum: Tensor | None  # (B,) the outer loss's NLL summed over its scored positions (None: none asked)
 
 
 @dataclass
@@ -312,6 +332,7 @@ class E2EModel(E2EPreTrainedModel):
         return_dict: bool | None = None,
         lm_head: nn.Module | None = None,
         logits_to_keep: int | Tensor = 0,
+        labels: Tensor | None = None,
         **kwargs: Any,
     ) -> E2EModelOutput | tuple:
         """Run the model on ``input_ids`` (batch, seq), continuing ``past_key_values`` if given.
@@ -325,10 +346,15 @@ class E2EModel(E2EPreTrainedModel):
             output_hidden_states: also return the embeddings and every block's output.
             lm_head: the LM head (hidden → vocab) the inner loss reads the logits from.
             logits_to_keep: 0 for all positions, k > 0 for the last k, or a 1-D tensor of positions.
+            labels: (batch, seq) target ids (position t is scored against ``labels[:, t + 1]``, -100 not counted;
+                the caller masks BOS targets): each mini-batch's outer loss is scored inside its own inner step
+                from the logits it computes anyway (``outer_sums``, ``outer_counts``), so no log-probabilities or
+                gradients over the whole call exist at once. A padded call, which runs row by row, ignores them.
 
         Returns:
             ``last_hidden_state`` (batch, seq, hidden) after the final norm, ``logits`` (batch, kept, vocab),
-            the cache (see ``hf_compat.output_cache``), ``hidden_states``.
+            the cache (see ``hf_compat.output_cache``), ``hidden_states``, and with labels ``outer_sums`` and
+            ``outer_counts``.
         """
         past_key_values = pop_cache(past_key_values, kwargs)
         config = self.config
@@ -346,6 +372,11 @@ class E2EModel(E2EPreTrainedModel):
         real = real_tokens(attention_mask, batch, seq)
         cache, use_cache = resolve_cache(self, past_key_values, E2ECache, batch, use_cache)
         start = 0 if cache is None else cache.seen_tokens
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(
+                f"labels must have the shape of input_ids {tuple(input_ids.shape)}; got {tuple(labels.shape)}"
+            )
+        outer_sums = outer_counts = None
         if runs_by_row(real, cache):
             # each row's inner loop learns from its own real tokens only (see base.forward_by_row)
             fields, cache_out = forward_by_row(
@@ -354,9 +385,12 @@ class E2EModel(E2EPreTrainedModel):
             normed, hidden_states = fields["last_hidden_state"], fields.get("hidden_states")
             logits = fields["logits"][:, kept_positions(logits_to_keep)]
         else:
-            normed, hidden_states, logits = self._stream_call(
-                input_ids, cache, lm_head, logits_to_keep, output_hidden_states
+            outer_targets = None if labels is None else shifted_targets(labels).to(input_ids.device)
+            normed, hidden_states, logits, outer_sums = self._stream_call(
+                input_ids, cache, lm_head, logits_to_keep, output_hidden_states, outer_targets
             )
+            if outer_targets is not None:
+                outer_counts = per_mini_batch(outer_targets != -100, start, config.mini_batch_size).sum(-1)
             cache_out = cache if use_cache else None
         if not return_dict:
             return tuple(v for v in (normed, cache_out, hidden_states, logits) if v is not None)
@@ -367,6 +401,8 @@ class E2EModel(E2EPreTrainedModel):
             hidden_states=hidden_states,
             logits=logits,
             stream_start=start,
+            outer_sums=outer_sums,
+            outer_counts=outer_counts,
         )
 
     def _stream_call(
@@ -376,9 +412,11 @@ class E2EModel(E2EPreTrainedModel):
         lm_head: nn.Module,
         logits_to_keep: int | Tensor,
         output_hidden_states: bool,
-    ) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor]:
+        outer_targets: Tensor | None,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None, Tensor, Tensor | None]:
         """The blocks on (batch, seq) ids, continuing ``cache`` (updated in place): (normed hidden states, every
-        block's outputs or None, the kept logits)."""
+        block's outputs or None, the kept logits, the outer loss's sums per mini-batch (batch, mini-batches) when
+        ``outer_targets`` (batch, seq) are given, else None)."""
         config = self.config
         seq = input_ids.shape[1]
         hidden = self.embed_tokens(input_ids)
@@ -401,7 +439,9 @@ class E2EModel(E2EPreTrainedModel):
 
         stream = self._stream_from(cache)
         collect: list[list[Tensor]] | None = [[] for _ in self.updated_blocks] if all_hidden is not None else None
-        normed, logits = self._updated_blocks_forward(hidden, input_ids, stream, lm_head, logits_to_keep, collect)
+        normed, logits, outer_sums = self._updated_blocks_forward(
+            hidden, input_ids, stream, lm_head, logits_to_keep, collect, outer_targets
+        )
         if collect is not None:
             all_hidden.extend(torch.cat(pieces, dim=1) for pieces in collect)
         if cache is not None:
@@ -410,7 +450,7 @@ class E2EModel(E2EPreTrainedModel):
                 cache.blocks[block.layer_idx] = E2EBlockCache(stream.attn[j], stream.fast[j], start)
             cache.open = stream.open
             cache.seen_tokens += seq
-        return normed, None if all_hidden is None else tuple(all_hidden), logits
+        return normed, None if all_hidden is None else tuple(all_hidden), logits, outer_sums
 
     def _stream_from(self, cache: E2ECache | None) -> _Stream:
         blocks = [None if cache is None else cache.blocks[b.layer_idx] for b in self.updated_blocks]
@@ -429,7 +469,8 @@ class E2EModel(E2EPreTrainedModel):
         lm_head: nn.Module,
         logits_to_keep: int | Tensor,
         collect: list[list[Tensor]] | None,
-    ) -> tuple[Tensor, Tensor]:
+        outer_targets: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Walk the updated blocks through the input mini-batch by mini-batch, taking the inner steps.
 
         Args:
@@ -438,32 +479,36 @@ class E2EModel(E2EPreTrainedModel):
             stream: the updated blocks' state, advanced in place.
             lm_head, logits_to_keep: as in ``forward``.
             collect: per updated block, a list receiving its outputs (for ``output_hidden_states``), or None.
+            outer_targets: (B, n) the outer loss's target of each position (-100: not scored), or None.
 
         Returns:
-            normed final hidden states (B, n, d) and the kept logits (B, kept, vocab).
+            normed final hidden states (B, n, d), the kept logits (B, kept, vocab), and with ``outer_targets``
+            the outer loss's NLL summed per mini-batch of the call (B, G), else None.
         """
         b = self.config.mini_batch_size
         n = ids.shape[1]
         select, reorder = _kept_positions(logits_to_keep, n, ids.device)
-        normed_parts, logit_parts = [], []
+        normed_parts, logit_parts, outer_parts = [], [], []
         pos = 0
         while pos < n:
             if stream.open_tokens == b:
-                # the open mini-batch is complete and its last target has arrived: take its step
+                # the open mini-batch is complete and its last target has arrived: take its step (its outputs and
+                # outer loss came with the call that opened it)
                 targets = torch.cat([stream.open.ids[:, 1:], ids[:, pos : pos + 1]], dim=1)
-                stream.fast = self._learn(stream.open.inputs, stream.start_attn, stream.fast, targets, lm_head)[3]
+                stream.fast = self._learn(stream.open.inputs, stream.start_attn, stream.fast, targets, lm_head).fast
                 stream.open = None
                 continue
             opened = stream.open_tokens
             m = min(b - opened, n - pos)
             segment = x[:, pos : pos + m]
             keep = select(pos, pos + m)
+            scored = None if outer_targets is None else outer_targets[:, pos : pos + m]
             if opened == 0 and m == b and pos + m < n:
-                # a whole mini-batch and the token after it: one forward serves the outputs and the inner loss
-                normed, logits, stream.attn, stream.fast, outs = self._learn(
-                    segment, stream.attn, stream.fast, ids[:, pos + 1 : pos + m + 1], lm_head
+                # a whole mini-batch and the token after it: one forward serves the outputs and both losses
+                step = self._learn(
+                    segment, stream.attn, stream.fast, ids[:, pos + 1 : pos + m + 1], lm_head, scored, keep
                 )
-                logits = logits[:, keep]
+                normed, logits, stream.attn, stream.fast, outs, outer_sum = step
             else:
                 # outputs now with W_i; the step waits for the rest of the mini-batch and the token after it
                 if opened == 0:
@@ -477,15 +522,21 @@ class E2EModel(E2EPreTrainedModel):
                     )
                 h, stream.attn, outs = self._blocks(segment, stream.attn, self._weights(stream.fast, x.shape[0]))
                 normed = self.norm(h)
-                logits = lm_head(normed[:, keep])
+                if scored is None:
+                    logits, outer_sum = lm_head(normed[:, keep]), None
+                else:
+                    full = lm_head(normed)
+                    logits, outer_sum = _kept(full, keep), token_nll(log_probabilities(full), scored).sum(1)
             normed_parts.append(normed)
             logit_parts.append(logits)
+            outer_parts.append(outer_sum)
             if collect is not None:
                 for pieces, out in zip(collect, outs, strict=True):
                     pieces.append(out)
             pos += m
         logits = torch.cat(logit_parts, dim=1)
-        return torch.cat(normed_parts, dim=1), logits if reorder is None else logits[:, reorder]
+        outer_sums = None if outer_targets is None else torch.stack(outer_parts, dim=1)
+        return torch.cat(normed_parts, dim=1), logits if reorder is None else logits[:, reorder], outer_sums
 
     def _weights(self, fast: list[FastWeights | None], batch: int) -> list[FastWeights]:
         """The current fast weights of every updated block (W_0 where no step has been taken yet)."""
@@ -520,8 +571,10 @@ class E2EModel(E2EPreTrainedModel):
         fast: list[FastWeights | None],
         targets: Tensor,
         lm_head: nn.Module,
-    ) -> tuple[Tensor, Tensor, list[KVCache], list[FastWeights], list[Tensor]]:
-        """One mini-batch with its inner step: forward with W_i, inner loss, gradient, W_{i+1}.
+        outer_targets: Tensor | None = None,
+        keep: slice | Tensor = slice(None),
+    ) -> _Step:
+        """One mini-batch with its inner step: forward with W_i, inner loss, gradient, W_{i+1}; and its outer loss.
 
         Args:
             x: (B, b, d) the mini-batch's input to the first updated block.
@@ -529,18 +582,23 @@ class E2EModel(E2EPreTrainedModel):
             fast: their fast weights W_i (None: W_0).
             targets: (B, b) the token after each position.
             lm_head: the LM head.
+            outer_targets: (B, b) the outer loss's targets (-100: not scored), or None: not scored.
+            keep: the positions (of the b) whose logits are returned.
 
         Returns:
-            normed hidden states (B, b, d), logits (B, b, vocab), new KV caches, W_{i+1}, the block outputs.
+            the ``_Step``: normed hidden states, kept logits, new KV caches, W_{i+1}, the block outputs, and the
+            outer NLL sum (B,) scored from this step's own logits (so only one mini-batch's logits ever live).
         """
         if not torch.is_grad_enabled():
-            return self._inference_step(x, attn, fast, targets, lm_head)
+            return self._inference_step(x, attn, fast, targets, lm_head, outer_targets, keep)
         if self.remat != "none":
             # the release's jax.remat per chunk: the graph keeps this step's inputs and outputs only; its inside
-            # (the updated blocks, the head, the inner backward) is recomputed when the outer backward reaches it
+            # (the updated blocks, the head, both losses, the inner backward) is recomputed when the outer backward
+            # reaches it
             params = [p for m in (*self.updated_blocks, self.norm, lm_head) for p in m.parameters()]
-            return remat(partial(self._meta_step, lm_head=lm_head), (x, attn, fast, targets), params)
-        return self._meta_step(x, attn, fast, targets, lm_head)
+            step = partial(self._meta_step, lm_head=lm_head, keep=keep)
+            return remat(step, (x, attn, fast, targets, outer_targets), params)
+        return self._meta_step(x, attn, fast, targets, outer_targets, lm_head, keep)
 
     def _meta_step(
         self,
@@ -548,8 +606,10 @@ class E2EModel(E2EPreTrainedModel):
         attn: list[KVCache | None],
         fast: list[FastWeights | None],
         targets: Tensor,
+        outer_targets: Tensor | None,
         lm_head: nn.Module,
-    ) -> tuple[Tensor, Tensor, list[KVCache], list[FastWeights], list[Tensor]]:
+        keep: slice | Tensor,
+    ) -> _Step:
         """``_learn`` in training: W_{i+1} stays a differentiable function of W_0, the step sizes and the other
         parameters (the inner gradient built with ``create_graph`` for the exact meta-gradient)."""
         config = self.config
@@ -564,10 +624,12 @@ class E2EModel(E2EPreTrainedModel):
             h, caches, outs = self._blocks(x, attn, _group(flat))
         normed = self.norm(h)
         logits = lm_head(normed)
-        loss = inner_loss(logits, targets, self._ignored_target)
+        log_probs = log_probabilities(logits)
+        loss = inner_loss(log_probs, targets, self._ignored_target)
         grads = torch.autograd.grad(loss, flat, create_graph=exact, retain_graph=True)
         new = sgd_step(flat, grads, lrs, config.inner_grad_clip)
-        return normed, logits, caches, _group(new), outs
+        outer = None if outer_targets is None else token_nll(log_probs, outer_targets).sum(1)
+        return _Step(normed, _kept(logits, keep), caches, _group(new), outs, outer)
 
     def _inference_step(
         self,
@@ -576,7 +638,9 @@ class E2EModel(E2EPreTrainedModel):
         fast: list[FastWeights | None],
         targets: Tensor,
         lm_head: nn.Module,
-    ) -> tuple[Tensor, Tensor, list[KVCache], list[FastWeights], list[Tensor]]:
+        outer_targets: Tensor | None,
+        keep: slice | Tensor,
+    ) -> _Step:
         """``_learn`` under ``no_grad``/``inference_mode``: a first-order step on detached copies, nothing kept
         for a second-order pass."""
         config = self.config
@@ -590,11 +654,22 @@ class E2EModel(E2EPreTrainedModel):
             h, caches, outs = self._blocks(autograd_ready(x), map_tensors(attn, autograd_ready), _group(flat))
             normed = self.norm(h)
             logits = lm_head(normed)
-            grads = torch.autograd.grad(inner_loss(logits, autograd_ready(targets), self._ignored_target), flat)
+            log_probs = log_probabilities(logits)
+            grads = torch.autograd.grad(inner_loss(log_probs, autograd_ready(targets), self._ignored_target), flat)
         with torch.no_grad():
             new = sgd_step([t.detach() for t in flat], grads, lrs, config.inner_grad_clip)
-        normed, logits, caches, outs = map_tensors((normed, logits, tuple(caches), tuple(outs)), Tensor.detach)
-        return normed, logits, list(caches), _group(new), list(outs)
+            outer = None if outer_targets is None else token_nll(log_probs.detach(), outer_targets).sum(1)
+        normed, logits, caches, outs = map_tensors(
+            (normed, _kept(logits, keep), tuple(caches), tuple(outs)), Tensor.detach
+        )
+        return _Step(normed, logits, list(caches), _group(new), list(outs), outer)
+
+
+def _kept(logits: Tensor, keep: slice | Tensor) -> Tensor:
+    """(B, kept, vocab) the kept positions of a mini-batch's logits (B, b, vocab): all of them as they are, a part
+    as a copy (a view would keep the whole mini-batch's logits alive)."""
+    kept = logits[:, keep]
+    return logits if kept.shape[1] == logits.shape[1] else kept.clone()
 
 
 def _checkpoint(function: Any, *args: Any) -> Any:
@@ -630,19 +705,34 @@ class E2EForCausalLM(InnerLrScaled, CausalLMHead, E2EPreTrainedModel, Generation
     backbone_class = E2EModel
     _tied_weights_keys = TIED_LM_HEAD
 
-    def _backbone_logits(self, logits_to_keep: int | Tensor, **backbone_kwargs: Any) -> tuple[Tensor, Any]:
-        # the backbone needs the LM head itself: the inner loss of every mini-batch is next-token prediction
-        outputs = self.model(**backbone_kwargs, return_dict=True, lm_head=self.lm_head, logits_to_keep=logits_to_keep)
+    def _backbone_logits(
+        self, logits_to_keep: int | Tensor, labels: Tensor | None, **backbone_kwargs: Any
+    ) -> tuple[Tensor, Any]:
+        # the backbone needs the LM head itself (the inner loss of every mini-batch is next-token prediction) and
+        # the labels (it scores the outer loss inside each inner step)
+        outputs = self.model(
+            **backbone_kwargs,
+            return_dict=True,
+            lm_head=self.lm_head,
+            logits_to_keep=logits_to_keep,
+            labels=None if labels is None else self._outer_labels(labels),
+        )
         return outputs.logits, outputs
+
+    def _outer_labels(self, labels: Tensor) -> Tensor:
+        """(B, T) the labels with BOS targets set to -100 (not counted) under ``mask_bos_targets``."""
+        ignored = self.model._ignored_target
+        return labels if ignored is None else labels.masked_fill(labels == ignored, -100)
 
     def _lm_loss(self, logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None, outputs: Any) -> Tensor:
         """The release's loss (``loss_reduction="mini_batch"``): per mini-batch means, averaged; BOS targets left
         out with ``mask_bos_targets``. Under gradient accumulation (``num_items_in_batch``) or with
-        ``loss_reduction="token"``: the mean over counted tokens."""
-        config = self.config
-        ignored = self.model._ignored_target
-        if ignored is not None:
-            labels = labels.masked_fill(labels == ignored, -100)
-        if config.loss_reduction == "token" or num_items_in_batch is not None:
-            return causal_lm_loss(logits, labels, num_items_in_batch)
-        return mini_batch_loss(logits, labels, config.mini_batch_size, outputs.stream_start or 0)
+        ``loss_reduction="token"``: the mean over counted tokens. Scored by the backbone inside its inner steps
+        (any ``logits_to_keep``); a padded call, which runs row by row, from its whole logits."""
+        if outputs.outer_sums is not None:
+            sums, counts = outputs.outer_sums, outputs.outer_counts
+        else:
+            check_labels(labels, logits)
+            labels = self._outer_labels(labels)
+            sums, counts = mini_batch_nll(logits, labels, self.config.mini_batch_size, outputs.stream_start or 0)
+        return outer_loss(sums, counts, self.config.loss_reduction, num_items_in_batch)
