@@ -17,6 +17,7 @@ from tttlm.data.tokenizer import load_tokenizer
 from tttlm.eval.niah import TASKS, NiahTaskMaker, key_space, key_words, part_of
 from tttlm.eval.perplexity import long_documents
 from tttlm.train import ConfigError, read_metrics, train
+from tttlm.train.loop import load_data
 
 SEQ_LEN = 512  # the test tokenizer has 300 ids: a needle prompt needs about 380 of them
 NEEDLE = re.compile(r"One of the special magic (?:number|uuid)s for (.+?) is: ([0-9a-f-]+)\.")
@@ -170,6 +171,17 @@ def _needle_config(run_dir, data_dir, **changes):
 
 def _curve(run_dir) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run_dir)]
+
+
+def test_the_trainer_writes_its_needles_over_the_train_split(data_dir, tmp_path, essay) -> None:
+    needles = load_data(_needle_config(tmp_path / "run", data_dir), print).needles
+    assert np.array_equal(needles.maker.essay, essay)  # the evaluation's essays: the test split
+    assert (needles.rate, needles.tasks, needles.seq_len, needles.targets) == (
+        0.5,
+        ("s-niah-1", "s-niah-2"),
+        SEQ_LEN,
+        "answer",
+    )
 
 
 def test_a_resumed_run_continues_the_same_mixed_stream(data_dir, tmp_path) -> None:
