@@ -3,8 +3,9 @@
 Training cost is TTT-E2E's stated weakness: every mini-batch of b tokens takes an inner gradient step, and the
 outer backward goes through those steps (gradient of gradient). This times one training step (forward with the
 loss, then backward; the optimizer step is left out, it costs the same for both at equal parameter count) of
-``ttt-e2e`` (at the release's widths) and ``swa`` (matched to TTT-Linear's parameter count) built by the registry at
-the same size preset and the same window, for several b, with the exact and the first-order meta-gradient.
+``ttt-e2e`` and ``swa`` (both at the papers' widths: the release's block, TTT-E2E with its prime MLPs on top, about
+9% more parameters at tiny) built by the registry at the same size preset and the same window, for several b, with
+the exact and the first-order meta-gradient.
 """
 
 from __future__ import annotations
