@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -148,7 +149,17 @@ def test_an_arm_starts_from_another_arms_final_weights(tmp_path, data_dir):
     assert values["finetune"][""]["ppl@train"] != values["small-b"][""]["ppl@train"]  # one more step of training
 
 
-def test_timed_arms_and_loss_by_position_against_a_reference(tmp_path, data_dir):
+def test_timed_arms_and_loss_by_position_against_a_reference(tmp_path, data_dir, monkeypatch):
+    from tttlm.experiments import plots
+
+    drawn = {}
+    draw = plots._draw
+
+    def recording_draw(lines, path, **kwargs):
+        drawn[Path(path).name] = [line.label for line in lines]
+        return draw(lines, path, **kwargs)
+
+    monkeypatch.setattr(plots, "_draw", recording_draw)
     raw = base_spec()
     raw["arms"].append({"name": "timed", "arch": "transformer", "overrides": dict(TINY_MODEL), "train": False})
     raw["evaluations"] = [
@@ -175,6 +186,7 @@ def test_timed_arms_and_loss_by_position_against_a_reference(tmp_path, data_dir)
     assert results["claims"][1]["per_seed"]["0"] > 0
     for figure in ("by_position.png", "forward_ms.png", "loss.png"):
         assert (out / figure).stat().st_size > 1000
+    assert drawn["by_position.png"] == ["small-b", "large-b"]  # every trained arm, the reference as its 0 line
 
 
 def test_arms_that_differ_only_at_evaluation_share_one_trained_run(tmp_path, data_dir, monkeypatch):

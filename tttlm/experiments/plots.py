@@ -198,10 +198,10 @@ def curve_figure(summary: Any, name: str, path: Path, reference: str | None) -> 
                     continue
                 curves = {s: list(np.asarray(curves[s]) - np.asarray(ref_curves[s])) for s in seeds}
             mean, low, high = curve_bands(curves)
-            name = arm.label + (f", {label}" if label else "")
-            lines.append(Line(name, arm.arch, list(range(1, mean.size + 1)), list(mean), list(low), list(high)))
+            legend = arm.label + (f", {label}" if label else "")
+            lines.append(Line(legend, arm.arch, list(range(1, mean.size + 1)), list(mean), list(low), list(high)))
     if not lines:
         return None
     ylabel = f"loss − {reference}'s loss (nats / token)" if reference else "loss (nats / token)"
-    title = f"{spec.name}: loss by token index (mean, 95% band over seeds; log-smoothed)"
+    title = f"{spec.name}: loss by token index (95% band over seeds)"
     return _draw(lines, path, title=title, xlabel="token index (log scale)", ylabel=ylabel, logx=True)
