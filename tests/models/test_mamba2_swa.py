@@ -86,3 +86,12 @@ def test_registry_layout_and_dims() -> None:
 def test_dims_that_do_not_divide_are_refused(overrides: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         make_config("mamba2-swa", "tiny", **overrides)
+
+
+def test_stacks_without_a_mamba2_mixer_do_not_check_its_dims() -> None:
+    # swa at width 16 has a Mamba-2 inner width of 32, which the default head dim 64 does not divide
+    config = make_config("swa", "tiny", hidden_size=16, intermediate_size=32, num_attention_heads=2)
+    assert config.hidden_size == 16
+    with pytest.raises(ValueError, match="mamba2_head_dim=64"):
+        make_config("mamba2-swa", "tiny", hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                    mamba2_head_dim=64)  # fmt: skip

@@ -210,7 +210,6 @@ class StackConfig(LMConfig):
             raise ValueError(
                 f"StackConfig: hidden_size ({hidden_size}) must be a multiple of lact_num_heads ({lact_num_heads})"
             )
-        _check_mamba2_dims(hidden_size, mamba2_expand, mamba2_head_dim, mamba2_n_groups)
         head_dim = hidden_size // num_attention_heads
         gdn_head_dim = head_dim if gdn_head_dim is None else gdn_head_dim
         if gdn_num_heads is None:
@@ -220,6 +219,8 @@ class StackConfig(LMConfig):
 
         # stored resolved (defaults filled in), so a saved config.json states what the model has
         self.layer_mixers = _check_layer_mixers(layer_mixers, num_hidden_layers)
+        if any("mamba2" in mixers for mixers in self.layer_mixers):  # other stacks never read the Mamba-2 dims
+            _check_mamba2_dims(hidden_size, mamba2_expand, mamba2_head_dim, mamba2_n_groups)
         self.sliding_window = sliding_window
         self.attention_block_size = attention_block_size
         self.qk_norm, self.post_norm, self.rope_pairing = qk_norm, post_norm, rope_pairing
