@@ -8,35 +8,21 @@ from __future__ import annotations
 import pytest
 import torch
 from baseline_testing import random_ids, rel_err
+from e2e_small import SMALL_E2E, small_e2e
 from torch import Tensor
 
 from tttlm.bench.live_memory import TensorMemory
-from tttlm.models import E2EForCausalLM, build
+from tttlm.models import E2EForCausalLM
 from tttlm.models.e2e.inner_loop import mini_batch_nll, outer_loss
 
 TOL64 = 1e-10  # float64: the same per-token NLLs summed in another order
 
-# 4 blocks, the top 2 updated, mini-batches of 4: a 23-token input has 5 whole mini-batches and an open one
-MODEL = {
-    "vocab_size": 64,
-    "hidden_size": 16,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 4,
-    "intermediate_size": 24,
-    "updated_fraction": 0.5,
-    "sliding_window": 5,
-    "attention_block_size": 4,
-    "mini_batch_size": 4,
-    "inner_lr": 0.5,
-    "inner_lr_learnable": True,
-    "initializer_range": 0.2,
-    "bos_token_id": 12,  # some targets are BOS: the release's mask is exercised
-}
+
+BOS = 12  # some targets of the test inputs are BOS: the release's mask is exercised
 
 
 def _model(**overrides: object) -> E2EForCausalLM:
-    torch.manual_seed(0)
-    return build("ttt-e2e", "tiny", match_params=False, **{**MODEL, **overrides}).double().train()
+    return small_e2e(**{"bos_token_id": BOS, **overrides})
 
 
 def _whole_sequence_loss(model: E2EForCausalLM, chunk: Tensor, cache: object, start: int) -> tuple[Tensor, object]:
@@ -68,8 +54,8 @@ def _loss_and_grads(model: E2EForCausalLM, ids: Tensor, pieces: int, chunked: bo
     ids=["exact", "token-mean", "first-order", "three-calls"],
 )
 def test_the_chunked_outer_loss_equals_the_whole_sequence_one(settings: dict, pieces: int, remat: str) -> None:
-    ids = random_ids(2, 23, seed=1) % MODEL["vocab_size"]
-    assert bool((ids == MODEL["bos_token_id"]).any())
+    ids = random_ids(2, 23, seed=1) % SMALL_E2E["vocab_size"]
+    assert bool((ids == BOS).any())
     model = _model(remat=remat, **settings)
     loss, grads = _loss_and_grads(model, ids, pieces, chunked=True)
     whole, whole_grads = _loss_and_grads(model, ids, pieces, chunked=False)
@@ -81,12 +67,12 @@ def test_the_chunked_outer_loss_equals_the_whole_sequence_one(settings: dict, pi
 
 
 def test_logits_to_keep_leaves_the_loss_unchanged_and_returns_only_the_kept_logits() -> None:
-    ids = random_ids(2, 23, seed=1) % MODEL["vocab_size"]
+    ids = random_ids(2, 23, seed=1) % SMALL_E2E["vocab_size"]
     model = _model(remat="all")
     full = model(ids, labels=ids)
     last = model(ids, labels=ids, logits_to_keep=1)
     picked = model(ids, labels=ids, logits_to_keep=torch.tensor([17, 2]))
-    assert last.logits.shape == (2, 1, MODEL["vocab_size"])
+    assert last.logits.shape == (2, 1, SMALL_E2E["vocab_size"])
     assert rel_err(last.logits, full.logits[:, -1:]) < 1e-14
     assert rel_err(picked.logits, full.logits[:, [17, 2]]) < 1e-14
     assert rel_err(last.loss, full.loss) < TOL64

@@ -10,35 +10,14 @@ import warnings
 import pytest
 import torch
 from baseline_testing import random_ids, rel_err
+from e2e_small import SMALL_E2E, small_e2e
 from torch import Tensor
 
 from tttlm.bench.live_memory import TensorMemory
-from tttlm.models import E2EForCausalLM, build
+from tttlm.models import E2EForCausalLM
 from tttlm.models.e2e.configuration import resolve_remat
 
 TOL64 = 1e-10  # float64: the same operations recomputed; measured 0 (bit-identical)
-
-# 4 blocks, the top 2 updated, learnable step sizes, mini-batches of 4: a 23-token input has 5 whole mini-batches
-# and an open one, so every inner-loop path (step, open mini-batch, step on a completed open one) is exercised
-MODEL = {
-    "vocab_size": 64,
-    "hidden_size": 16,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 4,
-    "intermediate_size": 24,
-    "updated_fraction": 0.5,
-    "sliding_window": 5,
-    "attention_block_size": 4,
-    "mini_batch_size": 4,
-    "inner_lr": 0.5,
-    "inner_lr_learnable": True,
-    "initializer_range": 0.2,
-}
-
-
-def _model(**overrides: object) -> E2EForCausalLM:
-    torch.manual_seed(0)
-    return build("ttt-e2e", "tiny", match_params=False, **{**MODEL, **overrides}).double().train()
 
 
 def _loss_and_grads(model: E2EForCausalLM, ids: Tensor, pieces: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -65,9 +44,9 @@ def _loss_and_grads(model: E2EForCausalLM, ids: Tensor, pieces: int) -> tuple[Te
     ids=["exact", "clip-active", "first-order", "after-static", "three-calls"],
 )
 def test_remat_gives_the_same_loss_and_every_gradient(settings: dict, pieces: int, remat: str) -> None:
-    ids = random_ids(2, 23, seed=1) % MODEL["vocab_size"]
-    plain = _model(remat="none", **settings)
-    rematerialised = _model(remat=remat, **settings)
+    ids = random_ids(2, 23, seed=1) % SMALL_E2E["vocab_size"]
+    plain = small_e2e(remat="none", **settings)
+    rematerialised = small_e2e(remat=remat, **settings)
     assert plain.model.remat == "none"
     assert rematerialised.model.remat == remat
     loss, grads = _loss_and_grads(plain, ids, pieces)
@@ -84,8 +63,8 @@ def test_auto_remats_everything_on_an_accelerator_and_gradient_checkpointing_doe
     assert resolve_remat("auto", "cuda") == "all"  # the release's, where memory is the limit
     assert resolve_remat("auto", "cpu") == "none"
     assert resolve_remat("inner", "cuda") == "inner"
-    assert _model().model.remat == "none"  # the default "auto", on the CPU
-    model = _model(remat="none")
+    assert small_e2e().model.remat == "none"  # the default "auto", on the CPU
+    model = small_e2e(remat="none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # transformers 5 renames it activation_checkpointing_enable
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
@@ -101,8 +80,8 @@ def _peak_bytes(model: E2EForCausalLM, ids: Tensor) -> int:
 
 def test_remat_lowers_the_peak_memory_of_a_training_step() -> None:
     # 16 mini-batches: without remat all their inner steps' activations are alive at once, with it one at a time
-    ids = random_ids(1, 64, seed=2) % MODEL["vocab_size"]
-    peak = {remat: _peak_bytes(_model(remat=remat), ids) for remat in ("none", "inner", "all")}
+    ids = random_ids(1, 64, seed=2) % SMALL_E2E["vocab_size"]
+    peak = {remat: _peak_bytes(small_e2e(remat=remat), ids) for remat in ("none", "inner", "all")}
     # measured: inner 0.40 x none, all 0.26 x none (the two lower blocks' activations too)
     assert peak["inner"] < 0.55 * peak["none"], peak
     assert peak["all"] < 0.8 * peak["inner"], peak
@@ -112,10 +91,10 @@ def test_the_recomputation_runs_under_the_forwards_autocast() -> None:
     # bf16 autocast on the CPU, as tttlm train's on CUDA: the recomputed step must run in bf16 again. The gradients
     # then agree to 0.1 % (measured; no remat sums the cast weights' gradients over all steps in bf16, remat per
     # step); a recomputation in float32 differs by 3 %
-    ids = random_ids(2, 23, seed=1) % MODEL["vocab_size"]
+    ids = random_ids(2, 23, seed=1) % SMALL_E2E["vocab_size"]
     grads = {}
     for remat in ("none", "inner"):
-        model = _model(remat=remat).float()
+        model = small_e2e(remat=remat).float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model(ids, labels=ids).loss
         loss.backward()
