@@ -54,6 +54,15 @@ class LayerStates:
     def is_recording_past(self, layer_idx: int) -> bool:
         return False
 
+    def get_recurrent_states_to_keep(self, layer_idx: int | None = None) -> int:
+        # transformers 5.25+: intermediate states kept for rolling back speculative tokens; none here
+        return 0
+
+    def increase_count(self, layer_idx: int, state_idx: int = 0) -> None:
+        # transformers 5.25+ counts tokens when a decode step updates the conv state in place (self.conv, a clone);
+        # the stack's cache counts positions itself
+        return None
+
     def update_conv_state(self, conv_states: Tensor, layer_idx: int, *, conv_kernel_size: int, **_: Any) -> Tensor:
         """conv_states (batch, channels, T): this call's conv inputs. Returns the cached inputs followed by these
         (zeros before the first call, so the stream is at least ``conv_kernel_size`` long) and keeps the last
