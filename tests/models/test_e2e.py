@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from baseline_testing import logits_in_pieces, random_ids, rel_err
+from e2e_small import SMALL_E2E, small_e2e
 from torch import Tensor
 
 from tttlm.models import E2ECache, E2EConfig, E2EForCausalLM, build, make_config, prefill
@@ -25,24 +26,9 @@ TOL64 = 1e-10  # float64, same maths summed in another order: ~1e-15 measured; r
 # than the default so that the inner steps move the logits by ~0.1 (an error in them cannot hide below 1e-10).
 SMALL = {"sliding_window": 5, "attention_block_size": 4, "mini_batch_size": 4, "inner_lr": 1.0}
 
-# A smaller model for the finite-difference tests: 4 blocks, the top 2 updated (so the inner gradient of block 2
-# goes through block 3's attention), widths small enough for many exact evaluations.
-FD_MODEL = {
-    "vocab_size": 64,
-    "hidden_size": 16,
-    "num_attention_heads": 2,
-    "num_hidden_layers": 4,
-    "intermediate_size": 24,
-    "updated_fraction": 0.5,
-    "updated_intermediate_size": 8,
-    "prime_intermediate_size": 16,
-    "sliding_window": 5,
-    "attention_block_size": 4,
-    "mini_batch_size": 4,
-    "inner_lr": 0.5,
-    "inner_lr_learnable": True,
-    "initializer_range": 0.2,
-}
+# A smaller model for the finite-difference tests: e2e_small's 4 blocks, the top 2 updated (so the inner gradient of
+# block 2 goes through block 3's attention), with updated and prime MLPs narrow enough for many exact evaluations.
+FD_MODEL = {**SMALL_E2E, "updated_intermediate_size": 8, "prime_intermediate_size": 16}
 
 
 def _e2e(dtype: torch.dtype = torch.float64, seed: int = 0, **overrides: object) -> E2EForCausalLM:
@@ -51,8 +37,7 @@ def _e2e(dtype: torch.dtype = torch.float64, seed: int = 0, **overrides: object)
 
 
 def _fd_model(**overrides: object) -> E2EForCausalLM:
-    torch.manual_seed(0)
-    return build("ttt-e2e", "tiny", match_params=False, **{**FD_MODEL, **overrides}).double().eval()
+    return small_e2e(**{**FD_MODEL, **overrides}).eval()
 
 
 def _no_ttt(**overrides: object) -> dict:

@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from tttlm.bench.timing import CLOCKS
 from tttlm.experiments.requirements import REQUIREMENTS
 from tttlm.experiments.verdicts import EXPECTATIONS
 
@@ -55,7 +56,7 @@ EVALUATION_KEYS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "niah": (("lengths",), {"tasks": ["s-niah-1"], "samples": 20}),
 }
 # a timing's clock: "auto" is the CPU time at one thread on the CPU, else the wall clock (evaluations.timing_clock)
-TIMING_CLOCKS = ("auto", "wall", "cpu")
+TIMING_CLOCKS = ("auto", *CLOCKS)
 # the metric base names each kind measures (niah: one per task, niah-<task>)
 METRICS = {"ppl": {"ppl", "loss"}, "by_position": {"loss"}, "forward_time": {"forward_ms"}, "train_time": {"train_ms"}}
 _TOP_KEYS = {"name", "title", "paper", "summary", "gpus", "vocab_size", "train_config", "ratios", "arms"}
