@@ -22,7 +22,12 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
 
     x: (..., d); weight, bias: broadcastable to x (per-head parameters as (H, 1, d) against (B, H, n, d)).
     """
-    return torch.native_layer_norm(x, x.shape[-1:], None, None, eps)[0] * weight + bias
+    return standardise(x, eps) * weight + bias
+
+
+def standardise(x: Tensor, eps: float) -> Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over the last dim (biased variance): LayerNorm without its affine map."""
+    return torch.native_layer_norm(x, x.shape[-1:], None, None, eps)[0]
 
 
 def layer_norm_l2_grad(x: Tensor, target: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from tttlm.ops.inner_norm import layer_norm, layer_norm_backward, layer_norm_l2_grad, layer_norm_l2_offset
+from tttlm.ops.inner_norm import layer_norm_backward, layer_norm_l2_grad, standardise
 from tttlm.ops.state import TTTState
 
 Weights = tuple[Tensor, ...]
@@ -69,7 +69,11 @@ def reconstruction_grad(zk: Tensor, k: Tensor, v: Tensor, norm: Norm, eps: float
 def reconstruction_offsets(k: Tensor, v: Tensor, norm: Norm) -> Tensor:
     """The part of ``reconstruction_grad`` that does not depend on the inner model, for many tokens at once:
     v without the norm, else the LayerNorm-L2 offset ``(β − (v − k)) γ``. k, v: (B, H, T, d)."""
-    return v if norm is None else layer_norm_l2_offset(v - k, norm[0], norm[1])
+    if norm is None:
+        return v
+    # (β − (v − k)) γ, the same roundings, written from k so that the result takes k's layout (v may be a strided
+    # view: the layers hand it over without a transposing copy)
+    return (k - v + norm[1]) * norm[0]
 
 
 def reconstruction_grad_from(zk: Tensor, offsets: Tensor, slope: Tensor | None, eps: float) -> Tensor:
@@ -150,8 +154,8 @@ def scan_minibatches(
             position = 0 if close else position + n
         outputs.append(z)
     z = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-    if norm is not None:
-        z = q + layer_norm(z, norm[0], norm[1], eps)
+    if norm is not None:  # f(q) = q + LN(g(q)): the residual and β in one pass, γ in the next
+        z = torch.addcmul(q + norm[1], standardise(z, eps), norm[0])
     grad_sums = pending if pending is not None else tuple(torch.zeros_like(w) for w in weights)
     return z, TTTState(weights, grad_sums, position)
 
@@ -171,7 +175,8 @@ def run_ttt(
     max_chunk: int | None = None,
 ) -> tuple[Tensor, TTTState]:
     """Layout handling around ``scan_minibatches``: (B, T, H, d) in and out, state from ``params`` if none given."""
-    qh, kh, vh = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+    # v only enters elementwise (the reconstruction targets): a strided view of it serves without a copy
+    qh, kh, vh = q.transpose(1, 2).contiguous(), k.transpose(1, 2).contiguous(), v.transpose(1, 2)
     lrh = lr.transpose(1, 2).contiguous()
     state = initial_state if initial_state is not None else TTTState.initial(params, q.shape[0])
     norm = None if ln_weight is None else (ln_weight.unsqueeze(1), ln_bias.unsqueeze(1))
