@@ -10,6 +10,7 @@ from tttlm.bench.forms import add_bench_forms_command
 from tttlm.bench.kernels import add_bench_kernels_command
 from tttlm.bench.memory import add_bench_memory_command
 from tttlm.bench.prefill import add_bench_prefill_command
+from tttlm.bench.reference import add_bench_reference_command
 from tttlm.bench.report import add_bench_report_command
 from tttlm.bench.roofline import add_bench_roofline_command
 from tttlm.bench.train import add_bench_train_command
@@ -26,5 +27,6 @@ def add_bench_commands(commands: argparse._SubParsersAction) -> None:
     add_bench_kernels_command(benches)
     add_bench_memory_command(benches)
     add_bench_roofline_command(benches)
+    add_bench_reference_command(benches)
     add_bench_report_command(benches)
     add_bench_train_command(benches)

@@ -4,12 +4,12 @@ The document is a pure function of the files in the results directory, so it can
 
 - ``notes/_intro.md``: the top of the document (title, general remarks);
 - ``notes/_<benchmark>.md``: the heading and prose that open a benchmark's files (e.g. ``_prefill.md``), if any;
-- for every ``<name>.json`` (ordered by benchmark: forms, prefill, decode, train, e2e, memory, kernels, roofline,
-  then any other; by file name within one), a section: ``notes/<name>.md`` if it exists (hand-written prose; the line
-  ``{{results}}`` marks where the generated part goes), else a heading naming the file; the generated part is the
-  command that reproduces the file (its stored ``argv``), the machine facts, a warning when the file is partial (its
-  run was stopped: ``"complete": false``), the benchmark's tables (a generic table of the records for a benchmark
-  without its own) and ``<name>.png`` when it exists beside the JSON.
+- for every ``<name>.json`` (ordered by benchmark: forms, reference, prefill, decode, train, e2e, memory, kernels,
+  roofline, then any other; by file name within one), a section: ``notes/<name>.md`` if it exists (hand-written
+  prose; the line ``{{results}}`` marks where the generated part goes), else a heading naming the file; the generated
+  part is the command that reproduces the file (its stored ``argv``), the machine facts, a warning when the file is
+  partial (its run was stopped: ``"complete": false``), the benchmark's tables (a generic table of the records for a
+  benchmark without its own) and ``<name>.png`` when it exists beside the JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from tttlm.bench.records import read_records
 from tttlm.bench.tables import Record, TextTable, generic_table, markdown, skipped_lines
 
-ORDER = ("forms", "prefill", "decode", "train", "e2e", "memory", "kernels", "roofline")
+ORDER = ("forms", "reference", "prefill", "decode", "train", "e2e", "memory", "kernels", "roofline")
 PLACEHOLDER = "{{results}}"
 DEFAULT_RESULTS = Path("docs/results/bench")
 DEFAULT_OUT = Path("docs/BENCHMARKS.md")
@@ -41,6 +41,8 @@ def _tables_for(benchmark: str) -> Callable[[Sequence[Record]], list[TextTable]]
         from tttlm.bench.decode import tables
     elif benchmark == "train":
         from tttlm.bench.train import tables
+    elif benchmark == "reference":
+        from tttlm.bench.reference import tables
     elif benchmark == "roofline":
         from tttlm.bench.roofline import tables
     elif benchmark == "memory":
