@@ -127,9 +127,34 @@ def layer_norm_backward(x: Tensor, slope: Tensor, offset: Tensor, eps: float) ->
     return _layer_norm_backward_kernels(x, slope, offset, eps)[0]  # the same kernels without the Function's overhead
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands on the incoming gradient in contiguous memory.
+
+    ATen's GELU backward kernels run about 10x slower when an operand is a transposed view (the elementwise loop is
+    not vectorised across mixed layouts), and the gradients reaching the inner MLP's activations are often
+    transposed: the backward of ``bmm(a, bᵀ)`` gives b's gradient as a transposed product (TTT-MLP's hidden
+    activations of the keys, in the dual form: about 8% of its forward + backward at 125m, T = 2048). One copy of the
+    gradient before the GELU backward costs far less than the slow kernel. The backward is itself a differentiable
+    copy, so derivatives of any order pass through.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return _ContiguousGrad.apply(grad.contiguous())
+
+
+def contiguous_grad(x: Tensor) -> Tensor:
+    """``x``, with its gradient made contiguous on the way back (``_ContiguousGrad``); ``x`` itself without autograd."""
+    return _ContiguousGrad.apply(x) if torch.is_grad_enabled() and x.requires_grad else x
+
+
 def gelu_tanh(x: Tensor) -> Tensor:
     """GELU with the tanh approximation (the activation of the TTT-MLP inner model)."""
-    return F.gelu(x, approximate="tanh")
+    return contiguous_grad(F.gelu(x, approximate="tanh"))
 
 
 def gelu_tanh_backward(grad: Tensor, x: Tensor) -> Tensor:
