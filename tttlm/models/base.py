@@ -47,6 +47,10 @@ def check_input_ids(input_ids: object, vocab_size: int) -> None:
         # reading the range back would stall the host on every decoded token; out-of-range ids still fail there,
         # in the embedding lookup (a device-side assert), just with a less helpful message
         return
+    if torch.compiler.is_compiling():
+        # .item() would break the compiled graph here; the compiled callers check the ids before the call
+        # (tttlm.models.compiled), and an id out of range still fails in the embedding lookup (IndexError)
+        return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
         bad = low if low < 0 else high

@@ -176,8 +176,17 @@ def _chunked(
         g, beta = F.pad(g, (0, pad)), F.pad(beta, (0, pad))
     q, k, v = (t.unflatten(2, (-1, chunk_size)) for t in (q, k, v))  # (B, H, N, C, ·)
     g, beta = g.unflatten(2, (-1, chunk_size)), beta.unflatten(2, (-1, chunk_size))  # (B, H, N, C)
-    out, state = _ChunkRule.apply(q, k, v, g, beta, state)
+    out, state = _chunk_rule(q, k, v, g, beta, state)
     return out.flatten(2, 3)[:, :, :seq], state
+
+
+@torch.compiler.disable
+def _chunk_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    """``_ChunkRule`` on (batch, heads, N, C, ·) blocks, eager also under torch.compile (the model around it
+    compiles; tttlm.models.compiled): its loop over chunks writes into slices (``out=``), which Dynamo cannot trace,
+    and with a single chunk, where it could, AOTAutograd's trace of the hand-written backward assumed other strides
+    than the eager kernels give (a view error in the backward, PyTorch 2.13)."""
+    return _ChunkRule.apply(q, k, v, g, beta, state)
 
 
 def gated_delta_rule(

@@ -22,6 +22,8 @@ def _train(args: argparse.Namespace) -> int:
         print("tttlm train: error: --allow-config-change only applies with --resume", file=sys.stderr)
         return 2
     overrides = [*args.set, *([f"model.init_from={args.init_from}"] if args.init_from is not None else [])]
+    if args.compile:
+        overrides.append("train.compile=true")
     try:
         run_dir = train(
             args.config,
@@ -78,6 +80,12 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="start from the weights of a run (its final model or newest checkpoint), a checkpoint or a model "
         "directory, with a fresh optimizer and schedule (= --set model.init_from=DIR); the architectures must agree",
+    )
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training forward and backward (= --set train.compile=true; inductor, evaluation "
+        "stays eager); the first step compiles for one to several minutes on a CPU, see docs/ARCHITECTURE.md",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     train.set_defaults(func=_train)

@@ -33,7 +33,9 @@ PRECISIONS = ("auto", "float32", "bf16", "float64")
 ON_NONFINITE = ("stop", "skip")
 # keys of the trajectory sections that do not change the sequence of weights (checks, fault handling): a resume
 # with other values is still exact, and checkpoints written before these keys existed still resume
-_NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite",)}
+# (train.compile: compiled kernels reorder floating-point sums, so a resume that turns it on or off continues at
+# rounding level, not bit for bit; it changes no setting of the optimisation)
+_NOT_TRAJECTORY = {"data": ("verify_checksums",), "train": ("on_nonfinite", "compile")}
 # what the registry did before model.match_params existed: every arch's width matched to TTT-Linear's
 MATCH_PARAMS_BEFORE = "ttt-linear"
 # trajectory keys added later, with the value that a config saved before they existed was trained under
@@ -116,6 +118,10 @@ class TrainLoopConfig:
     # train only the parameters whose name matches one of these regexes (search); the others are frozen. Empty:
     # all. E.g. ["layers\\.(9|10|11)\\."] for the last blocks of a converted model (their prime MLPs included)
     trainable: tuple[str, ...] = ()
+    # torch.compile the micro-steps' forward and backward (inductor; evaluation stays eager; tttlm.models.compiled).
+    # Off by default: on this project's CPU no arch both wins and compiles in under a minute (docs/ARCHITECTURE.md,
+    # "torch.compile"). Checkpoints hold the plain module's weights either way
+    compile: bool = False
 
 
 @dataclass
@@ -383,7 +389,14 @@ def validate(config: TrainConfig) -> TrainConfig:
             "model.size: from-init takes the whole model config from model.init_from: set init_from and leave "
             "model.overrides empty (or name a size preset and give the overrides that build the source's model)"
         )
+    from tttlm.models.compiled import CompileUnsupportedError, check_compilable
     from tttlm.models.registry import matches_params  # the registry's rule; torch is loaded only here
+
+    if loop.compile:
+        try:
+            check_compilable(config.model.arch, training=True)
+        except CompileUnsupportedError as error:
+            raise ConfigError(f"train.compile: {error}") from None
 
     try:
         matches_params(config.model.match_params)

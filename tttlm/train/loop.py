@@ -42,6 +42,8 @@ from transformers.utils import logging as hf_logging
 from tttlm.data.packing import DataMismatchError, PackedDataset
 from tttlm.data.prepare import TOKENIZER_DIR, default_data_dir
 from tttlm.data.tokenizer import load_tokenizer
+from tttlm.models import compiled
+from tttlm.models.compiled import compiled_loss
 from tttlm.train import checkpoint as ckpt
 from tttlm.train import distributed as dist_utils
 from tttlm.train.batches import TrainWindows, eval_windows, micro_batch_samples
@@ -422,6 +424,32 @@ class _Console:
             self._bar.update(1)
 
 
+def compile_enabled(config: TrainConfig, ctx: dist_utils.DistContext) -> bool:
+    """Whether the run's micro-steps run compiled (``train.compile``); ConfigError where compile was asked for but
+    cannot run: an arch that cannot train compiled, or more than one process (not supported yet)."""
+    if not config.train.compile:
+        return False
+    try:
+        compiled.check_compilable(config.model.arch, training=True)
+    except compiled.CompileUnsupportedError as error:
+        raise ConfigError(f"train.compile: {error}") from None
+    if ctx.world_size > 1:
+        raise ConfigError(
+            f"train.compile: true is supported in one process only (this run has {ctx.world_size}; compiling "
+            "around DDP/FSDP2 is not wired up or tested): set train.compile: false under torchrun"
+        )
+    return True
+
+
+def _eager_loss(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss(input_ids, labels)`` of the model, called as it is (``compiled.compiled_loss``'s eager twin)."""
+
+    def loss(input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=input_ids, labels=labels, use_cache=False).loss
+
+    return loss
+
+
 def _autocast(precision: str, device: torch.device) -> Autocast:
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     if use_bf16:
@@ -544,6 +572,10 @@ class Trainer:
         self.last_val: float | None = None  # the latest validation loss, recorded in checkpoints
         # the separator's id when its targets are left out of the loss (data.mask_bos_targets)
         self.masked = data.train.eos_token_id if config.data.mask_bos_targets else None
+        # the micro-steps' loss: eager, or compiled (train.compile); self.model stays the plain module, so
+        # checkpoints, the export and evaluation see it unchanged
+        self.compiled = compile_enabled(config, ctx)
+        self.loss_of = _eager_loss(model) if not self.compiled else compiled_loss(model, compiled.DEFAULT_BACKEND)
 
     def resume(self, *, allow_config_change: bool = False) -> int:
         """Load the newest valid checkpoint of the run into the model, the optimizer and this process's RNG; return
@@ -589,7 +621,8 @@ class Trainer:
             f"{config.model.arch} {config.model.size}: {n_params / 1e6:.2f}M parameters ({tensors.get('decay', 0)} "
             f"tensors with weight decay, {tensors.get('no_decay', 0)} without), vocab {self.data.vocab_size}\n"
             f"data {self.data.dir}: {len(self.data.train):,} train tokens ({self.windows.num_windows:,} windows of "
-            f"{config.data.seq_len}); {ctx.world_size} process(es) on {ctx.device}, precision {config.precision}\n"
+            f"{config.data.seq_len}); {ctx.world_size} process(es) on {ctx.device}, precision {config.precision}"
+            f"{', compiled (train.compile)' if self.compiled else ''}\n"
             f"{config.train.steps} steps x {config.train.batch_tokens:,} tokens = {config.train.micro_batch_size} "
             f"sequences x {self.accumulation} micro-steps x {ctx.world_size} process(es); run dir {self.run.path}"
         )
@@ -648,8 +681,7 @@ class Trainer:
             batch, labels = self.batch(samples)  # (micro_batch_size, seq_len) each
             # gradients are reduced over processes once, on the last micro-step
             with dist_utils.gradient_sync(model, m == self.accumulation - 1), self.autocast():
-                loss = model(input_ids=batch, labels=labels, use_cache=False).loss
-                loss = loss / self.accumulation
+                loss = self.loss_of(batch, labels) / self.accumulation
             loss.backward()
             loss_sum += loss.detach().double()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.inner.parameters(), config.optim.grad_clip)
