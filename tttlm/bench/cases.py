@@ -162,3 +162,21 @@ def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
         context.set_forkserver_preload([fn.__module__])  # no effect once the server runs: same modules anyway
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(fn, *args).result()
+
+
+def add_compile_arguments(parser: Any) -> None:
+    """``--compile`` and ``--compile-backend`` of the model benchmarks (train, prefill, decode)."""
+    from tttlm.models.compiled import BACKENDS, DEFAULT_BACKEND
+
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="measure every case twice: eager and with torch.compile (records: compiled, compile_s; cold compile "
+        "caches, so compile_s is what a first run pays)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        choices=BACKENDS,
+        default=DEFAULT_BACKEND,
+        help="torch.compile backend of --compile (aot_eager: traced graphs on eager kernels, a cheap check)",
+    )

@@ -7,11 +7,19 @@ built once; for each context a random prompt of that length is prefilled (``stre
 arch's cache allows, else in one call), then ``warmup + tokens`` single-token steps are taken through the one call
 contract ``model(input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)`` and the timed ones reported
 (median, min, max). The cache's size after the prompt and the analytical FLOPs of a step are recorded as well.
+
+``--compile``: every case is measured twice, eager and with the decode steps compiled (``torch.compile`` of the
+model's call; the prompt is prefilled eagerly; cold compile caches; ``compiled: true`` in its record, "arch
+compiled" in the tables). A decode step's inputs change from token to token (the KV cache grows, the position
+advances, a TTT layer's mini-batch closes every b tokens), so graphs compile at several tokens, not only the first:
+``compile_s`` is the wall-clock seconds by which the decode steps of the context (warm-up and timed) exceeded the
+median step, summed; ``graphs`` counts what Dynamo compiled.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +31,7 @@ import torch
 from tttlm.bench.cases import (
     BENCH_TTT_FORMS,
     DEFAULT_ARCHS,
+    add_compile_arguments,
     build_case,
     check_positive,
     expand_cases,
@@ -65,23 +74,33 @@ class DecodeRecord:
     clock: str
     load_1m: float | None
     skipped: str | None = None
+    # torch.compile (records before --compile existed: eager): the backend, the decode steps' wall seconds above
+    # the median step (compiles and recompiles) and the graphs Dynamo compiled for this context
+    compiled: bool = False
+    backend: str | None = None
+    compile_s: float | None = None
+    graphs: int | None = None
 
 
 def _decode_ms(
     model: Any, cache: Any, tokens: int, warmup: int, device: torch.device, clock: str, generator: torch.Generator
-) -> list[float]:
-    """Decode ``warmup + tokens`` random tokens continuing ``cache``; milliseconds of the timed ones."""
+) -> tuple[list[float], list[float]]:
+    """Decode ``warmup + tokens`` random tokens continuing ``cache``; milliseconds of the timed ones on ``clock``,
+    and wall-clock seconds of every step."""
+    import time
+
     now = clock_function(clock, device)
-    samples = []
+    samples, walls = [], []
     for i in range(warmup + tokens):
         ids = torch.randint(model.config.vocab_size, (1, 1), generator=generator).to(device)
-        start = now()
+        start, wall = now(), time.perf_counter()
         cache = output_cache(model(input_ids=ids, **cache_argument(cache), use_cache=True, logits_to_keep=1))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        walls.append(time.perf_counter() - wall)
         if i >= warmup:
             samples.append(1e3 * (now() - start))
-    return samples
+    return samples, walls
 
 
 def _measure(
@@ -93,19 +112,28 @@ def _measure(
     device: torch.device,
     clock: str,
     seed: int,
+    stepper: Any = None,
 ) -> dict[str, Any]:
-    """Prefill a random prompt of ``context`` tokens, then time decoding; the measured fields of a record."""
+    """Prefill a random prompt of ``context`` tokens, then time decoding; the measured fields of a record.
+    ``stepper``: what decodes (the compiled model; None: ``model`` itself); the prompt is prefilled by ``model``."""
+    from tttlm.models import compiled
     from tttlm.models.streaming import prefill
 
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(model.config.vocab_size, (1, context), generator=generator).to(device)
     cache = prefill(model, ids, prefill_chunk, token_loss=False).past_key_values
     cache_mb = tensor_mb(cache)  # before decoding adds to it
-    ms = _decode_ms(model, cache, tokens, warmup, device, clock, generator)
-    return {
+    counted = compiled.CompileCounters.now()
+    ms, walls = _decode_ms(model if stepper is None else stepper, cache, tokens, warmup, device, clock, generator)
+    measured = {
         "ms_per_token": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "cache_mb": cache_mb,
         "parameters": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip
+    if stepper is not None:
+        median = statistics.median(walls)
+        measured["compile_s"] = sum(max(0.0, wall - median) for wall in walls)
+        measured["graphs"] = compiled.CompileCounters.now().graphs - counted.graphs
+    return measured
 
 
 @torch.no_grad()
@@ -121,11 +149,16 @@ def run_decode_bench(
     clock: str = "wall",
     seed: int = 0,
     out: RecordsFile | None = None,
+    compile_backend: str | None = None,
 ) -> list[DecodeRecord]:
     """Measure decode ms/token after each context length for every (size, arch, form) case, in this process;
-    each record goes to ``out`` as soon as it is measured."""
+    each record goes to ``out`` as soon as it is measured. ``compile_backend``: also measure every case with the
+    decode steps compiled by this torch.compile backend (None: eager only)."""
+    from tttlm.models import compiled
     from tttlm.models.registry import make_config
 
+    if compile_backend is not None:
+        compiled.check_backend(compile_backend)
     check_positive("contexts", contexts)
     check_positive("tokens and prefill_chunk", [tokens, prefill_chunk])
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -133,28 +166,48 @@ def run_decode_bench(
     device = resolve_device(device)
     clock_function(clock, device)  # refuse a clock that cannot work before measuring anything
     cases = expand_cases(archs, sizes, ttt_forms)
+    modes = [None] if compile_backend is None else [None, compile_backend]
     records: list[DecodeRecord] = []
-    with CaseProgress("bench decode", len(cases) * len(contexts), out) as progress:
+    with CaseProgress("bench decode", len(cases) * len(contexts) * len(modes), out) as progress:
         for case in cases:
             config = make_config(case.arch, case.size, **({} if case.form is None else {"ttt_form": case.form}))
             reason = skip_reason(case, device)
             model = None if reason else build_case(case, device, seed)
-            for context in sorted(contexts):
-                progress.start(f"{case.label} {case.size}: decode after {context}")
-                measured: dict[str, Any] = {"skipped": reason}
-                if model is not None:
-                    measured = _measure(model, context, tokens, warmup, prefill_chunk, device, clock, seed)
-                fields = {"ms_per_token": None, "min_ms": None, "max_ms": None, "cache_mb": None, "parameters": None}
-                record = DecodeRecord(
-                    case.arch, case.form, case.size, context, tokens=tokens, warmup=warmup,
-                    flops_per_token=decode_flops_per_token(config, context) if has_flop_formula(config) else None,
-                    device=str(device), threads=torch.get_num_threads(), clock=clock, load_1m=load_1m(),
-                    **{**fields, **measured},
-                )  # fmt: skip
-                records.append(record)
-                result = f"skipped: {reason}" if reason else f"{record.ms_per_token:.3g} ms/token"
-                progress.done([asdict(record)], result)
+            flops = {c: decode_flops_per_token(config, c) if has_flop_formula(config) else None for c in contexts}
+            for mode in modes:
+                how = {} if mode is None else {"compiled": True, "backend": mode}
+                with contextlib.nullcontext() if mode is None else compiled.cold_compile_cache():
+                    # the compiled call of the same module: the prefill stays eager, the weights are shared
+                    stepper = None if mode is None or model is None else compiled.compiled_view(model, mode)
+                    for context in sorted(contexts):
+                        progress.start(f"{case.label} {case.size}: decode after {context}{' compiled' if how else ''}")
+                        measured: dict[str, Any] = {"skipped": reason}
+                        if model is not None:
+                            try:
+                                measured = _measure(
+                                    model, context, tokens, warmup, prefill_chunk, device, clock, seed, stepper
+                                )
+                            except (RuntimeError, ValueError) as error:  # a failed compile, out of memory, ...
+                                measured = {"skipped": f"{type(error).__name__}: {error}"[:300]}
+                        record = DecodeRecord(
+                            case.arch, case.form, case.size, context, tokens=tokens, warmup=warmup,
+                            flops_per_token=flops[context], device=str(device), threads=torch.get_num_threads(),
+                            clock=clock, load_1m=load_1m(), **{**_UNMEASURED, **measured, **how},
+                        )  # fmt: skip
+                        records.append(record)
+                        progress.done([asdict(record)], _result(record))
     return records
+
+
+_UNMEASURED = {"ms_per_token": None, "min_ms": None, "max_ms": None, "cache_mb": None, "parameters": None}
+
+
+def _result(record: DecodeRecord) -> str:
+    """A finished case in a few words, for its progress line."""
+    if record.skipped:
+        return f"skipped: {record.skipped}"
+    compiling = "" if record.compile_s is None else f", compiling {record.compile_s:.1f} s"
+    return f"{record.ms_per_token:.3g} ms/token{compiling}"
 
 
 def _normalised(record: Record) -> Record:
@@ -166,8 +219,10 @@ def _normalised(record: Record) -> Record:
 
 
 def label(record: Record) -> str:
+    """The arch, its TTT form and " compiled" for a compiled record (records before --compile existed: eager)."""
     record = _normalised(record)
-    return record["arch"] if record.get("form") is None else f"{record['arch']} ({record['form']})"
+    name = record["arch"] if record.get("form") is None else f"{record['arch']} ({record['form']})"
+    return f"{name} compiled" if record.get("compiled") else name
 
 
 def _ratio(rows: list[Record]) -> str:
@@ -238,7 +293,7 @@ def _bench_decode(args: argparse.Namespace) -> int:
         with RecordsFile("decode", args.json, args.argv) as out:
             run_decode_bench(
                 args.archs, args.sizes, args.contexts, args.ttt_forms, args.tokens, args.warmup, args.prefill_chunk,
-                args.device, args.clock, out=out,
+                args.device, args.clock, out=out, compile_backend=args.compile_backend if args.compile else None,
             )  # fmt: skip
     except ValueError as error:
         print(f"tttlm bench decode: error: {error}", file=sys.stderr)
@@ -281,4 +336,5 @@ def add_bench_decode_command(benches: Any) -> None:
     parser.add_argument(
         "--clock", choices=CLOCKS, default="wall", help="cpu: CPU time of the timing thread (needs --threads 1)"
     )
+    add_compile_arguments(parser)
     parser.set_defaults(func=_bench_decode)

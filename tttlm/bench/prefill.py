@@ -9,12 +9,18 @@ the median of ``repeats`` calls after ``warmup``. Each case runs in a fresh proc
 own (``tttlm.bench.cases``). FLOPs per token are analytical (``tttlm.bench.flops``).
 
 ``crossover`` finds the context from which one arch is faster than another (default TTT-Linear vs the SDPA
-Transformer; the paper reports 8K on an A100).
+Transformer; the paper reports 8K on an A100), from the eager records.
+
+``--compile``: every case is measured twice, eager and compiled (``tttlm.models.compiled.compile_module``, cold
+compile caches; ``compiled: true`` in its record, "arch (compiled)" in the tables); ``compile_s`` is the wall-clock
+seconds of the first, compiling, prefill call beyond a timed one (every chunk shape and the cache's first and later
+calls compile then).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +34,7 @@ from tttlm.bench.cases import (
     BENCH_TTT_FORMS,
     DEFAULT_ARCHS,
     Case,
+    add_compile_arguments,
     build_case,
     check_positive,
     expand_cases,
@@ -88,6 +95,12 @@ class PrefillRecord:
     clock: str
     load_1m: float | None
     skipped: str | None = None
+    # torch.compile (records before --compile existed: eager): the backend, the compiling call's extra wall seconds
+    # and the graphs Dynamo compiled
+    compiled: bool = False
+    backend: str | None = None
+    compile_s: float | None = None
+    graphs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,8 @@ class PrefillSetting:
     device: str | None = None  # None: CUDA when available
     clock: str = "wall"  # or "cpu": CPU time of the (single) timing thread, see timing.clock_function
     seed: int = 0
+    # every case measured eager and compiled with this torch.compile backend (None: eager only)
+    compile_backend: str | None = None
 
 
 def _flops_per_token(case: Case, context: int, chunk_size: int | None) -> float | None:
@@ -127,13 +142,16 @@ def _record(
     )  # fmt: skip
 
 
-def measure_case(case: Case, context: int, setting: PrefillSetting) -> PrefillRecord:
-    """Build the case's model and time its prefill of ``context`` random tokens (in this process)."""
+def measure_case(case: Case, context: int, setting: PrefillSetting, backend: str | None = None) -> PrefillRecord:
+    """Build the case's model and time its prefill of ``context`` random tokens (in this process); ``backend``:
+    compile the model with this torch.compile backend first (None: eager)."""
+    from tttlm.models import compiled
     from tttlm.models.streaming import prefill, supports_chunked_prefill
 
     if setting.threads:
         torch.set_num_threads(setting.threads)
     device = torch.device(setting.device)
+    mode = {} if backend is None else {"compiled": True, "backend": backend}
     try:
         model = build_case(case, device, setting.seed)
         ids = torch.randint(model.config.vocab_size, (1, context), generator=torch.Generator().manual_seed(0))
@@ -143,20 +161,29 @@ def measure_case(case: Case, context: int, setting: PrefillSetting) -> PrefillRe
         chunk = setting.chunk_size if setting.chunk_size and supports_chunked_prefill(model) else None
         reset_peak_memory(device)
         baseline = peak_memory_mb(device)
-        timing = time_call(
-            lambda: prefill(model, ids, chunk or context, token_loss=False),
-            setting.repeats,
-            setting.warmup,
-            device,
-            setting.clock,
-        )
+
+        def call() -> None:
+            prefill(model, ids, chunk or context, token_loss=False)
+
+        with contextlib.nullcontext() if backend is None else compiled.cold_compile_cache():
+            counted = compiled.CompileCounters.now()
+            if backend is not None:
+                compiled.compile_module(model, backend)
+                with torch.no_grad():  # the compiling call, before the untimed warm-up ones
+                    mode["compile_s"] = compiled.timed(call)
+            timing = time_call(call, setting.repeats, setting.warmup, device, setting.clock)
+            if backend is not None:
+                mode["compile_s"] -= timing.median
+                mode["graphs"] = compiled.CompileCounters.now().graphs - counted.graphs
         peak = peak_memory_mb(device)
-    except (RuntimeError, ValueError) as error:  # out of memory, unsupported shapes, ...
-        return _record(case, context, setting, setting.chunk_size, skipped=f"{type(error).__name__}: {error}"[:300])
+    except (RuntimeError, ValueError) as error:  # out of memory, unsupported shapes, a failed compile, ...
+        reason = f"{type(error).__name__}: {error}"[:300]
+        return _record(case, context, setting, setting.chunk_size, skipped=reason, **mode)
     return _record(
         case, context, setting, chunk, seconds=timing.median, ms_per_token=1e3 * timing.median / context,
         min_ms_per_token=1e3 * timing.minimum / context, max_ms_per_token=1e3 * timing.maximum / context,
         peak_memory_mb=peak, baseline_memory_mb=baseline, parameters=sum(p.numel() for p in model.parameters()),
+        **mode,
     )  # fmt: skip
 
 
@@ -180,25 +207,38 @@ def run_prefill_bench(
         raise ValueError(f"warmup must be an integer >= 0; got {setting.warmup!r}")
     device = resolve_device(setting.device)
     clock_function(setting.clock, device, setting.threads or torch.get_num_threads())  # refuse a clock that cannot work
+    if setting.compile_backend is not None:
+        from tttlm.models.compiled import check_backend
+
+        check_backend(setting.compile_backend)
     setting = PrefillSetting(**{**asdict(setting), "device": str(device)})
-    cases = [(case, context) for case in expand_cases(archs, sizes, ttt_forms) for context in sorted(contexts)]
+    modes = [None] if setting.compile_backend is None else [None, setting.compile_backend]
+    cases = [
+        (case, context, mode)
+        for case in expand_cases(archs, sizes, ttt_forms)
+        for context in sorted(contexts)
+        for mode in modes
+    ]
     records = []
     with CaseProgress("bench prefill", len(cases), out) as progress:
-        for case, context in cases:
-            progress.start(f"{case.label} {case.size} T={context}")
+        for case, context, mode in cases:
+            progress.start(f"{case.label} {case.size} T={context}{'' if mode is None else f' compiled ({mode})'}")
             reason = skip_reason(case, device)
+            how = {} if mode is None else {"compiled": True, "backend": mode}
             if reason is not None:
-                record = _record(case, context, setting, setting.chunk_size, skipped=reason)
+                record = _record(case, context, setting, setting.chunk_size, skipped=reason, **how)
             elif not fresh_process:
-                record = measure_case(case, context, setting)
+                record = measure_case(case, context, setting, mode)
             else:
                 try:
-                    record = in_fresh_process(measure_case, case, context, setting)
+                    record = in_fresh_process(measure_case, case, context, setting, mode)
                 except BrokenProcessPool:
                     reason = "the process died (killed for lack of memory?)"
-                    record = _record(case, context, setting, setting.chunk_size, skipped=reason)
+                    record = _record(case, context, setting, setting.chunk_size, skipped=reason, **how)
             records.append(record)
             result = f"skipped: {record.skipped}" if record.skipped else f"{record.ms_per_token:.3g} ms/token"
+            if record.compile_s is not None:
+                result += f", compiled in {record.compile_s:.1f} s"
             progress.done([asdict(record)], result)
     return records
 
@@ -248,7 +288,11 @@ def parse_pair(text: str) -> tuple[str, str]:
 def _times(records: Sequence[Record], name: str, size: str) -> dict[int, float]:
     """ms/token by context of ``name`` ("arch" or "arch:form"; a plain TTT arch means its dual form)."""
     arch, _, form = name.partition(":")
-    mine = [r for r in records if r["arch"] == arch and r["size"] == size and r["ms_per_token"] is not None]
+    mine = [
+        r
+        for r in records
+        if r["arch"] == arch and r["size"] == size and r["ms_per_token"] is not None and not r.get("compiled")
+    ]
     forms = {r["form"] for r in mine}
     wanted = form or ("dual" if "dual" in forms else None)
     return {r["context"]: r["ms_per_token"] for r in mine if r["form"] == wanted}
@@ -280,7 +324,9 @@ def crossover(records: Sequence[Record], first: str, second: str, size: str) -> 
 
 
 def label(record: Record) -> str:
-    return record["arch"] if record.get("form") is None else f"{record['arch']} ({record['form']})"
+    """The arch, its TTT form and " compiled" for a compiled record (records before --compile existed: eager)."""
+    name = record["arch"] if record.get("form") is None else f"{record['arch']} ({record['form']})"
+    return f"{name} compiled" if record.get("compiled") else name
 
 
 def _time_cell(r: Record) -> str:
@@ -310,7 +356,9 @@ def tables(records: Sequence[Record]) -> list[TextTable]:
             pivot(f"{size}: forward FLOPs per token", rows, label, "context", lambda r: si(r["flops_per_token"])),
             pivot(f"{size}: achieved GFLOP/s", rows, label, "context", lambda r: fmt(r["gflop_per_s"])),
         ]
-        names = dict.fromkeys(r["arch"] if r["form"] is None else f"{r['arch']}:{r['form']}" for r in rows)
+        names = dict.fromkeys(
+            r["arch"] if r["form"] is None else f"{r['arch']}:{r['form']}" for r in rows if not r.get("compiled")
+        )
         found = [crossover(records, name, "transformer", size) for name in names if name != "transformer"]
         found = [c for c in found if c is not None]
         if found:
@@ -353,7 +401,10 @@ def _memory(r: Record) -> float | None:
 def _bench_prefill(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    setting = PrefillSetting(args.chunk_size, args.repeats, args.warmup, args.threads, args.device, args.clock)
+    setting = PrefillSetting(
+        args.chunk_size, args.repeats, args.warmup, args.threads, args.device, args.clock,
+        compile_backend=args.compile_backend if args.compile else None,
+    )  # fmt: skip
     try:
         pair = parse_pair(args.crossover)
         with RecordsFile("prefill", args.json, args.argv) as out:
@@ -407,4 +458,5 @@ def add_bench_prefill_command(benches: Any) -> None:
     parser.add_argument(
         "--in-process", action="store_true", help="measure in this process (faster; CPU peak memory is cumulative)"
     )
+    add_compile_arguments(parser)
     parser.set_defaults(func=_bench_prefill)
