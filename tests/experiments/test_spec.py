@@ -165,3 +165,15 @@ def test_a_timing_clock_is_checked_and_auto_is_the_cpu_time_at_one_thread():
         assert timing_clock("auto", model) == "wall"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_sweep_sets_its_also_keys_with_each_point(tmp_path):
+    also = {"model.overrides.rope_theta": [1e5, 1e6]}
+    raw = _change("arms/0/sweep", {"key": "optim.lr", "values": [1e-3, 2e-3], "symbol": "lr", "also": also})
+    raw["claims"][0]["a"]["at"] = -1
+    spec = _parse(raw)
+    configs = [run.config for run in plan_runs(spec, [0], tmp_path) if run.arm.name == "small-b"]
+    assert [(c["optim"]["lr"], c["model"]["overrides"]["rope_theta"]) for c in configs] == [(1e-3, 1e5), (2e-3, 1e6)]
+    also["model.overrides.rope_theta"] = [1e5]
+    with pytest.raises(SpecError, match="one value per point"):
+        _parse(raw)

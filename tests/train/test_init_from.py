@@ -161,3 +161,22 @@ def test_a_converted_pretrained_model_fine_tunes_with_init_from(tmp_path: Path, 
     }
     run = train(tiny_config(tmp_path / "meta", data_dir, **changes))
     assert (RunDir(run).model / "model.safetensors").is_file()
+
+
+def test_a_second_stage_may_raise_the_rope_base(tmp_path: Path, data_dir: Path, first: Path) -> None:
+    """Paper 2 raises RoPE's θ when it extends the context: that change is allowed (and named), no other is."""
+    from transformers import AutoConfig
+
+    from tttlm.train.init_from import config_differences
+
+    config = tiny_config(
+        tmp_path / "raised",
+        data_dir,
+        **{"train.steps": 2, "data.seq_len": 64, "model.init_from": str(first), "model.overrides.rope_theta": 1e6},
+    )
+    second = train(config)
+    assert AutoConfig.from_pretrained(RunDir(second).model).rope_theta == 1e6
+    source = AutoConfig.from_pretrained(RunDir(first).model).to_dict()
+    target = {**source, "rope_theta": 1e6, "hidden_size": 48}
+    assert config_differences(source, target, changeable=True) == [f"rope_theta: {source['rope_theta']!r} → 1000000.0"]
+    assert config_differences(source, target) == [f"hidden_size: {source['hidden_size']!r} → 48"]

@@ -111,7 +111,8 @@ def training_config(
     for key, value in arm.settings.items():
         set_key(raw, key, value)
     if arm.sweep:
-        set_key(raw, arm.sweep.key, point)
+        for key, value in arm.sweep.settings(arm.sweep.values.index(point)).items():
+            set_key(raw, key, value)
     raw.update(name=f"{spec.name}-{run_dir.parent.name}-{run_dir.name}", seed=seed, out_dir=str(run_dir))
     if init_from is not None:
         raw["model"]["init_from"] = str(init_from)  # the trainer's two-stage start (tttlm.train.init_from)

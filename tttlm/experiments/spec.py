@@ -18,8 +18,9 @@ Top-level keys::
     claims                        list of {id, source, claim, paper, a, b, op, expect, threshold, tolerance, note}
 
 An arm's ``settings`` are training-config changes as ``KEY: VALUE`` (``train.steps: 100``), ``sweep`` is
-``{key, values, symbol}`` (one run per value of the dotted config ``key``, e.g. ``data.seq_len`` or
-``model.overrides.sliding_window``), ``train: false`` marks an arm that is only timed (a freshly initialised model),
+``{key, values, symbol, also}`` (one run per value of the dotted config ``key``, e.g. ``data.seq_len`` or
+``model.overrides.sliding_window``; ``also``: ``{KEY: [one value per point]}`` for keys that change with it),
+``train: false`` marks an arm that is only timed (a freshly initialised model),
 ``init_from: {arm, at}`` starts each run from the final weights of point ``at`` (an index into its sweep values) of
 another arm, ``requires`` names features the arm needs (``tttlm.experiments.requirements``), and
 ``eval_overrides`` are model config fields changed when the trained model is loaded for evaluation (e.g. an inner
@@ -72,11 +73,19 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Sweep:
-    """One run per value of the dotted training-config ``key``; ``symbol`` labels the points (e.g. ``T``)."""
+    """One run per value of the dotted training-config ``key``; ``symbol`` labels the points (e.g. ``T``).
+
+    ``also``: other dotted keys that change with it, one value per point (e.g. RoPE's θ raised with the context).
+    """
 
     key: str
     values: tuple[Any, ...]
     symbol: str
+    also: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def settings(self, index: int) -> dict[str, Any]:
+        """Every config value of point ``index``: the swept key's and the ``also`` keys'."""
+        return {self.key: self.values[index], **{key: values[index] for key, values in self.also.items()}}
 
 
 @dataclass(frozen=True)
@@ -220,11 +229,19 @@ def _sweep(raw: Any, where: str) -> Sweep | None:
     if raw is None:
         return None
     raw = _mapping(raw, where)
-    _known(raw, {"key", "values", "symbol"}, where)
+    _known(raw, {"key", "values", "symbol", "also"}, where)
     values = raw.get("values")
     if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
         raise SpecError(f"{where}.values must be a non-empty list of distinct values; got {values!r}")
-    return Sweep(_text(raw, "key", where), tuple(values), _text(raw, "symbol", where, raw.get("key")))
+    key = _text(raw, "key", where)
+    also = _mapping(raw.get("also") or {}, f"{where}.also")
+    for other, other_values in also.items():
+        if other == key or not isinstance(other_values, list) or len(other_values) != len(values):
+            raise SpecError(
+                f"{where}.also.{other} must be another key than {key} with a list of one value per point "
+                f"({len(values)}); got {other_values!r}"
+            )
+    return Sweep(key, tuple(values), _text(raw, "symbol", where, key), {k: tuple(v) for k, v in also.items()})
 
 
 def _entry(

@@ -12,8 +12,9 @@ and a restarted schedule. Here the source is any of:
 
 Only the weights are taken (safetensors, never a pickle): the optimiser state, the step and the RNG start afresh.
 The architectures must agree: the same registry arch, the same model config up to ``MAY_DIFFER`` (what changes
-nothing in the weights or the function, e.g. the context the model may be run at), and the same parameter names
-and shapes. Anything else is refused with the differences listed.
+nothing in the weights or the function, e.g. the context the model may be run at) and ``MAY_CHANGE`` (what a second
+stage changes on purpose, said in the log), and the same parameter names and shapes. Anything else is refused with
+the differences listed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ MAY_DIFFER = frozenset(
         "ttt_form",
     }
 )
+# architectural values a second stage may change on purpose: RoPE's base, which paper 2 raises for full attention
+# when it extends the context (θ 500K at 8K pre-training → 1M … 10M at 16K … 128K; its Appendix); no weight depends
+# on it. Each change is named in the log line.
+MAY_CHANGE = frozenset({"rope_theta"})
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,10 @@ def _config(directory: Path) -> dict[str, Any]:
     return AutoConfig.from_pretrained(directory).to_dict()
 
 
-def config_differences(source: dict[str, Any], target: dict[str, Any]) -> list[str]:
-    """``key: source → target`` for every architectural config value that differs (keys in ``MAY_DIFFER`` aside)."""
-    keys = (set(source) | set(target)) - MAY_DIFFER
+def config_differences(source: dict[str, Any], target: dict[str, Any], changeable: bool = False) -> list[str]:
+    """``key: source → target`` for every architectural config value that differs (keys in ``MAY_DIFFER`` aside):
+    of the keys in ``MAY_CHANGE`` when ``changeable``, else of all others."""
+    keys = {key for key in (set(source) | set(target)) - MAY_DIFFER if (key in MAY_CHANGE) == changeable}
     return [
         f"{key}: {source.get(key, '(unset)')!r} → {target.get(key, '(unset)')!r}"
         for key in sorted(keys)
@@ -155,6 +161,7 @@ def initialise_from(model: nn.Module, source: Source) -> str:
             f"model.init_from: {what} is a {source_arch or source_config.get('model_type')} model, this run builds "
             f"{target_arch}: another architecture; set model.arch (and size/overrides) to the source's"
         )
+    changed = config_differences(source_config, target_config, changeable=True)
     differences = config_differences(source_config, target_config)
     if differences:
         shown = "; ".join(differences[:8]) + (" …" if len(differences) > 8 else "")
@@ -173,4 +180,5 @@ def initialise_from(model: nn.Module, source: Source) -> str:
     model.load_state_dict(weights, strict=not tied)
     if tied:
         model.tie_weights()
-    return f"weights from {what} ({arch_of(model)}), optimizer and schedule fresh"
+    change = f", {'; '.join(changed)}" if changed else ""
+    return f"weights from {what} ({arch_of(model)}){change}, optimizer and schedule fresh"
