@@ -75,3 +75,32 @@ def test_the_results_readme_holds_the_claims_of_the_committed_reports(capsys):
     assert main(["experiment", "--claims", str(results)]) == 0
     assert capsys.readouterr().out.strip() == section
     assert main(["experiment", "--claims", str(results / "nowhere")]) == 2
+
+
+def test_publish_copies_a_finished_report_and_regenerates_the_claims(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from tttlm.experiments.overview import CLAIMS_BEGIN, CLAIMS_END
+
+    committed = Path(__file__).resolve().parents[2] / "docs" / "results" / "e2e-naive"
+    out, root = tmp_path / "out", tmp_path / "results"
+    (out / "runs").mkdir(parents=True)
+    for name in ("report.md", "results.json"):
+        shutil.copy(committed / name, out / name)
+    (out / "loss.png").write_bytes(b"png")
+    root.mkdir()
+    (root / "README.md").write_text(f"# Results\n\n{CLAIMS_BEGIN}\nstale\n{CLAIMS_END}\n\nkept\n")
+    (root / "e2e-naive").mkdir()
+    (root / "e2e-naive" / "old.png").write_bytes(b"old")
+    assert main(["experiment", "e2e-naive", "--out", str(out), "--publish", str(root)]) == 0
+    assert sorted(p.name for p in (root / "e2e-naive").iterdir()) == ["loss.png", "report.md", "results.json"]
+    readme = (root / "README.md").read_text()
+    assert "stale" not in readme
+    assert readme.endswith("\n\nkept\n")
+    assert "| [e2e-naive](e2e-naive/report.md) |" in readme
+    (root / "README.md").write_text("# no markers\n")
+    assert main(["experiment", "e2e-naive", "--out", str(out), "--publish", str(root)]) == 2
+    assert "has no claims section" in capsys.readouterr().err
+    assert main(["experiment", "e2e-naive", "--out", str(tmp_path / "nothing"), "--publish", str(root)]) == 2
+    assert "holds no finished report" in capsys.readouterr().err

@@ -1,5 +1,6 @@
-"""``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--out DIR] [--dry-run]``, ``tttlm experiment --list``
-and ``tttlm experiment --claims DIR`` (the claims table of the committed reports).
+"""``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--out DIR] [--dry-run]``, ``tttlm experiment --list``,
+``tttlm experiment --claims DIR`` (the claims table of the committed reports) and ``tttlm experiment NAME --publish
+DIR`` (a finished report copied there, the table regenerated).
 
 Exit status: 0 done (or planned); 2 a bad spec, config, data or run directory (the message names it and the fix);
 1 a run failed (non-finite loss) or the default corpus could not be fetched; 128 + N stopped by signal N (re-run
@@ -48,6 +49,11 @@ def _experiment(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(args.name, args.scale)
         out = args.out or Path("runs/experiments") / f"{spec.name}-{spec.scale}"
+        if args.publish:
+            from tttlm.experiments.overview import publish_report
+
+            print(f"published: {publish_report(out, args.publish, spec.name)} (and {args.publish}/README.md's claims)")
+            return 0
         plans = plan_runs(spec, seeds, out)
         if args.dry_run:
             print(plan_text(spec, plans, seeds, args.jobs))
@@ -108,6 +114,14 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="print the claims of every DIR/<experiment>/results.json as one markdown table (the one in "
         "docs/results/README.md) and exit",
+    )
+    parser.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="copy NAME's finished report (report.md, results.json, PNGs; not the runs) to DIR/NAME and regenerate "
+        "the claims table of DIR/README.md; trains nothing",
     )
     parser.add_argument("--out", type=Path, default=None, help="runs and report (default runs/experiments/NAME-SCALE)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")

@@ -58,3 +58,37 @@ def claims_table(root: Path) -> str:
 def claims_section(root: Path) -> str:
     """``claims_table(root)`` between the markers, as it stands in ``root/README.md``."""
     return f"{CLAIMS_BEGIN}\n{claims_table(root)}\n{CLAIMS_END}"
+
+
+# what a committed report is: the report, its results and its figures (the runs under runs/ stay behind)
+REPORT_FILES = ("report.md", "results.json", "*.png")
+
+
+def write_claims(root: Path) -> Path:
+    """Replace the claims section of ``root/README.md`` (between the markers) by the committed reports' table."""
+    readme = Path(root) / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    if CLAIMS_BEGIN not in text or CLAIMS_END not in text:
+        raise ValueError(f"{readme} has no claims section: put the lines {CLAIMS_BEGIN!r} and {CLAIMS_END!r} in it")
+    before, rest = text.split(CLAIMS_BEGIN, 1)
+    after = rest.split(CLAIMS_END, 1)[1]
+    staged = readme.with_name(f".{readme.name}.tmp")
+    staged.write_text(before + claims_section(root) + after)
+    staged.replace(readme)  # atomic: a reader sees the old README or the new one
+    return readme
+
+
+def publish_report(out: Path, root: Path, name: str) -> Path:
+    """Copy the finished report of ``out`` (``REPORT_FILES``) to ``root/<name>/`` and refresh ``root/README.md``'s
+    claims table; the files of an earlier publication of ``name`` are replaced. Returns the report's new path."""
+    if not (Path(out) / "results.json").is_file():
+        raise FileNotFoundError(f"{out} holds no finished report (results.json); run the experiment first")
+    target = Path(root) / name
+    target.mkdir(parents=True, exist_ok=True)
+    for pattern in REPORT_FILES:
+        for old in target.glob(pattern):
+            old.unlink()
+        for path in sorted(Path(out).glob(pattern)):
+            (target / path.name).write_bytes(path.read_bytes())
+    write_claims(root)
+    return target / "report.md"
