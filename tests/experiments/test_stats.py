@@ -121,3 +121,13 @@ def test_a_ratio_with_a_zero_denominator_drops_that_seed(tmp_path):
     result = _judged(tmp_path, [2.0, 3.0, 4.0], [1.0, 0.0, 1.0], op="ratio", expect=">", threshold=1.0)
     assert result.per_seed == {0: 2.0, 2: 4.0}
     assert result.interval.n == 2
+
+
+def test_an_arm_that_scores_zero_everywhere_did_not_learn_the_task(tmp_path):
+    from tttlm.experiments.verdicts import DID_NOT_LEARN
+
+    # 0 against 0.4: the interval alone would call "a < b" reproduced
+    result = _judged(tmp_path, [0.0, 0.0, 0.0], [0.4, 0.5, 0.45])
+    assert result.verdict == DID_NOT_LEARN
+    assert result.reason == "small-b scored 0 at every point with every seed"
+    assert _judged(tmp_path, [0.0, 0.1, 0.0], [0.4, 0.5, 0.45]).verdict == REPRODUCED

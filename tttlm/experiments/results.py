@@ -16,7 +16,7 @@ from typing import Any
 from tttlm.experiments.plan import RunPlan
 from tttlm.experiments.spec import Claim, MetricRef, Spec, SpecError
 from tttlm.experiments.stats import Interval, t_interval
-from tttlm.experiments.verdicts import NOT_RESOLVED, NOT_RUN, verdict
+from tttlm.experiments.verdicts import DID_NOT_LEARN, NOT_RESOLVED, NOT_RUN, verdict
 
 
 def resolve_metric(metrics: dict[str, float], name: str) -> float:
@@ -109,6 +109,20 @@ def _side(ref: MetricRef, spec: Spec, values: dict, by_arm: dict[str, list[RunPl
     return out
 
 
+def _zero_everywhere(ref: MetricRef, measured: dict[str, dict], by_arm: dict[str, list[RunPlan]]) -> bool:
+    """Whether ``ref``'s arm scored exactly 0 at every point of ``ref``'s metric, with every measured seed (and at
+    every sweep point): an accuracy of a model that did not learn the task."""
+    base = ref.metric.rpartition("@")[0] or ref.metric
+    scores = [
+        value
+        for plan in by_arm[ref.arm]
+        if plan.name in measured
+        for name, value in measured[plan.name]["metrics"].items()
+        if (name.rpartition("@")[0] or name) == base
+    ]
+    return bool(scores) and all(value == 0 for value in scores)
+
+
 def judge(claim: Claim, spec: Spec, measured: dict[str, dict], plans: Sequence[RunPlan]) -> ClaimResult:
     """The claim's per-seed quantity, interval and verdict from the measured runs."""
     by_arm: dict[str, list[RunPlan]] = {}
@@ -136,6 +150,10 @@ def judge(claim: Claim, spec: Spec, measured: dict[str, dict], plans: Sequence[R
     result = ClaimResult(claim, per_seed, interval, verdict(interval, claim.expect, claim.threshold, claim.tolerance))
     if len(per_seed) == 1:
         result.verdict, result.reason = NOT_RESOLVED, "one seed: no interval"
+    untrained = [ref.arm for ref in refs if _zero_everywhere(ref, measured, by_arm)]
+    if untrained:
+        result.verdict = DID_NOT_LEARN
+        result.reason = f"{' and '.join(dict.fromkeys(untrained))} scored 0 at every point with every seed"
     return result
 
 

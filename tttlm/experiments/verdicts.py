@@ -7,6 +7,9 @@ side of a threshold (``<`` or ``>``), or within ``± tolerance`` of it (``≈``)
   is on the other side, *not resolved at this scale* when it covers the threshold (it is consistent with both).
 - ``≈``: *reproduced* when the whole interval lies within the tolerance band, *contradicted* when it lies wholly
   outside it, *not resolved* otherwise.
+
+A claim about an arm that scored 0 at every point of its metric with every seed (an accuracy: S-NIAH, MQAR) is
+*not resolved: did not learn the task* whatever the interval says: 0 against 0 is no finding about the archs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"
 NOT_RESOLVED = "not resolved at this scale"
 NOT_RUN = "not run"
+DID_NOT_LEARN = "not resolved: did not learn the task"
 EXPECTATIONS = ("<", ">", "≈")
 
 
