@@ -177,3 +177,20 @@ def test_a_sweep_sets_its_also_keys_with_each_point(tmp_path):
     also["model.overrides.rope_theta"] = [1e5]
     with pytest.raises(SpecError, match="one value per point"):
         _parse(raw)
+
+
+def test_jobs_default_to_the_cores_that_hold_one_run_each(monkeypatch):
+    import os
+
+    from tttlm.experiments.plan import default_jobs
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    raw = base_spec()
+    raw["train_config"]["threads"] = 1
+    assert default_jobs(_parse(raw)) == 4
+    raw["train_config"]["threads"] = 2
+    assert default_jobs(_parse(raw)) == 2
+    raw["train_config"]["threads"] = 0  # PyTorch's own thread pool: one run at a time
+    assert default_jobs(_parse(raw)) == 1
+    raw["train_config"]["threads"] = 1
+    assert default_jobs(_parse(raw, "paper")) == 1

@@ -16,6 +16,16 @@ from pathlib import Path
 from tttlm.argtypes import positive_int
 
 
+def _jobs(text: str) -> int | str:
+    """``--jobs``: a positive integer or ``auto`` (``plan.default_jobs``)."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto; got {text!r}") from None
+
+
 def _list() -> int:
     from tttlm.experiments.spec import load_spec, spec_names
 
@@ -27,7 +37,7 @@ def _list() -> int:
 
 def _experiment(args: argparse.Namespace) -> int:
     from tttlm.data.fetch import FetchError
-    from tttlm.experiments.plan import check_data, plan_runs, plan_text
+    from tttlm.experiments.plan import check_data, default_jobs, plan_runs, plan_text
     from tttlm.experiments.run import ExperimentError, run_experiment
     from tttlm.experiments.spec import SpecError, load_spec
     from tttlm.train.loop import NonFiniteError, TrainingInterrupted
@@ -55,8 +65,9 @@ def _experiment(args: argparse.Namespace) -> int:
             print(f"published: {publish_report(out, args.publish, spec.name)} (and {args.publish}/README.md's claims)")
             return 0
         plans = plan_runs(spec, seeds, out)
+        jobs = default_jobs(spec) if args.jobs == "auto" else args.jobs
         if args.dry_run:
-            print(plan_text(spec, plans, seeds, args.jobs))
+            print(plan_text(spec, plans, seeds, jobs))
             if spec.scale == "cpu" and spec.trains:
                 from tttlm.data.prepare import default_data_dir, is_prepared
 
@@ -78,7 +89,7 @@ def _experiment(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-        report = run_experiment(spec, seeds, out, data_dir=args.data, jobs=args.jobs)
+        report = run_experiment(spec, seeds, out, data_dir=args.data, jobs=jobs)
     except TrainingInterrupted as stop:
         print(f"tttlm experiment: {stop}; run the same command again to continue", file=sys.stderr)
         return 128 + stop.signum
@@ -125,6 +136,12 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="runs and report (default runs/experiments/NAME-SCALE)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data directory (default: the cache's)")
-    parser.add_argument("--jobs", type=positive_int, default=1, help="runs trained at a time (processes)")
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default="auto",
+        help="runs trained at a time (processes); auto: as many as the cores this process may use hold runs of the "
+        "spec's train_config.threads each (1 where it leaves threads to PyTorch, and at the paper scale)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; train nothing")
     parser.set_defaults(func=_experiment)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,6 +256,17 @@ def cpu_seconds(plan: RunPlan) -> float:
     if getattr(plan.model_config, "mini_batch_size", None) == 1 and plan.arm.arch == "ttt-linear":
         rate = MINI_BATCH_1_TOKENS_PER_S
     return plan.tokens / rate
+
+
+def default_jobs(spec: Spec) -> int:
+    """Runs to train at a time: as many as the cores this process may use hold runs of ``train_config.threads``
+    each (independent runs of one thread each are the cheapest way to fill the cores with tiny models); 1 where the
+    threads are left to PyTorch (0), and at the paper scale (torchrun places its own processes)."""
+    threads = spec.train_config.get("threads") or 0
+    if spec.scale != "cpu" or threads < 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // threads)
 
 
 def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int], jobs: int = 1) -> str:
