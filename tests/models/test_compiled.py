@@ -59,7 +59,7 @@ def _assert_agree(arch: str, backend: str, *, breaks: int | None, **overrides: o
 @pytest.mark.parametrize(
     ("arch", "breaks"),
     [
-        # no graph break: the RoPE substitution and the id check skipped under compile are what make these whole
+        # no graph break: RoPE's real form and the id check skipped under compile are what make these whole
         ("transformer", 0),
         ("ttt-linear", 0),
         ("ttt-mlp", 0),

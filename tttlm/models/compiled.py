@@ -8,14 +8,9 @@ non-contiguous views: Mamba's selective scan, and the gated delta rule's chunk o
 compiled: its meta-gradient differentiates through the inner steps' gradients (double backward), which AOTAutograd
 does not support.
 
-Two rules are installed before anything is compiled (``install_compile_rules``):
-
-* RoPE (``tttlm.layers.rope.apply_rope``) asks ``Tensor.storage_offset()`` to choose between a complex view and a
-  copy; Dynamo cannot trace that call (it graph-breaks inside the per-layer loop, so the whole block stack fell
-  back to eager). Under compile it is replaced by the real form, the same products and sums
-  ``(e cos − o sin, e sin + o cos)``, which the compiler fuses into one kernel anyway.
-* ``models.base.check_input_ids`` reads the id range back (``.item()``, a graph break); it skips that under
-  compile, and ``compiled_loss`` checks the ids before the compiled call instead.
+RoPE takes its real form while traced (``tttlm.layers.rope.apply_rope``: Dynamo cannot trace the complex view's
+``storage_offset`` test), and ``models.base.check_input_ids`` skips reading the id range back (``.item()``, a graph
+break) under compile; ``compiled_loss`` checks the ids before the compiled call instead.
 
 Shapes: ``dynamic=None`` (automatic). Training calls have one shape (micro-batch × seq_len), so they compile once;
 the one float that changes between steps, a TTT layer's ``inner_lr_scale`` during the inner-lr warm-up, costs one
@@ -32,7 +27,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,38 +65,6 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"torch.compile backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
 
-def _real_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``apply_rope``'s real form, what Dynamo traces in its place (module docstring): x (batch, seq, heads, dim),
-    cos and sin (seq, dim // 2)."""
-    cos, sin = cos.to(x.dtype)[:, None, :], sin.to(x.dtype)[:, None, :]
-    pairs = x.unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
-
-
-_installed = False
-
-
-def install_compile_rules() -> None:
-    """Register the substitutions of the module docstring with Dynamo (once per process; eager calls are
-    unaffected: a substitution is used only while Dynamo traces)."""
-    global _installed
-    if _installed:
-        return
-    from tttlm.layers import rope
-
-    try:
-        torch.compiler.substitute_in_graph(rope.apply_rope)(_real_rope)
-    except TypeError as error:  # apply_rope's signature changed: compiling still works, with graph breaks at RoPE
-        warnings.warn(
-            f"tttlm.models.compiled: RoPE's compile rule not installed ({error}); RoPE breaks the compiled graph "
-            "until _real_rope matches tttlm.layers.rope.apply_rope again (tests/models/test_compiled.py checks both "
-            "its output and the graph breaks)",
-            stacklevel=2,
-        )
-    _installed = True
-
-
 @dataclass
 class CompileCounters:
     """What Dynamo did so far in this process: graphs compiled and graph breaks (``torch._dynamo.utils.counters``)."""
@@ -122,7 +84,6 @@ def compile_module(model: nn.Module, backend: str = DEFAULT_BACKEND, *, dynamic:
     ``_orig_mod.`` prefix) and return it; every later ``model(...)``, the ones inside ``streaming.prefill`` and
     ``generate`` included, runs the compiled forward."""
     check_backend(backend)
-    install_compile_rules()
     model.compile(backend=backend, dynamic=dynamic)
     return model
 
@@ -132,7 +93,6 @@ def compiled_view(model: nn.Module, backend: str = DEFAULT_BACKEND, *, dynamic: 
     for decoding compiled while the prompt is prefilled eagerly. Not for checkpoints (its state_dict's keys carry
     an ``_orig_mod.`` prefix)."""
     check_backend(backend)
-    install_compile_rules()
     return torch.compile(model, backend=backend, dynamic=dynamic)
 
 
@@ -145,7 +105,6 @@ def compiled_loss(
     from tttlm.models.base import check_input_ids
 
     check_backend(backend)
-    install_compile_rules()
 
     def loss_of(input_ids: Tensor, labels: Tensor) -> Tensor:
         return model(input_ids=input_ids, labels=labels, use_cache=False).loss

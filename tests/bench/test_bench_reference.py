@@ -23,8 +23,11 @@ def test_a_file_without_the_reference_classes_is_refused(tmp_path: Path) -> None
 
 def test_our_side_is_timed_with_the_projection_floor() -> None:
     record = time_layer("tttlm", Path("unused"), "linear", "tiny", 32, "backward", repeats=1)
-    assert record["impl"] == "tttlm" and record["mode"] == "backward"
-    assert record["min_ms"] > 0 and record["projections_ms"] > 0 and record["projection_gflop_per_s"] > 0
+    assert record["impl"] == "tttlm"
+    assert record["mode"] == "backward"
+    assert record["min_ms"] > 0
+    assert record["projections_ms"] > 0
+    assert record["projection_gflop_per_s"] > 0
 
 
 def _record(impl: str, ms: float, round_: int) -> dict:
@@ -37,9 +40,12 @@ def test_the_summary_pairs_rounds_and_takes_medians() -> None:
     for round_, (ref, ours) in enumerate([(200.0, 100.0), (210.0, 140.0), (190.0, 120.0)]):
         records += [_record("reference", ref, round_), _record("tttlm", ours, round_)]
     (row,) = summarise(records)
-    assert row["reference_ms"] == 200.0 and row["tttlm_ms"] == 120.0
+    assert row["reference_ms"] == 200.0
+    assert row["tttlm_ms"] == 120.0
     assert row["ratio"] == pytest.approx(200 / 120)
     assert (row["ratio_low"], row["ratio_high"]) == (pytest.approx(1.5), pytest.approx(2.0))
-    assert row["best_ratio"] == pytest.approx(2.0) and row["max_abs_diff"] == 1e-6
+    assert row["best_ratio"] == pytest.approx(2.0)
+    assert row["max_abs_diff"] == 1e-6
     (table,) = tables(records)
-    assert table.rows[0][:2] == ["TTT-Linear", "forward"] and "1.67x" in table.rows[0][6]
+    assert table.rows[0][:2] == ["TTT-Linear", "forward"]
+    assert "1.67x" in table.rows[0][6]
