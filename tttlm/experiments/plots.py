@@ -2,9 +2,9 @@
 arch (``tttlm.palette``), the legend in the order of the lines' right ends (top to bottom), axes with units.
 
 ``metric_figure`` plots one metric (``ppl``, ``forward_ms``, ...) of every arm: against its points (context lengths,
-token bins) when it has several, else against the arm's sweep values, else as one point per arm with its interval
-as an error bar. ``curve_figure`` plots a per-token curve (loss by token index) on a log-x axis, optionally as the
-difference from a reference arm per seed.
+token bins) when it has several, else against the arm's sweep values (one panel per swept setting, sharing the y
+axis), else as one point per arm with its interval as an error bar. ``curve_figure`` plots a per-token curve (loss
+by token index) on a log-x axis, optionally as the difference from a reference arm per seed.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class Line:
     mean: list[float]
     low: list[float]
     high: list[float]
+    panel: str | None = None  # the x axis it is drawn against, when a figure has several (None: the figure's)
 
 
 def unit_of(metric: str) -> str:
@@ -78,8 +79,26 @@ def _pyplot() -> Any:
 
 
 def _draw(lines: Sequence[Line], path: Path, *, title: str, xlabel: str, ylabel: str, logx: bool) -> Path:
+    """The lines on log-x axes, one panel per x axis (a line's ``panel``, else ``xlabel``) sharing the y axis."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    panels = list(dict.fromkeys(line.panel or xlabel for line in lines))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 if len(panels) == 1 else 4.6 * len(panels), 4.4),
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _draw_panel(ax, [line for line in lines if (line.panel or xlabel) == panel], xlabel=panel, logx=logx)
+    axes[0][0].set_ylabel(ylabel)
+    if len(panels) == 1:
+        axes[0][0].set_title(title)
+    else:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _draw_panel(ax: Any, lines: Sequence[Line], *, xlabel: str, logx: bool) -> None:
     order = sorted(lines, key=lambda line: -line.mean[-1] if line.mean else 0.0)  # legend = top-to-bottom line ends
     seen: dict[str, int] = {}
     for line in order:
@@ -97,14 +116,9 @@ def _draw(lines: Sequence[Line], path: Path, *, title: str, xlabel: str, ylabel:
         if len(ticks) <= 12:  # the measured points themselves, as numbers
             ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
             ax.minorticks_off()
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_xlabel(xlabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
 
 
 def _categorical(rows: Sequence[tuple[str, str, Any]], path: Path, *, title: str, ylabel: str) -> Path:
@@ -131,7 +145,6 @@ def metric_figure(summary: Any, metric: str, path: Path) -> Path | None:
     spec = summary.spec
     lines: list[Line] = []
     rows: list[tuple[str, str, Any]] = []
-    swept_keys = set()
     for arm in spec.arms:
         points = summary.intervals.get(arm.name, {})
         along_sweep: list[tuple[float, Any]] = []
@@ -149,16 +162,16 @@ def metric_figure(summary: Any, metric: str, path: Path) -> Path | None:
                 lines.append(Line(name, arm.arch, [x for x, _ in numeric], *_columns([v for _, v in numeric])))
             elif metrics and arm.sweep and isinstance(point, (int, float)):
                 along_sweep.append((float(point), next(iter(metrics.values()))))
-                swept_keys.add(sweep_label(arm.sweep.key, arm.sweep.symbol))
             elif metrics:
                 rows.append((name, arm.arch, next(iter(metrics.values()))))
         if along_sweep:
-            lines.append(Line(arm.label, arm.arch, [x for x, _ in along_sweep], *_columns([v for _, v in along_sweep])))
+            xs, columns = [x for x, _ in along_sweep], _columns([v for _, v in along_sweep])
+            lines.append(Line(arm.label, arm.arch, xs, *columns, panel=sweep_label(arm.sweep.key, arm.sweep.symbol)))
     title = f"{spec.name}: {metric} (mean and 95% interval over seeds)"
     if lines:
         bins = any("-" in k.rpartition("@")[2] for points in summary.intervals.values() for m in points.values()
                    for k in m if k.rpartition("@")[0] == metric)  # fmt: skip
-        xlabel = ", ".join(sorted(swept_keys)) or ("token index (last of each bin)" if bins else "context (tokens)")
+        xlabel = "token index (last of each bin)" if bins else "context (tokens)"
         return _draw(lines, path, title=title, xlabel=xlabel, ylabel=unit_of(metric), logx=True)
     if rows:
         return _categorical(rows, path, title=title, ylabel=unit_of(metric))
