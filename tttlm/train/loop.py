@@ -425,14 +425,10 @@ class _Console:
 
 
 def compile_enabled(config: TrainConfig, ctx: dist_utils.DistContext) -> bool:
-    """Whether the run's micro-steps run compiled (``train.compile``); ConfigError where compile was asked for but
-    cannot run: an arch that cannot train compiled, or more than one process (not supported yet)."""
+    """Whether the run's micro-steps run compiled (``train.compile``); ConfigError where compile was asked for in
+    more than one process (not supported yet). An arch that cannot train compiled was refused by ``validate``."""
     if not config.train.compile:
         return False
-    try:
-        compiled.check_compilable(config.model.arch, training=True)
-    except compiled.CompileUnsupportedError as error:
-        raise ConfigError(f"train.compile: {error}") from None
     if ctx.world_size > 1:
         raise ConfigError(
             f"train.compile: true is supported in one process only (this run has {ctx.world_size}; compiling "
