@@ -4,7 +4,7 @@ The comparison a user makes between implementations: one TTT-Linear or TTT-MLP l
 preset's width and heads, mini-batch 16, no output gate and no convolutions, as ttt-lm-pytorch's Transformer
 backbone), the same float32 input, one torch thread, CPU time of the calling thread. Each round times ours and the
 reference's layer, each in a fresh process (so neither inherits the other's allocator state or warm caches), and
-the ratio is reference time / our time, per round and as the median over rounds.
+the ratio is reference time / our time, per round and as the median of the rounds' ratios.
 
 The reference is the user's own copy of ``ttt.py`` from test-time-training/ttt-lm-pytorch (``--ttt-py PATH``): it
 is imported from that path, never shipped with tttlm. Before timing, one process checks that both layers compute
@@ -180,7 +180,9 @@ def _case(record: Record) -> tuple[Any, ...]:
 
 
 def summarise(records: Sequence[Record]) -> list[Record]:
-    """One row per (inner, mode, size, T): the median over rounds of each side's best time, the per-round ratios."""
+    """One row per (inner, mode, size, T): the median over rounds of each side's best time, and the speed-up as the
+    median of the per-round ratios (each round's two processes ran back to back, so a machine that drifts between
+    rounds shifts both sides of a ratio alike)."""
     rows = []
     for case in dict.fromkeys(_case(r) for r in records if "impl" in r):
         same = [r for r in records if "impl" in r and _case(r) == case]
@@ -195,7 +197,7 @@ def summarise(records: Sequence[Record]) -> list[Record]:
         rows.append({
             "inner": inner, "mode": mode, "size": size, "seq_len": seq_len,
             "tttlm_ms": statistics.median(ours), "reference_ms": statistics.median(ref),
-            "ratio": statistics.median(ref) / statistics.median(ours), "ratio_low": min(ratios),
+            "ratio": statistics.median(ratios), "ratio_low": min(ratios),
             "ratio_high": max(ratios), "rounds": len(ratios), "projections_ms": floor,
             "best_ratio": statistics.median(ref) / floor, "max_abs_diff": check[0] if check else None,
         })  # fmt: skip
@@ -205,7 +207,8 @@ def summarise(records: Sequence[Record]) -> list[Record]:
 def tables(records: Sequence[Record]) -> list[TextTable]:
     """The comparison table of a run's records."""
     table = TextTable(
-        "TTT layer vs ttt-lm-pytorch (1 thread, CPU time; median over rounds of each process's best call)",
+        "TTT layer vs ttt-lm-pytorch (1 thread, CPU time; times: median over rounds of each process's best call; "
+        "speed-up: median of the rounds' ratios)",
         HEADERS,
         left=2,
     )
