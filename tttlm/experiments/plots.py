@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tttlm.experiments.spec import split_metric
 from tttlm.experiments.stats import t_quantile_975
 from tttlm.palette import colour, line_style
 
@@ -150,11 +151,7 @@ def metric_figure(summary: Any, metric: str, path: Path) -> Path | None:
         along_sweep: list[tuple[float, Any]] = []
         for point in arm.points:
             label = "" if arm.sweep is None else f"{arm.sweep.symbol}={point}"
-            metrics = {
-                k.rpartition("@")[2] if "@" in k else "": v
-                for k, v in points.get(label, {}).items()
-                if (k.rpartition("@")[0] if "@" in k else k) == metric
-            }
+            metrics = {split_metric(k)[1]: v for k, v in points.get(label, {}).items() if split_metric(k)[0] == metric}
             numeric = [(point_value(p), v) for p, v in metrics.items() if point_value(p) is not None]
             name = arm.label + (f", {label}" if label else "")
             if len(numeric) > 1:

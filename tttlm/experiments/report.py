@@ -15,6 +15,7 @@ from typing import Any
 
 from tttlm.experiments.plots import curve_figure, metric_figure
 from tttlm.experiments.results import Summary, expectation_text, quantity_text
+from tttlm.experiments.spec import split_metric
 
 
 def _metric_bases(summary: Summary) -> list[str]:
@@ -22,7 +23,7 @@ def _metric_bases(summary: Summary) -> list[str]:
     for points in summary.intervals.values():
         for metrics in points.values():
             for name in metrics:
-                bases.setdefault(name.rpartition("@")[0] if "@" in name else name, None)
+                bases.setdefault(split_metric(name)[0], None)
     return list(bases)
 
 
@@ -55,8 +56,7 @@ def _values_table(summary: Summary) -> list[str]:
         rows = []
         for arm in summary.spec.arms:
             for label, metrics in summary.intervals.get(arm.name, {}).items():
-                cells = [(k.rpartition("@")[2] if "@" in k else "", v) for k, v in metrics.items()
-                         if (k.rpartition("@")[0] if "@" in k else k) == base]  # fmt: skip
+                cells = [(split_metric(k)[1], v) for k, v in metrics.items() if split_metric(k)[0] == base]
                 for point, interval in cells:
                     where = ", ".join(x for x in (label, f"@{point}" if point else "") if x)
                     rows.append(f"| {arm.label} | {where or '—'} | {interval.text()} | {interval.n} |")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tttlm.experiments.plan import RunPlan
-from tttlm.experiments.spec import Claim, MetricRef, Spec, SpecError
+from tttlm.experiments.spec import Claim, MetricRef, Spec, SpecError, split_metric
 from tttlm.experiments.stats import Interval, t_interval
 from tttlm.experiments.verdicts import DID_NOT_LEARN, NOT_RESOLVED, NOT_RUN, verdict
 
@@ -112,13 +112,13 @@ def _side(ref: MetricRef, spec: Spec, values: dict, by_arm: dict[str, list[RunPl
 def _zero_everywhere(ref: MetricRef, measured: dict[str, dict], by_arm: dict[str, list[RunPlan]]) -> bool:
     """Whether ``ref``'s arm scored exactly 0 at every point of ``ref``'s metric, with every measured seed (and at
     every sweep point): an accuracy of a model that did not learn the task."""
-    base = ref.metric.rpartition("@")[0] or ref.metric
+    base = split_metric(ref.metric)[0]
     scores = [
         value
         for plan in by_arm[ref.arm]
         if plan.name in measured
         for name, value in measured[plan.name]["metrics"].items()
-        if (name.rpartition("@")[0] or name) == base
+        if split_metric(name)[0] == base
     ]
     return bool(scores) and all(value == 0 for value in scores)
 

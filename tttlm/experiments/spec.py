@@ -206,6 +206,12 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def split_metric(name: str) -> tuple[str, str]:
+    """A metric name as (base, point): ``loss@257-512`` → ("loss", "257-512"), ``val_loss`` → ("val_loss", "")."""
+    base, at, point = name.rpartition("@")
+    return (base, point) if at else (name, "")
+
+
 def _known(raw: dict[str, Any], keys: set[str], where: str) -> None:
     unknown = sorted(set(raw) - keys)
     if unknown:
@@ -413,7 +419,7 @@ def parse_spec(raw: Any, scale: str, path: Path) -> Spec:
     produced = metric_names(evaluations)
     for claim in claims:
         for ref in (claim.a, claim.b):
-            base = ref and (ref.metric.rpartition("@")[0] if "@" in ref.metric else ref.metric)
+            base = ref and split_metric(ref.metric)[0]
             if ref and base not in produced:
                 raise SpecError(
                     f"claim {claim.id!r}: no evaluation of {path.name} measures {ref.metric!r}; its metrics are "
