@@ -66,16 +66,15 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path | str, payload: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, flush it to disk, then rename it over ``path`` (with the mode
-    of a file written in place: 0o666 less the umask)."""
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path`` (with the
+    mode of a file written in place: 0o666 less the umask): a reader finds the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         apply_umask(tmp)
@@ -84,6 +83,11 @@ def write_json_atomic(path: Path | str, payload: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path | str, payload: Any) -> None:
+    """``payload`` as indented JSON, written by ``write_text_atomic``."""
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
