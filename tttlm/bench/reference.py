@@ -90,7 +90,6 @@ def reference_layer(module: ModuleType, inner: str, width: int, heads: int) -> n
 
 
 def our_layer(inner: str, width: int, heads: int) -> nn.Module:
-
     return TTTLayer(width, heads, inner, mini_batch_size=MINI_BATCH, use_gate=False)
 
 
@@ -155,9 +154,9 @@ def time_layer(impl: str, ttt_py: Path, inner: str, size: str, seq_len: int, mod
         for _ in range(4):
             torch.mm(inputs, weight, out=out)
 
-    floor = time_call(projections, repeats, warmup=1, clock="cpu").minimum
     # forward + backward: each projection's backward is two GEMMs of the same size (input and weight gradients)
-    floor *= 1 if mode == "forward" else 3
+    passes = 1 if mode == "forward" else 3
+    floor = passes * time_call(projections, repeats, warmup=1, clock="cpu").minimum
     return {
         "impl": impl,
         "inner": inner,
@@ -168,7 +167,7 @@ def time_layer(impl: str, ttt_py: Path, inner: str, size: str, seq_len: int, mod
         "median_ms": 1e3 * timing.median,
         "repeats": repeats,
         "projections_ms": 1e3 * floor,
-        "projection_gflop_per_s": (1 if mode == "forward" else 3) * 4 * 2 * seq_len * width**2 / floor / 1e9,
+        "projection_gflop_per_s": passes * 4 * 2 * seq_len * width**2 / floor / 1e9,
         "threads": 1,
         "clock": "cpu",
         "load_1m": load_1m(),
