@@ -15,7 +15,7 @@ done
 for arch in $ARCHS; do
   tttlm eval ppl --ckpt "$OUT/$arch" --contexts 256,1024,4096 --max-docs 8 --threads 1
   tttlm eval by-position --ckpt "$OUT/$arch" --length 4096 --max-docs 8 --threads 1
-  tttlm eval niah --ckpt "$OUT/$arch" --lengths 256,512,1024 --samples 20 --threads 1
+  tttlm eval niah --ckpt "$OUT/$arch" --lengths 512,1024 --samples 20 --threads 1
 done
 runs=()
 for arch in $ARCHS; do runs+=("$OUT/$arch"); done
