@@ -22,6 +22,17 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def unit_list(text: str) -> list[float]:
+    """Comma-separated numbers in [0, 1], e.g. ``0,0.5,1`` (fractions such as needle depths)."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.5,1; got {text!r}") from None
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers in [0, 1]; got {text!r}")
+    return values
+
+
 def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     """A parser of comma-separated names, each one of ``choices``."""
 

@@ -55,6 +55,7 @@ def test_ppl_writes_into_the_run_and_model_dirs_work(run_dir, capsys: pytest.Cap
         (["eval", "ppl", "--contexts", "100000"], "the longest has"),
         (["eval", "by-position", "--length", "100000"], "smaller --length"),
         (["eval", "niah", "--lengths", "20"], "too short"),
+        (["eval", "niah", "--distance-edges", "128,64"], "ascending"),
         (["generate", "--ckpt", "/nonexistent/run", "--prompt", "x"], "does not exist"),
         (["compare", "/nonexistent/run"], "does not exist"),
     ],
@@ -71,10 +72,13 @@ def test_not_a_checkpoint(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "neither a run directory" in capsys.readouterr().err
 
 
-def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"), [("--tasks", "s-niah-7", "choose from"), ("--depths", "0.5,2", "in [0, 1]")]
+)
+def test_bad_arguments(option, value, message, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["eval", "niah", "--ckpt", "x", "--tasks", "s-niah-7"])
-    assert "choose from" in capsys.readouterr().err
+        main(["eval", "niah", "--ckpt", "x", option, value])
+    assert message in capsys.readouterr().err
 
 
 def test_by_position_with_reference(run_dir, tmp_path) -> None:
@@ -92,8 +96,11 @@ def test_by_position_with_reference(run_dir, tmp_path) -> None:
 def test_niah(run_dir, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "niah"
     argv = ["eval", "niah", "--ckpt", str(run_dir), "--lengths", "700,800", "--samples", "2", "--out", str(out)]
-    assert main(argv) == 0
+    assert main([*argv, "--distance-edges", "64,128", "--depths", "0.5"]) == 0
     payload = json.loads((out / "niah.json").read_text())
+    cells = payload["by_distance"]["s-niah-2"]["800"]
+    assert [(c["low_distance"], c["high_distance"]) for c in cells] == [(0, 64), (64, 128), (128, None)]
+    assert sum(c["n"] for c in cells) == 2
     assert set(payload["accuracy"]) == {"s-niah-1", "s-niah-2", "s-niah-3"}
     assert payload["split"] == "test"  # the essay haystack: documents no model trained or validated on
     assert len(payload["records"]) == 3 * 2 * 2
@@ -101,6 +108,7 @@ def test_niah(run_dir, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     markdown = (out / "niah.md").read_text()
     assert "| method | s-niah-1 700 | s-niah-1 800 |" in markdown
     assert "[95% Wilson interval]" in markdown
+    assert "| s-niah-1 | 700 | 64 < d <= 128 |" in markdown
     assert (out / "niah.png").stat().st_size > 0
 
 

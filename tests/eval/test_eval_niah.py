@@ -18,6 +18,7 @@ from tttlm.eval.niah import (
     NiahTaskMaker,
     accuracy_table,
     depth_grid,
+    distance_table,
     evaluate_niah,
     interval_table,
     key_space,
@@ -172,3 +173,40 @@ def test_a_model_that_reads_the_needle_scores_perfectly(maker, wrong, expected) 
     assert depths == [0.25, 0.75]
     assert lengths == [600, 900]
     assert np.all(np.isnan(grid) | (grid == expected))
+
+
+def test_records_give_the_needles_distance_from_the_end_of_the_prompt(maker) -> None:
+    records = evaluate_niah(CopyOracle(maker.tokenizer), maker, ["s-niah-1"], [600], samples=3, chunk_size=128)
+    for k, r in enumerate(records):
+        s = maker.sample("s-niah-1", 600, index=k)
+        assert r["distance"] == len(s.ids) - s.needle_start
+        tail = maker.tokenizer.decode(s.ids[-r["distance"] :])  # the last `distance` tokens hold the whole needle
+        assert tail.lstrip("\n").startswith(f"One of the special magic numbers for {s.key} is: {s.answer}.")
+
+
+def test_distance_table_splits_at_the_edges() -> None:
+    records = [
+        {"task": "s-niah-1", "length": 512, "distance": d, "score": float(d <= 64)} for d in (10, 64, 65, 128, 129, 300)
+    ]
+    cells = distance_table(records, [64, 128])["s-niah-1"][512]
+    spans = [(c["low_distance"], c["high_distance"], c["n"]) for c in cells]
+    assert spans == [(0, 64, 2), (64, 128, 2), (128, None, 2)]
+    assert [c["accuracy"] for c in cells] == [1.0, 0.0, 0.0]
+    assert cells[0]["low"] == pytest.approx(wilson_interval(2, 2)[0])
+    empty = distance_table(records, [64, 1000, 2000])["s-niah-1"][512]
+    assert empty[2] == {"low_distance": 1000, "high_distance": 2000, "n": 0, "accuracy": None}
+    for edges in ([], [128, 64], [0, 64], [64, 64]):
+        with pytest.raises(ValueError, match="ascending"):
+            distance_table(records, edges)
+
+
+def test_fixed_depths_move_the_same_samples(maker) -> None:
+    oracle = CopyOracle(maker.tokenizer)
+    records = evaluate_niah(oracle, maker, ["s-niah-1"], [600], samples=2, depths=[0.0, 1.0], chunk_size=128)
+    assert [r["sample"] for r in records] == [0, 1, 0, 1]
+    assert [r["answer"] for r in records[:2]] == [r["answer"] for r in records[2:]]
+    assert [r["depth"] for r in records] == [0.0, 0.0, 1.0, 1.0]
+    assert all(a["distance"] > b["distance"] for a, b in zip(records[:2], records[2:], strict=True))
+    assert all(r["correct"] for r in records)
+    with pytest.raises(ValueError, match="fractions"):
+        evaluate_niah(oracle, maker, ["s-niah-1"], [600], samples=1, depths=[1.5])

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tttlm.argtypes import int_list, non_negative_float, non_negative_int, positive_int, probability
+from tttlm.argtypes import int_list, non_negative_float, non_negative_int, positive_int, probability, unit_list
 from tttlm.eval.loading import DTYPES
 
 Command = Callable[[argparse.Namespace], int]
@@ -158,10 +158,19 @@ def _by_position(args: argparse.Namespace) -> int:
 def _niah(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tttlm.eval.niah import NiahTaskMaker, accuracy_table, depth_grid, evaluate_niah, interval_table
+    from tttlm.eval.niah import (
+        NiahTaskMaker,
+        accuracy_table,
+        depth_grid,
+        distance_table,
+        evaluate_niah,
+        interval_table,
+    )
     from tttlm.eval.perplexity import long_documents
-    from tttlm.eval.report import niah_markdown, plot_niah_heatmaps, write_json
+    from tttlm.eval.report import niah_distance_markdown, niah_markdown, plot_niah_heatmaps, write_json
 
+    if args.distance_edges:
+        distance_table([], args.distance_edges)  # checks the edges before any generation
     ckpt, model, data = _setup(args, args.ckpt)
     tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data))
     docs = long_documents(data, 1)
@@ -174,14 +183,18 @@ def _niah(args: argparse.Namespace) -> int:
         args.lengths,
         samples=args.samples,
         seed=args.seed,
+        depths=args.depths,
         chunk_size=args.chunk,
         progress=_log,
     )
     table, intervals = accuracy_table(records), interval_table(records)
     out = args.out or ckpt.eval_dir
-    payload = {"name": ckpt.name, "split": args.split, "accuracy": table, "intervals": intervals, "records": records}
-    write_json(out / "niah.json", payload)
+    payload = {"name": ckpt.name, "split": args.split, "accuracy": table, "intervals": intervals}
     markdown = niah_markdown({ckpt.name: table}, {ckpt.name: intervals})
+    if args.distance_edges:
+        payload["by_distance"] = distance_table(records, args.distance_edges)
+        markdown += "\n\n" + niah_distance_markdown(payload["by_distance"])
+    write_json(out / "niah.json", {**payload, "records": records})
     (out / "niah.md").write_text(markdown)
     plot_niah_heatmaps(out / "niah.png", {t: depth_grid(records, t) for t in args.tasks})
     print(markdown)
@@ -305,8 +318,23 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     niah.add_argument(
         "--lengths", type=int_list, default=[512, 1024, 2048], help="context lengths (prompt + generated tokens)"
     )
-    niah.add_argument("--samples", type=positive_int, default=20, help="samples per (task, length), random depths")
+    niah.add_argument(
+        "--samples", type=positive_int, default=20, help="samples per (task, length), or per depth with --depths"
+    )
+    niah.add_argument(
+        "--depths",
+        type=unit_list,
+        help="put the needle at these depths of the haystack (fractions, e.g. 0,0.5,1), --samples at each, instead "
+        "of at random depths (RULER)",
+    )
     niah.add_argument("--seed", type=int, default=0, help="task generator seed")
+    niah.add_argument(
+        "--distance-edges",
+        type=int_list,
+        default=[],
+        help="also split the accuracy by the needle's distance from the end of the prompt at these token counts, "
+        "e.g. 64,128 for a sliding window of 64 in two layers (ascending)",
+    )
     niah.add_argument("--out", type=Path, help="output directory")
     _common(niah)
     niah.set_defaults(split="test")  # the essay haystack: documents no model trained or validated on

@@ -259,17 +259,26 @@ def evaluate_niah(
     *,
     samples: int = 20,
     seed: int = 0,
+    depths: Sequence[float] | None = None,
     chunk_size: int = 2048,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """One record per (task, length, sample): depth, answer, the greedy continuation (``GENERATE`` tokens or up to
-    end-of-text), its ``score`` (``ruler_match``) and ``correct`` (score 1)."""
+    """One record per (task, length, sample): depth, ``distance`` (tokens from the needle's first token to the end of
+    the prompt: what a sliding window must span to see the whole needle when the answer starts), answer, the greedy
+    continuation (``GENERATE`` tokens or up to end-of-text), its ``score`` (``ruler_match``) and ``correct`` (score
+    1). ``depths``: None for random depths as RULER draws them, or fractions in [0, 1]: ``samples`` samples at each
+    (the same keys and values at every depth: the k-th sample of each depth is the k-th random sample, moved)."""
+    if depths is not None and not all(0 <= d <= 1 for d in depths):
+        raise ValueError(f"depths must be fractions in [0, 1]; got {list(depths)}")
     stop = [i for i in (maker.tokenizer.eos_token_id,) if i is not None]
     records = []
+    placements = (
+        [(None, k) for k in range(samples)] if depths is None else [(d, k) for d in depths for k in range(samples)]
+    )
     for task in tasks:
         for length in lengths:
-            for k in range(samples):
-                s = maker.sample(task, length, seed=seed, index=k)
+            for depth, k in placements:
+                s = maker.sample(task, length, seed=seed, index=k, depth=depth)
                 new = generate_tokens(model, s.ids, GENERATE, chunk_size=chunk_size, stop_ids=stop)
                 text = maker.tokenizer.decode(new)
                 score = ruler_match(text, [s.answer])
@@ -278,6 +287,7 @@ def evaluate_niah(
                         "task": task,
                         "length": length,
                         "depth": s.depth,
+                        "distance": len(s.ids) - s.needle_start,
                         "sample": k,
                         "answer": s.answer,
                         "prediction": text,
@@ -290,11 +300,16 @@ def evaluate_niah(
     return records
 
 
-def _by_cell(records: Sequence[dict]) -> dict[str, dict[int, list[float]]]:
-    table: dict[str, dict[int, list[float]]] = {}
+def _by_cell_records(records: Sequence[dict]) -> dict[str, dict[int, list[dict]]]:
+    table: dict[str, dict[int, list[dict]]] = {}
     for r in records:
-        table.setdefault(r["task"], {}).setdefault(r["length"], []).append(r["score"])
+        table.setdefault(r["task"], {}).setdefault(r["length"], []).append(r)
     return table
+
+
+def _by_cell(records: Sequence[dict]) -> dict[str, dict[int, list[float]]]:
+    cells = _by_cell_records(records)
+    return {t: {n: [r["score"] for r in rows] for n, rows in by_len.items()} for t, by_len in cells.items()}
 
 
 def accuracy_table(records: Sequence[dict]) -> dict[str, dict[int, float]]:
@@ -310,6 +325,31 @@ def interval_table(records: Sequence[dict]) -> dict[str, dict[int, dict[str, flo
         for n, scores in by_len.items():
             low, high = wilson_interval(sum(scores), len(scores))
             table[task][n] = {"accuracy": float(np.mean(scores)), "low": low, "high": high, "n": len(scores)}
+    return table
+
+
+def distance_table(records: Sequence[dict], edges: Sequence[int]) -> dict[str, dict[int, list[dict]]]:
+    """task -> length -> one cell per distance range, split at ``edges`` (ascending token counts, e.g. a sliding
+    window and twice it): ``{"low_distance", "high_distance" (None: unbounded), "accuracy", "low", "high", "n"}``,
+    a range holding the records with ``low_distance < distance <= high_distance``; accuracy None and no interval
+    where a range has no sample."""
+    bounds = [int(e) for e in edges]
+    if not bounds or any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
+        raise ValueError(f"distance edges must be positive, ascending and distinct token counts; got {list(edges)}")
+    ranges = list(zip([0, *bounds], [*bounds, None], strict=True))
+    table: dict[str, dict[int, list[dict]]] = {}
+    for task, by_len in _by_cell_records(records).items():
+        table[task] = {}
+        for length, rows in by_len.items():
+            cells = []
+            for lo, hi in ranges:
+                scores = [r["score"] for r in rows if lo < r["distance"] and (hi is None or r["distance"] <= hi)]
+                cell = {"low_distance": lo, "high_distance": hi, "n": len(scores), "accuracy": None}
+                if scores:
+                    low, high = wilson_interval(sum(scores), len(scores))
+                    cell.update(accuracy=float(np.mean(scores)), low=low, high=high)
+                cells.append(cell)
+            table[task][length] = cells
     return table
 
 

@@ -147,6 +147,22 @@ def niah_markdown(
     return f"{title}\n\n" + markdown_table(header, rows)
 
 
+def niah_distance_markdown(table: dict[str, dict[int, list[dict]]]) -> str:
+    """``niah.distance_table`` as rows of (task, length, needle distance range): accuracy in %, 95% Wilson interval,
+    samples."""
+    rows = []
+    for task, by_len in sorted(table.items()):
+        for length, cells in sorted(by_len.items()):
+            for c in cells:
+                span = f"{c['low_distance']} < d" + ("" if c["high_distance"] is None else f" <= {c['high_distance']}")
+                found = "–" if c["accuracy"] is None else _percent(c["accuracy"])
+                if c["accuracy"] is not None:
+                    found += f" [{_percent(c['low'])}, {_percent(c['high'])}]"
+                rows.append([task, str(length), span, found, str(c["n"])])
+    header = ["task", "length", "needle distance d (tokens)", "accuracy (%) [95% Wilson]", "samples"]
+    return "S-NIAH accuracy by the needle's distance from the end of the prompt\n\n" + markdown_table(header, rows)
+
+
 def plot_niah_heatmaps(path: Path, grids: dict[str, tuple[list[float], list[int], np.ndarray]]) -> Path:
     """One depth × length accuracy heatmap per task."""
     plt = _pyplot()
