@@ -118,6 +118,33 @@ def test_an_arm_needing_a_missing_feature_is_not_run(tmp_path, data_dir, monkeyp
     assert "## Not run" in report.read_text()
 
 
+def test_arms_chooses_the_arms_that_run_and_a_full_run_reuses_them(tmp_path, data_dir, monkeypatch):
+    spec = load_spec(write_spec(tmp_path / "toy.yaml", base_spec()))
+    out = tmp_path / "out"
+    run_experiment(spec, [0], out, data_dir=data_dir, say=_quiet, arms=["small-b"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["claims"][0]["verdict"] == NOT_RUN
+    assert "--arms small-b" in results["claims"][0]["reason"]
+    assert list(results["not_run"]) == ["large-b"]
+    assert not (out / "runs/large-b").exists()
+    recorder = Recorder()
+    monkeypatch.setattr(tttlm.train, "train", recorder)
+    run_experiment(spec, [0], out, data_dir=data_dir, say=_quiet)
+    assert recorder.calls == [(str(out / "runs/large-b/seed-0"), False)]  # small-b's finished run is reused
+    assert json.loads((out / "results.json").read_text())["not_run"] == {}
+
+
+@pytest.mark.parametrize(("arms", "message"), [(["nope"], "has no arm 'nope'"), (["finetune"], "choose it too")])
+def test_arms_refuses_unknown_arms_and_a_missing_parent(tmp_path, arms, message):
+    from tttlm.experiments.plan import plan_runs
+    from tttlm.experiments.spec import SpecError
+
+    raw = base_spec()
+    raw["arms"].append({"name": "finetune", "arch": "ttt-linear", "init_from": {"arm": "small-b"}})
+    with pytest.raises(SpecError, match=message):
+        plan_runs(load_spec(write_spec(tmp_path / "toy.yaml", raw)), [0], tmp_path / "out", arms)
+
+
 def test_a_changed_spec_does_not_reuse_a_run_of_the_old_one(tmp_path, data_dir):
     raw = base_spec()
     out = tmp_path / "out"

@@ -127,3 +127,13 @@ def test_lr_schedule() -> None:
     assert lrs[-1] == pytest.approx(0.1)  # reaches min_lr on the last step
     assert lrs[60] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 50 / 99)))
     assert lr_at(0, OptimConfig(lr=2.0, min_lr=0.0, warmup_steps=0), 1) == pytest.approx(2.0)
+
+
+def test_a_run_trained_with_the_default_data_dir_equals_one_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTTLM_CACHE", str(tmp_path / "cache"))
+    from tttlm.data.prepare import default_data_dir
+
+    plain = {"data": {"dir": None, "seq_len": 64}}
+    named = {"data": {"dir": str(default_data_dir()), "seq_len": 64}}
+    assert trajectory_of(plain) == trajectory_of(named)
+    assert trajectory_of(plain) != trajectory_of({"data": {"dir": str(tmp_path / "other"), "seq_len": 64}})

@@ -1,6 +1,6 @@
-"""``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--out DIR] [--dry-run]``, ``tttlm experiment --list``,
-``tttlm experiment --claims DIR`` (the claims table of the committed reports) and ``tttlm experiment NAME --publish
-DIR`` (a finished report copied there, the table regenerated).
+"""``tttlm experiment NAME [--scale cpu|paper] [--seeds N] [--arms A,B] [--out DIR] [--dry-run]``, ``tttlm
+experiment --list``, ``tttlm experiment --claims DIR`` (the claims table of the committed reports) and ``tttlm
+experiment NAME --publish DIR`` (a finished report copied there, the table regenerated).
 
 Exit status: 0 done (or planned); 2 a bad spec, config, data or run directory (the message names it and the fix);
 1 a run failed (non-finite loss) or the default corpus could not be fetched; 128 + N stopped by signal N (re-run
@@ -24,6 +24,14 @@ def _jobs(text: str) -> int | str:
         return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto; got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    """``--arms``: comma-separated arm names (checked against the spec by ``plan_runs``)."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated arm names; got {text!r}")
+    return names
 
 
 def _list() -> int:
@@ -64,7 +72,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
             print(f"published: {publish_report(out, args.publish, spec.name)} (and {args.publish}/README.md's claims)")
             return 0
-        plans = plan_runs(spec, seeds, out)
+        plans = plan_runs(spec, seeds, out, args.arms)
         jobs = default_jobs(spec) if args.jobs == "auto" else args.jobs
         if args.dry_run:
             print(plan_text(spec, plans, seeds, jobs))
@@ -89,7 +97,7 @@ def _experiment(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-        report = run_experiment(spec, seeds, out, data_dir=args.data, jobs=jobs)
+        report = run_experiment(spec, seeds, out, data_dir=args.data, jobs=jobs, arms=args.arms)
     except TrainingInterrupted as stop:
         print(f"tttlm experiment: {stop}; run the same command again to continue", file=sys.stderr)
         return 128 + stop.signum
@@ -118,6 +126,13 @@ def add_experiment_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--scale", choices=("cpu", "paper"), default="cpu", help="sizes, lengths and budgets")
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0 … N-1 of every arm")
+    parser.add_argument(
+        "--arms",
+        type=_names,
+        default=None,
+        help="run only these arms (comma-separated names; the report lists the others as not run and their claims "
+        "as not resolved); a later run without it reuses their finished runs",
+    )
     parser.add_argument(
         "--claims",
         type=Path,

@@ -142,17 +142,19 @@ def _training_flops(config: PretrainedConfig, seq_len: int, tokens: int) -> tupl
     return 6.0 * count_parameters(config) * tokens, False
 
 
-def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
+def plan_runs(spec: Spec, seeds: Sequence[int], out: Path, arms: Sequence[str] | None = None) -> list[RunPlan]:
     """Every run of ``spec`` for ``seeds``, seed by seed (so a partial run has every arm of the first seeds), each
-    validated; ``SpecError`` for the first config that the trainer or the registry would refuse."""
+    validated; ``SpecError`` for the first config that the trainer or the registry would refuse. ``arms``: only
+    these arms are run (by name; None: all), the others are planned as not run, so their claims say so."""
     from tttlm.train.config import ConfigError, accumulation_steps, config_from_dict
 
+    left_out = _left_out(spec, arms)
     plans: list[RunPlan] = []
     where_trained: dict[tuple[str, int, int], Path] = {}  # (arm, point index, seed) -> its run directory
     by_config: dict[str, tuple[Path, dict[str, Any]]] = {}  # one run per distinct training config
     for seed in seeds:
         for arm in spec.arms:
-            gaps = tuple(filter(None, (missing(r) for r in arm.requires)))
+            gaps = tuple(filter(None, (missing(r) for r in arm.requires))) + left_out.get(arm.name, ())
             for index, point in enumerate(arm.points):
                 run_dir = run_dir_of(out, arm, point, seed)
                 source = None
@@ -180,6 +182,23 @@ def plan_runs(spec: Spec, seeds: Sequence[int], out: Path) -> list[RunPlan]:
                 )  # fmt: skip
     check_plan(spec, plans)
     return plans
+
+
+def _left_out(spec: Spec, arms: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
+    """Arm name -> why it is not run, for the arms that ``arms`` leaves out (``SpecError`` for an unknown name or a
+    chosen arm that starts from a left-out one's weights)."""
+    if arms is None:
+        return {}
+    names = [a.name for a in spec.arms]
+    unknown = [a for a in arms if a not in names]
+    if unknown or not arms:
+        raise SpecError(f"{spec.name} has no arm {', '.join(map(repr, unknown)) or '(none chosen)'}; its arms: "
+                        f"{', '.join(names)}")  # fmt: skip
+    for arm in spec.arms:
+        if arm.name in arms and arm.init_from and arm.init_from[0] not in arms:
+            raise SpecError(f"arm {arm.name!r} starts from the weights of arm {arm.init_from[0]!r}: choose it too")
+    why = f"left out of this run (--arms {','.join(arms)}); run without --arms, or name it, to include it"
+    return {name: (why,) for name in names if name not in arms}
 
 
 def _eval_lengths(spec: Spec, seq_len: int) -> list[int]:
@@ -282,7 +301,7 @@ def plan_text(spec: Spec, plans: Sequence[RunPlan], seeds: Sequence[int], jobs: 
         size = (mine[0].config or spec.train_config).get("model", {}).get("size", "tiny")
         lines.append(f"  {arm.name}: {arm.arch} {size}{points}: {len(mine)} runs, {what}")
         if mine and mine[0].missing:
-            lines += [f"    REFUSED: {gap}" for gap in mine[0].missing]
+            lines += [f"    NOT RUN: {gap}" for gap in mine[0].missing]
         if arm.init_from:
             lines.append(f"    starts from the final weights of {arm.init_from[0]} (point {arm.init_from[1]})")
         shared = sorted({p.run_dir.parts[-2 - bool(arm.sweep)] for p in mine if arm.name not in p.run_dir.parts})

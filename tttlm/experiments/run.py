@@ -180,14 +180,16 @@ def run_experiment(
     data_dir: Path | None = None,
     say: Say = print,
     jobs: int = 1,
+    arms: Sequence[str] | None = None,
 ) -> Path:
     """Every run of ``spec`` for ``seeds`` (trained, continued or reused; evaluated), then ``report.md``, the plots
     and ``results.json`` in ``out``; returns the report's path. ``jobs`` > 1 trains that many runs at a time in
-    worker processes; the evaluations (and so every timing) run one at a time in this process afterwards."""
+    worker processes; the evaluations (and so every timing) run one at a time in this process afterwards. ``arms``:
+    only these arms (``plan_runs``)."""
     from tttlm.experiments.report import write_report
     from tttlm.experiments.results import summarise
 
-    plans = plan_runs(spec, seeds, out)
+    plans = plan_runs(spec, seeds, out, arms)
     if spec.trains:
         from tttlm.data.prepare import ensure_prepared
 
