@@ -1,6 +1,8 @@
 """TTT-E2E: structure and config, the inner step (target, direction, per-sequence), the exact meta-gradient, the
 reduction to the SWA backbone at inner lr 0, streaming (any split = one call, bounded cache), inference mode,
-training. The registry contract (generate, beam search, save/load, ...) is in ``test_baselines.py``."""
+training; the optional short conv (``short_conv``, not the release's) in the streaming, cache and gradient tests.
+The registry contract (generate, beam search, save/load, ...) is in ``test_baselines.py``, the registry's
+``short_conv`` knob in ``test_short_conv.py``."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from e2e_small import SMALL_E2E, small_e2e
 from torch import Tensor
 
 from tttlm.models import E2ECache, E2EConfig, E2EForCausalLM, build, make_config, prefill
-from tttlm.models.e2e.cache import E2EBlockCache
+from tttlm.models.e2e.cache import E2EBlockCache, E2EBlockState
 from tttlm.models.hf_compat import cache_argument, output_cache
 
 TOL64 = 1e-10  # float64, same maths summed in another order: ~1e-15 measured; real state errors show at 1e-3+
@@ -110,12 +112,24 @@ def test_the_125m_preset_is_the_release_shape_with_prime_mlps_in_the_last_quarte
         ({"inner_grad_clip": 0.0}, ["inner_grad_clip", "0.0"]),
         ({"meta_gradient": "second"}, ["meta_gradient", "'exact'", "'second'"]),
         ({"num_attention_heads": 3}, ["num_attention_heads", "3"]),
+        ({"short_conv": "yes"}, ["short_conv", "True or False", "'yes'"]),
+        ({"conv_kernel": 0}, ["conv_kernel", "positive integer", "0"]),
     ],
 )
 def test_bad_config_values_raise_clear_errors(overrides: dict, needles: list[str]) -> None:
     with pytest.raises(ValueError, match="E2EConfig") as info:
         E2EConfig(**{"hidden_size": 64, "num_attention_heads": 4, **overrides})
     assert all(needle in str(info.value) for needle in needles), str(info.value)
+
+
+def test_the_short_conv_is_off_by_default_and_adds_only_its_own_parameters() -> None:
+    plain, conv = _e2e(), _e2e(short_conv=True, conv_kernel=3)
+    assert not plain.config.short_conv
+    assert not any("conv" in name for name in plain.state_dict())  # the release's state dict, as before
+    assert all(block.conv is None and block.conv_norm is None for block in plain.model.layers)
+    added = set(conv.state_dict()) - set(plain.state_dict())
+    assert added == {f"model.layers.{i}.{p}" for i in (0, 1) for p in ("conv_norm.weight", "conv.weight", "conv.bias")}
+    assert conv.model.layers[1].conv.weight.shape == (64, 3)
 
 
 def test_bad_calls_raise_clear_errors() -> None:
@@ -274,6 +288,16 @@ def test_outer_gradient_equals_finite_differences_of_the_outer_loss(clip: float 
             assert abs(float(model(ids, labels=ids).loss) - float(_fd_model()(ids, labels=ids).loss)) > 1e-4
 
 
+def test_outer_gradient_through_the_short_conv_equals_finite_differences() -> None:
+    # the conv of an updated block sits inside every inner step (its gradient goes through the steps); a lower
+    # block's conv feeds the inner loop's input
+    ids = random_ids(2, 13, seed=3) % 64
+    coords = [*FD_COORDS, ("model.layers.3.conv.weight", (1, 2)), ("model.layers.0.conv.bias", (4,))]
+    model = _fd_model(short_conv=True)
+    for (name, idx), (grad, fd) in zip(coords, _grad_and_fd(model, ids, coords), strict=True):
+        assert grad == pytest.approx(fd, rel=1e-6, abs=1e-10), (name, idx)
+
+
 def test_first_order_meta_gradient_misses_the_second_order_terms() -> None:
     # the finite-difference test above can fail: dropping the gradient of the gradient changes the result
     ids = random_ids(2, 13, seed=3) % 64
@@ -299,6 +323,17 @@ def test_twenty_adamw_steps_on_a_repeated_sequence_lower_the_loss() -> None:
     assert losses[-1] < losses[0] - 1.0, losses
 
 
+def test_training_with_the_short_conv_reaches_every_conv_weight() -> None:
+    model = _e2e(short_conv=True).train()
+    ids = random_ids(2, 19)  # two inner steps and an open mini-batch
+    model(ids, labels=ids).loss.backward()
+    for block in model.model.layers:
+        for weight in (block.conv.weight, block.conv.bias, block.conv_norm.weight):
+            assert weight.grad is not None
+            assert bool(torch.isfinite(weight.grad).all())
+            assert bool(weight.grad.abs().sum() > 0)
+
+
 @pytest.mark.parametrize("reentrant", [False, True])
 def test_gradient_checkpointing_of_the_lower_blocks_gives_the_same_gradients(reentrant: bool) -> None:
     ids = random_ids(2, 13, seed=3) % 64
@@ -320,13 +355,15 @@ def test_gradient_checkpointing_of_the_lower_blocks_gives_the_same_gradients(ree
 # ---------------------------------------------------------------------------------------------------- inference
 
 
+@pytest.mark.parametrize("short_conv", [False, True], ids=["plain", "short-conv"])
 @pytest.mark.parametrize(
     "lengths",
     [[8, 8, 8, 8, 6], [16, 16, 6], [3, 5, 9, 1, 1, 19], [1] * 38],
     ids=["b", "2b", "anywhere", "token-by-token"],
 )
-def test_prefill_in_pieces_equals_one_call(lengths: list[int]) -> None:
-    model = _e2e(mini_batch_size=8, sliding_window=6)
+def test_prefill_in_pieces_equals_one_call(lengths: list[int], short_conv: bool) -> None:
+    # 38 tokens, b = 8: the pieces cross open mini-batches, whose steps recompute the blocks from their start state
+    model = _e2e(mini_batch_size=8, sliding_window=6, short_conv=short_conv)
     ids = random_ids(2, 38)
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
@@ -348,8 +385,14 @@ def test_streaming_prefill_then_generation_equals_one_call(chunk: int) -> None:
     assert generated.shape == (1, 45)
 
 
-def test_the_cache_does_not_grow_with_the_context() -> None:
-    model = _e2e(mini_batch_size=8, sliding_window=6)
+def _conv_shape(state: E2EBlockState) -> tuple[int, ...] | None:
+    return None if state.conv is None else tuple(state.conv.shape)
+
+
+@pytest.mark.parametrize("short_conv", [False, True], ids=["plain", "short-conv"])
+def test_the_cache_does_not_grow_with_the_context(short_conv: bool) -> None:
+    model = _e2e(mini_batch_size=8, sliding_window=6, short_conv=short_conv)
+    conv_shape = (1, 3, 64) if short_conv else None  # the conv's last kernel − 1 inputs, or nothing without it
     sizes = []
     for length in (48, 96, 200):  # multiples of b: a complete mini-batch is open at the end of each
         with torch.no_grad():
@@ -361,16 +404,20 @@ def test_the_cache_does_not_grow_with_the_context() -> None:
         assert cache.open.ids.shape == (1, 8)  # at most b open tokens
         for block in cache.blocks:
             assert isinstance(block, E2EBlockCache)
-            assert block.attn.keys.shape[1] == block.attn.values.shape[1] == 5  # window − 1
+            assert block.state.attn.keys.shape[1] == block.state.attn.values.shape[1] == 5  # window − 1
+            assert _conv_shape(block.state) == conv_shape
         updated = cache.blocks[1]
         assert updated.fast is not None
         assert [w.shape for w in updated.fast] == [(1, 64, 136), (1, 64, 136), (1, 136, 64)]
-        assert updated.start_attn.keys.shape[1] == 5
+        assert updated.start_state.attn.keys.shape[1] == 5
+        assert _conv_shape(updated.start_state) == conv_shape
     assert sizes[0] == sizes[1] == sizes[2]
 
 
-def test_inference_mode_equals_no_grad_and_continues_the_same_cache() -> None:
-    model = _e2e()
+@pytest.mark.parametrize("short_conv", [False, True], ids=["plain", "short-conv"])
+def test_inference_mode_equals_no_grad_and_continues_the_same_cache(short_conv: bool) -> None:
+    # the second call's steps recompute the blocks from states made under inference_mode (the conv's included)
+    model = _e2e(short_conv=short_conv)
     ids = random_ids(2, 19)
     with torch.no_grad():
         expected = model(ids).logits

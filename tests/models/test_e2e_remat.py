@@ -40,8 +40,9 @@ def _loss_and_grads(model: E2EForCausalLM, ids: Tensor, pieces: int) -> tuple[Te
         ({"meta_gradient": "first_order"}, 1),
         ({"prime_position": "after_static", "loss_reduction": "token"}, 1),
         ({}, 3),  # calls of 8, 8, 7 tokens: open mini-batches stepped at the next call
+        ({"short_conv": True}, 3),  # the conv's state carried, and restored for the steps, as the KV windows
     ],
-    ids=["exact", "clip-active", "first-order", "after-static", "three-calls"],
+    ids=["exact", "clip-active", "first-order", "after-static", "three-calls", "short-conv"],
 )
 def test_remat_gives_the_same_loss_and_every_gradient(settings: dict, pieces: int, remat: str) -> None:
     ids = random_ids(2, 23, seed=1) % SMALL_E2E["vocab_size"]

@@ -213,6 +213,7 @@ def test_cli_models_json_has_a_sourced_record_per_arch(capsys: pytest.CaptureFix
     assert records["ttt-kvb"]["layer_pattern"] == "L" * 12
     assert records["mamba2-swa"]["layer_pattern"] == "MS" * 6
     assert records["full-attention"]["layer_pattern"] == "F" * 12
+    assert records["ttt-e2e"]["layer_pattern"] == "S" * 9 + "E" * 3  # no conv: short_conv is off by default
     assert records["mamba2-swa"]["head_dims"] == {"attention": 64, "ssd": 64}
     assert records["ttt-kvb"]["window"] == records["ttt-kvb"]["widths"]["lact_chunk"] == 2048
     assert records["gated-deltanet"]["head_dims"] == {"gdn_key": 256, "gdn_value": 512}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tttlm.models.provenance import layer_pattern
 from tttlm.models.registry import arch_of, build, load, make_config
 
-CONV_ARCHS = ["ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "gated-deltanet", "ttt-kvb"]
+CONV_ARCHS = ["ttt-linear", "ttt-mlp", "transformer", "swa", "hybrid", "gated-deltanet", "ttt-kvb", "ttt-e2e"]
 
 
 @pytest.mark.parametrize("arch", CONV_ARCHS)
@@ -28,7 +29,7 @@ def test_short_conv_adds_one_conv_sub_block_per_block(arch: str) -> None:
     assert arch_of(conv) == arch
 
 
-@pytest.mark.parametrize("arch", ["transformer", "swa", "gated-deltanet", "ttt-linear"])
+@pytest.mark.parametrize("arch", ["transformer", "swa", "gated-deltanet", "ttt-linear", "ttt-e2e"])
 def test_short_conv_mixes_only_the_past_and_its_cache_continues_the_sequence(arch: str) -> None:
     torch.manual_seed(0)
     model = build(arch, "tiny", match_params=False, short_conv=True).eval()
@@ -56,10 +57,10 @@ def test_transformer_with_short_conv_saves_and_reloads(tmp_path: object) -> None
 @pytest.mark.parametrize(
     ("arch", "value", "needle"),
     [
-        ("ttt-e2e", True, "short_conv is not available"),
         ("mamba", False, "cannot remove it"),
         ("mamba2", False, "cannot remove it"),
         ("swa", "yes", "short_conv must be True or False"),
+        ("ttt-e2e", "yes", "short_conv must be True or False"),
     ],
 )
 def test_short_conv_refusals(arch: str, value: object, needle: str) -> None:
@@ -70,3 +71,12 @@ def test_short_conv_refusals(arch: str, value: object, needle: str) -> None:
 def test_the_mamba_mixers_take_short_conv_as_they_are() -> None:
     for arch in ("mamba", "mamba2"):
         assert make_config(arch, "tiny", short_conv=True).to_dict() == make_config(arch, "tiny").to_dict()
+
+
+def test_ttt_e2e_takes_short_conv_as_an_option_off_by_default() -> None:
+    # an E2EConfig field (the release has no conv), shown in the layer pattern as the other archs' conv is
+    default, conv = make_config("ttt-e2e", "tiny"), make_config("ttt-e2e", "tiny", short_conv=True, conv_kernel=3)
+    assert not default.short_conv
+    assert (conv.short_conv, conv.conv_kernel) == (True, 3)
+    assert (layer_pattern(default), layer_pattern(conv)) == ("SE", "(CS)(CE)")
+    assert layer_pattern(make_config("swa", "tiny", short_conv=True)) == "(CS)(CS)"

@@ -67,7 +67,7 @@ def overrides(arch: str, d_model: int, vocab_size: int, recipe: ModelRecipe) -> 
         values["intermediate_size"] = recipe.mlp_ratio * d_model
     if arch in WINDOWED:
         values["sliding_window"] = recipe.window
-    if recipe.short_conv and arch != "ttt-e2e":
+    if recipe.short_conv:
         values["short_conv"] = True
     return values
 

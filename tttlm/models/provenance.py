@@ -131,8 +131,8 @@ def layer_pattern(config: PretrainedConfig) -> str:
     elif isinstance(config, TTTConfig):
         blocks = [["C", "T"] if config.pre_conv else ["T"]] * config.num_hidden_layers
     elif isinstance(config, E2EConfig):
-        first = config.first_updated_layer
-        blocks = [["S"] if i < first else ["E"] for i in range(config.num_hidden_layers)]
+        first, conv = config.first_updated_layer, ["C"] if config.short_conv else []
+        blocks = [conv + (["S"] if i < first else ["E"]) for i in range(config.num_hidden_layers)]
     elif isinstance(config, (MambaLMConfig, Mamba2LMConfig)):
         blocks = [["M"]] * config.num_hidden_layers
     elif isinstance(config, LlamaConfig):

@@ -293,10 +293,8 @@ def _full_attention_config(size: str, dims: TTTConfig, overrides: dict[str, Any]
 
 
 def _e2e_config(size: str, dims: TTTConfig, overrides: dict[str, Any]) -> PretrainedConfig:
-    overrides = dict(overrides)
-    if _short_conv(overrides):
-        raise ValueError("ttt-e2e: short_conv is not available (its blocks, in models/e2e, take no conv sub-block)")
-    # the release's shape at this size (its 1b is paper 1's 1.3b), our vocabulary and special tokens
+    # the release's shape at this size (its 1b is paper 1's 1.3b), our vocabulary and special tokens; the registry
+    # knob short_conv is E2EConfig's own field (off by default: the release has no conv), which checks it
     return E2EConfig.from_preset(E2E_SIZE_OF.get(size, size), **{**_common(dims), **overrides})
 
 
@@ -624,9 +622,10 @@ def build(arch: str, size: str = "tiny", *, match_params: str | None = None, **o
             ``mini_batch_size=64``, ``inner_lr=0.5`` for ttt-e2e,
             ``state_size=...`` for mamba), ``full_attention_every=N`` for hybrid, ``rope_extension=F`` for
             full-attention (paper 2's RoPE θ at F × the pre-training context, ``EXTENSION_ROPE_THETA``), and for
-            every arch but ttt-e2e ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel
-            ``conv_kernel``) before each mixer, Zoology's short convolution (the TTT models' ``pre_conv``; a stack
-            model for ``transformer``; what the Mamba mixers have already). Overriding a shared dim
+            every arch ``short_conv=True``: a sub-block ``x + CausalConv(RMSNorm(x))`` (kernel ``conv_kernel``)
+            before each mixer, Zoology's short convolution (the TTT models' ``pre_conv``; a stack model for
+            ``transformer``; what the Mamba mixers have already; ``E2EConfig.short_conv``, off in the release,
+            for ttt-e2e). Overriding a shared dim
             (``hidden_size``, ``num_hidden_layers``, ...) changes the reference model as well.
 
     Build under ``torch.device("meta")`` to get shapes only (instant at any size).

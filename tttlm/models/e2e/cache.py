@@ -1,11 +1,12 @@
 """``E2ECache``: what a TTT-E2E model carries between forward calls. Its size does not grow with the context.
 
-Per block, the rolling sliding-window KV cache of the stack models (the last window − 1 keys and values). Per
-updated block, in addition, the current fast weights W_i of its prime MLP, one copy per sequence. And the open
-mini-batch: the tokens of the mini-batch whose inner step has not been taken yet (its inputs to the first updated
-block, its token ids, and the updated blocks' KV caches as they were at its start), so that the step can be taken
-exactly, by recomputing the updated blocks on that mini-batch, once the mini-batch is complete and the token after
-it (the target of its last position) has arrived. All of this is bounded by the window and b.
+Per block, its ``E2EBlockState``: the rolling sliding-window KV cache of the stack models (the last window − 1 keys
+and values) and, with ``short_conv``, the conv sub-block's last kernel − 1 inputs. Per updated block, in addition,
+the current fast weights W_i of its prime MLP, one copy per sequence. And the open mini-batch: the tokens of the
+mini-batch whose inner step has not been taken yet (its inputs to the first updated block, its token ids, and the
+updated blocks' states as they were at its start), so that the step can be taken exactly, by recomputing the updated
+blocks on that mini-batch, once the mini-batch is complete and the token after it (the target of its last position)
+has arrived. All of this is bounded by the window, the conv kernel and b.
 """
 
 from __future__ import annotations
@@ -19,20 +20,33 @@ from tttlm.layers.attention import KVCache
 from tttlm.models.cache import BlockCache, map_tensors
 
 
-class E2EBlockCache(NamedTuple):
-    """One block's state.
+class E2EBlockState(NamedTuple):
+    """What an ``E2EBlock`` carries from one call to the next (B = batch, d = hidden, K = ``conv_kernel``).
 
     Attributes:
-        attn: the attention's rolling KV cache (None before the first call).
-        fast: updated blocks only: the prime MLP's current weights (gate (B, m, d), up (B, m, d), down (B, d, m)),
-            one copy per sequence; None means the initial weights W0 (no step taken yet).
-        start_attn: updated blocks only: ``attn`` as it was at the start of the open mini-batch (None when no
-            mini-batch is open, or when it opened at the start of the stream).
+        attn: the attention's rolling KV cache.
+        conv: with ``short_conv``, the conv sub-block's last K − 1 inputs (B, K − 1, d); None without it.
     """
 
-    attn: KVCache | None
+    attn: KVCache
+    conv: Tensor | None
+
+
+class E2EBlockCache(NamedTuple):
+    """One block's entry of the cache.
+
+    Attributes:
+        state: the block's own state (``E2EBlockState``).
+        fast: updated blocks only: the prime MLP's current weights (gate (B, d, m), up (B, d, m), down (B, m, d)),
+            one copy per sequence; None means the initial weights W0 (no step taken yet).
+        start_state: updated blocks only: ``state`` as it was at the start of the open mini-batch, from which its
+            step recomputes the block (None when no mini-batch is open, or when it opened at the start of the
+            stream).
+    """
+
+    state: E2EBlockState
     fast: tuple[Tensor, Tensor, Tensor] | None = None
-    start_attn: KVCache | None = None
+    start_state: E2EBlockState | None = None
 
 
 class OpenMiniBatch(NamedTuple):
@@ -48,7 +62,7 @@ class OpenMiniBatch(NamedTuple):
 
 
 class E2ECache(BlockCache):
-    """Rolling KV windows, fast weights and the open mini-batch of an ``E2EForCausalLM``, updated in place.
+    """Block states, fast weights and the open mini-batch of an ``E2EForCausalLM``, updated in place.
 
     Attributes:
         blocks: per block an ``E2EBlockCache`` (None before the first call).

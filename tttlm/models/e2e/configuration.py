@@ -93,6 +93,11 @@ class E2EConfig(LMConfig):
             block) in the outer loop; needs ``inner_lr > 0``. Release: off (a fixed step size).
         updated_intermediate_size: ours: width of the static MLP in the updated blocks (None: intermediate_size).
         prime_intermediate_size: ours: width of the prime MLPs (None: intermediate_size).
+        short_conv: ours: a sub-block ``h ← h + CausalConv(RMSNorm(h))`` (depthwise, causal, no post-norm) before
+            the attention of every block: Zoology's short convolution, the recipe of the recall benchmarks
+            (``tttlm eval mqar``), which the registry's ``short_conv=True`` gives every arch, so that TTT-E2E can be
+            compared under it too. The release has no conv (off, the default: no conv parameters, its numerics).
+        conv_kernel: kernel size of that conv (with ``short_conv``; the cache keeps its last kernel − 1 inputs).
         num_key_value_heads, head_dim, attention_qkv_bias, attention_o_bias, scaled_rope: for a model converted
             from a pretrained Transformer (``tttlm e2e-init``): grouped-query attention (None: one kv head per
             head), a head width other than hidden / heads, biases of the q/k/v and output projections, and a scaled
@@ -128,6 +133,8 @@ class E2EConfig(LMConfig):
         inner_lr_learnable: bool = False,
         updated_intermediate_size: int | None = None,
         prime_intermediate_size: int | None = None,
+        short_conv: bool = False,
+        conv_kernel: int = 4,
         num_key_value_heads: int | None = None,
         head_dim: int | None = None,
         attention_qkv_bias: bool = False,
@@ -147,6 +154,7 @@ class E2EConfig(LMConfig):
         owner = "E2EConfig"
         for name, value in (("sliding_window", sliding_window), ("mini_batch_size", mini_batch_size)):
             positive_int(owner, name, value)
+        positive_int(owner, "conv_kernel", conv_kernel, example=4)
         for name, value in (
             ("attention_block_size", attention_block_size),
             ("updated_intermediate_size", updated_intermediate_size),
@@ -167,6 +175,7 @@ class E2EConfig(LMConfig):
             qk_norm=qk_norm,
             post_norm=post_norm,
             mask_bos_targets=mask_bos_targets,
+            short_conv=short_conv,
         )
         if inner_lr_learnable and inner_lr == 0:
             raise ValueError(
@@ -213,6 +222,8 @@ class E2EConfig(LMConfig):
         self.remat = remat
         self.prime_position = prime_position
         self.inner_lr_learnable = inner_lr_learnable
+        self.short_conv = short_conv
+        self.conv_kernel = conv_kernel
         self.num_key_value_heads = num_key_value_heads
         self.head_dim = head_dim
         self.attention_qkv_bias = attention_qkv_bias

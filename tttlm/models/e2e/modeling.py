@@ -3,6 +3,7 @@
 Block i, as the release computes it (``ttt/model/transformer.py`` ``Block``; every norm an RMSNorm without bias,
 ``pre``/``post`` each sub-block's own; ``post`` is skipped with ``post_norm=False``):
 
+    h ← h + Conv(pre_c(h))                       only with ``short_conv`` (ours, Zoology's short conv; no post-norm)
     h ← h + post(SWA(pre(h)))                    window k, QK-norm before RoPE (``attention.py`` ``SWA``)
     h ← h + post'(PrimeSwiGLU(pre'(h); W))       only the last ``num_updated_layers`` blocks (``suffix_len``)
     h ← h + post''(SwiGLU(pre''(h)))             the static MLP, never changed by the inner loop
@@ -58,7 +59,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from tttlm.layers.attention import Attention, KVCache
+from tttlm.layers.attention import Attention
+from tttlm.layers.conv import CausalConv
 from tttlm.layers.mlp import SwiGLU
 from tttlm.layers.rope import scaled_rope_frequencies
 from tttlm.models.base import (
@@ -74,7 +76,7 @@ from tttlm.models.base import (
     runs_by_row,
 )
 from tttlm.models.cache import map_tensors
-from tttlm.models.e2e.cache import E2EBlockCache, E2ECache, OpenMiniBatch
+from tttlm.models.e2e.cache import E2EBlockCache, E2EBlockState, E2ECache, OpenMiniBatch
 from tttlm.models.e2e.configuration import E2EConfig, resolve_remat
 from tttlm.models.e2e.inner_loop import (
     autograd_ready,
@@ -157,11 +159,13 @@ class PrimeMLP(nn.Module):
 
 class E2EBlock(nn.Module):
     """The release's block: ``h + post(SWA(pre(h)))``, in updated blocks ``h + PrimeMLP(h; W)``, then
-    ``h + post(SwiGLU(pre(h)))`` (with ``prime_position="after_static"``, ours, the prime sub-block comes last).
+    ``h + post(SwiGLU(pre(h)))`` (with ``prime_position="after_static"``, ours, the prime sub-block comes last);
+    with ``short_conv`` (ours) first ``h + CausalConv(RMSNorm(h))``.
 
-    ``forward(x, cache, fast) -> (x, cache)``; x: (batch, seq, hidden). Parameter names: ``attn_norm``, ``attn``
-    (with ``q_norm``/``k_norm``), ``attn_post_norm``, ``prime`` (``norm``, ``gate``, ``up``, ``down``,
-    ``post_norm``), ``ffn_norm``, ``mlp``, ``ffn_post_norm``; ``models/e2e/release.py`` maps them to the release's.
+    ``forward(x, state, fast) -> (x, state)``; x: (batch, seq, hidden), state: an ``E2EBlockState``. Parameter
+    names: ``conv_norm``, ``conv`` (``short_conv`` only), ``attn_norm``, ``attn`` (with ``q_norm``/``k_norm``),
+    ``attn_post_norm``, ``prime`` (``norm``, ``gate``, ``up``, ``down``, ``post_norm``), ``ffn_norm``, ``mlp``,
+    ``ffn_post_norm``; ``models/e2e/release.py`` maps them to the release's (which has no conv).
     ``rope``: the attention's RoPE frequency arguments (``_scaled_rope``, computed once per model).
     """
 
@@ -171,6 +175,9 @@ class E2EBlock(nn.Module):
         self.layer_idx = layer_idx
         self.updated = layer_idx >= config.first_updated_layer
         self.prime_first = config.prime_position == "before_static"
+        # off: no conv modules at all, so the parameters and the state dict are the release's
+        self.conv_norm = nn.RMSNorm(hidden, eps=eps) if config.short_conv else None
+        self.conv = CausalConv(hidden, config.conv_kernel) if config.short_conv else None
         self.attn_norm = nn.RMSNorm(hidden, eps=eps)
         self.attn = Attention(
             hidden,
@@ -208,10 +215,16 @@ class E2EBlock(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, cache: KVCache | None = None, fast: FastWeights | None = None
-    ) -> tuple[Tensor, KVCache]:
-        """x: (batch, seq, hidden); ``fast`` (updated blocks only): the prime MLP's current weights."""
-        h, kv = self.attn(self.attn_norm(x), cache)
+        self, x: Tensor, state: E2EBlockState | None = None, fast: FastWeights | None = None
+    ) -> tuple[Tensor, E2EBlockState]:
+        """x: (batch, seq, hidden); ``state`` continues a stream (None: its start); ``fast`` (updated blocks only):
+        the prime MLP's current weights. Returns (batch, seq, hidden) and the new state."""
+        conv = None
+        if self.conv is not None:
+            # Zoology's short conv has no post-norm (as in the stack models' blocks)
+            h, conv = self.conv(self.conv_norm(x), None if state is None else state.conv)
+            x = x + h
+        h, kv = self.attn(self.attn_norm(x), None if state is None else state.attn)
         x = x + self.attn_post_norm(h)
         if self.prime is not None:
             if fast is None:
@@ -221,7 +234,7 @@ class E2EBlock(nn.Module):
         x = x + self.ffn_post_norm(self.mlp(self.ffn_norm(x)))
         if self.prime is not None and not self.prime_first:
             x = x + self.prime(x, fast)
-        return x, kv
+        return x, E2EBlockState(kv, conv)
 
 
 def _scaled_rope(config: E2EConfig) -> dict[str, Any]:
@@ -255,7 +268,7 @@ class _Step(NamedTuple):
 
     normed: Tensor  # (B, b, d) the final normed hidden states
     logits: Tensor  # (B, kept, vocab) the logits of the kept positions
-    attn: list[KVCache]  # the updated blocks' KV caches after it
+    states: list[E2EBlockState]  # the updated blocks' states after it
     fast: list[FastWeights]  # W_{i+1}
     outs: list[Tensor]  # every updated block's output (B, b, d)
     outer_sum: Tensor | None  # (B,) the outer loss's NLL summed over its scored positions (None: none asked)
@@ -265,9 +278,9 @@ class _Step(NamedTuple):
 class _Stream:
     """The updated blocks' state while a forward call walks through the mini-batches (see ``E2EBlockCache``)."""
 
-    attn: list[KVCache | None]
+    states: list[E2EBlockState | None]
     fast: list[FastWeights | None]
-    start_attn: list[KVCache | None]
+    start_states: list[E2EBlockState | None]
     open: OpenMiniBatch | None
 
     @property
@@ -283,7 +296,7 @@ class E2EPreTrainedModel(StatefulPreTrainedModel):
 
     config_class = E2EConfig
     _no_split_modules: ClassVar[list[str]] = ["E2EBlock"]
-    self_initialising = (PrimeMLP,)
+    self_initialising = (PrimeMLP, CausalConv)
 
 
 class E2EModel(E2EPreTrainedModel):
@@ -427,13 +440,13 @@ class E2EModel(E2EPreTrainedModel):
         checkpoint_block = self._gradient_checkpointing_func if self.gradient_checkpointing else _checkpoint
         for i in range(first):
             block = self.layers[i]
-            kv = None if cache is None or cache.blocks[i] is None else cache.blocks[i].attn
+            state = None if cache is None or cache.blocks[i] is None else cache.blocks[i].state
             if remat_blocks:
-                hidden, kv = checkpoint_block(block.__call__, hidden, kv)
+                hidden, state = checkpoint_block(block.__call__, hidden, state)
             else:
-                hidden, kv = block(hidden, kv)
+                hidden, state = block(hidden, state)
             if cache is not None:
-                cache.blocks[i] = E2EBlockCache(kv)
+                cache.blocks[i] = E2EBlockCache(state)
             if all_hidden is not None:
                 all_hidden.append(hidden)
 
@@ -446,8 +459,8 @@ class E2EModel(E2EPreTrainedModel):
             all_hidden.extend(torch.cat(pieces, dim=1) for pieces in collect)
         if cache is not None:
             for j, block in enumerate(self.updated_blocks):
-                start = stream.start_attn[j] if stream.open is not None else None
-                cache.blocks[block.layer_idx] = E2EBlockCache(stream.attn[j], stream.fast[j], start)
+                start = stream.start_states[j] if stream.open is not None else None
+                cache.blocks[block.layer_idx] = E2EBlockCache(stream.states[j], stream.fast[j], start)
             cache.open = stream.open
             cache.seen_tokens += seq
         return normed, None if all_hidden is None else tuple(all_hidden), logits, outer_sums
@@ -455,9 +468,9 @@ class E2EModel(E2EPreTrainedModel):
     def _stream_from(self, cache: E2ECache | None) -> _Stream:
         blocks = [None if cache is None else cache.blocks[b.layer_idx] for b in self.updated_blocks]
         return _Stream(
-            attn=[None if c is None else c.attn for c in blocks],
+            states=[None if c is None else c.state for c in blocks],
             fast=[None if c is None else c.fast for c in blocks],
-            start_attn=[None if c is None else c.start_attn for c in blocks],
+            start_states=[None if c is None else c.start_state for c in blocks],
             open=None if cache is None else cache.open,
         )
 
@@ -495,7 +508,7 @@ class E2EModel(E2EPreTrainedModel):
                 # the open mini-batch is complete and its last target has arrived: take its step (its outputs and
                 # outer loss came with the call that opened it)
                 targets = torch.cat([stream.open.ids[:, 1:], ids[:, pos : pos + 1]], dim=1)
-                stream.fast = self._learn(stream.open.inputs, stream.start_attn, stream.fast, targets, lm_head).fast
+                stream.fast = self._learn(stream.open.inputs, stream.start_states, stream.fast, targets, lm_head).fast
                 stream.open = None
                 continue
             opened = stream.open_tokens
@@ -506,13 +519,13 @@ class E2EModel(E2EPreTrainedModel):
             if opened == 0 and m == b and pos + m < n:
                 # a whole mini-batch and the token after it: one forward serves the outputs and both losses
                 step = self._learn(
-                    segment, stream.attn, stream.fast, ids[:, pos + 1 : pos + m + 1], lm_head, scored, keep
+                    segment, stream.states, stream.fast, ids[:, pos + 1 : pos + m + 1], lm_head, scored, keep
                 )
-                normed, logits, stream.attn, stream.fast, outs, outer_sum = step
+                normed, logits, stream.states, stream.fast, outs, outer_sum = step
             else:
                 # outputs now with W_i; the step waits for the rest of the mini-batch and the token after it
                 if opened == 0:
-                    stream.start_attn = list(stream.attn)
+                    stream.start_states = list(stream.states)
                     # copies, not views: a view would keep the whole call's hidden states alive in the cache
                     stream.open = OpenMiniBatch(segment.clone(), ids[:, pos : pos + m].clone())
                 else:
@@ -520,7 +533,7 @@ class E2EModel(E2EPreTrainedModel):
                         torch.cat([stream.open.inputs, segment], dim=1),
                         torch.cat([stream.open.ids, ids[:, pos : pos + m]], dim=1),
                     )
-                h, stream.attn, outs = self._blocks(segment, stream.attn, self._weights(stream.fast, x.shape[0]))
+                h, stream.states, outs = self._blocks(segment, stream.states, self._weights(stream.fast, x.shape[0]))
                 normed = self.norm(h)
                 if scored is None:
                     logits, outer_sum = lm_head(normed[:, keep]), None
@@ -546,15 +559,16 @@ class E2EModel(E2EPreTrainedModel):
         ]
 
     def _blocks(
-        self, x: Tensor, attn: list[KVCache | None], weights: list[FastWeights]
-    ) -> tuple[Tensor, list[KVCache], list[Tensor]]:
-        """The updated blocks on x (B, m, d) with the given fast weights: (output, new KV caches, block outputs)."""
-        caches, outs = [], []
-        for block, kv, w in zip(self.updated_blocks, attn, weights, strict=True):
-            x, kv = block(x, kv, w)
-            caches.append(kv)
+        self, x: Tensor, states: list[E2EBlockState | None], weights: list[FastWeights]
+    ) -> tuple[Tensor, list[E2EBlockState], list[Tensor]]:
+        """The updated blocks on x (B, m, d) from their states with the given fast weights: (output (B, m, d), new
+        states, every block's output (B, m, d))."""
+        new_states, outs = [], []
+        for block, state, w in zip(self.updated_blocks, states, weights, strict=True):
+            x, state = block(x, state, w)
+            new_states.append(state)
             outs.append(x)
-        return x, caches, outs
+        return x, new_states, outs
 
     @property
     def remat(self) -> str:
@@ -567,7 +581,7 @@ class E2EModel(E2EPreTrainedModel):
     def _learn(
         self,
         x: Tensor,
-        attn: list[KVCache | None],
+        states: list[E2EBlockState | None],
         fast: list[FastWeights | None],
         targets: Tensor,
         lm_head: nn.Module,
@@ -578,7 +592,7 @@ class E2EModel(E2EPreTrainedModel):
 
         Args:
             x: (B, b, d) the mini-batch's input to the first updated block.
-            attn: the updated blocks' KV caches at the mini-batch's start.
+            states: the updated blocks' states at the mini-batch's start.
             fast: their fast weights W_i (None: W_0).
             targets: (B, b) the token after each position.
             lm_head: the LM head.
@@ -586,24 +600,24 @@ class E2EModel(E2EPreTrainedModel):
             keep: the positions (of the b) whose logits are returned.
 
         Returns:
-            the ``_Step``: normed hidden states, kept logits, new KV caches, W_{i+1}, the block outputs, and the
+            the ``_Step``: normed hidden states, kept logits, new block states, W_{i+1}, the block outputs, and the
             outer NLL sum (B,) scored from this step's own logits (so only one mini-batch's logits ever live).
         """
         if not torch.is_grad_enabled():
-            return self._inference_step(x, attn, fast, targets, lm_head, outer_targets, keep)
+            return self._inference_step(x, states, fast, targets, lm_head, outer_targets, keep)
         if self.remat != "none":
             # the release's jax.remat per chunk: the graph keeps this step's inputs and outputs only; its inside
             # (the updated blocks, the head, both losses, the inner backward) is recomputed when the outer backward
             # reaches it
             params = [p for m in (*self.updated_blocks, self.norm, lm_head) for p in m.parameters()]
             step = partial(self._meta_step, lm_head=lm_head, keep=keep)
-            return remat(step, (x, attn, fast, targets, outer_targets), params)
-        return self._meta_step(x, attn, fast, targets, outer_targets, lm_head, keep)
+            return remat(step, (x, states, fast, targets, outer_targets), params)
+        return self._meta_step(x, states, fast, targets, outer_targets, lm_head, keep)
 
     def _meta_step(
         self,
         x: Tensor,
-        attn: list[KVCache | None],
+        states: list[E2EBlockState | None],
         fast: list[FastWeights | None],
         targets: Tensor,
         outer_targets: Tensor | None,
@@ -621,7 +635,7 @@ class E2EModel(E2EPreTrainedModel):
         ]
         # the flash/efficient SDPA kernels have no double backward; the math one does
         with sdpa_kernel(SDPBackend.MATH) if exact else nullcontext():
-            h, caches, outs = self._blocks(x, attn, _group(flat))
+            h, new_states, outs = self._blocks(x, states, _group(flat))
         normed = self.norm(h)
         logits = lm_head(normed)
         log_probs = log_probabilities(logits)
@@ -629,12 +643,12 @@ class E2EModel(E2EPreTrainedModel):
         grads = torch.autograd.grad(loss, flat, create_graph=exact, retain_graph=True)
         new = sgd_step(flat, grads, lrs, config.inner_grad_clip)
         outer = None if outer_targets is None else token_nll(log_probs, outer_targets).sum(1)
-        return _Step(normed, _kept(logits, keep), caches, _group(new), outs, outer)
+        return _Step(normed, _kept(logits, keep), new_states, _group(new), outs, outer)
 
     def _inference_step(
         self,
         x: Tensor,
-        attn: list[KVCache | None],
+        states: list[E2EBlockState | None],
         fast: list[FastWeights | None],
         targets: Tensor,
         lm_head: nn.Module,
@@ -651,7 +665,9 @@ class E2EModel(E2EPreTrainedModel):
         ]
         with inner_grad_mode():
             flat = [autograd_ready(t).detach().requires_grad_() for w in self._weights(fast, x.shape[0]) for t in w]
-            h, caches, outs = self._blocks(autograd_ready(x), map_tensors(attn, autograd_ready), _group(flat))
+            # a tuple: map_tensors maps tuples (and named tuples), not lists
+            ready = list(map_tensors(tuple(states), autograd_ready))
+            h, new_states, outs = self._blocks(autograd_ready(x), ready, _group(flat))
             normed = self.norm(h)
             logits = lm_head(normed)
             log_probs = log_probabilities(logits)
@@ -659,10 +675,10 @@ class E2EModel(E2EPreTrainedModel):
         with torch.no_grad():
             new = sgd_step([t.detach() for t in flat], grads, lrs, config.inner_grad_clip)
             outer = None if outer_targets is None else token_nll(log_probs.detach(), outer_targets).sum(1)
-        normed, logits, caches, outs = map_tensors(
-            (normed, _kept(logits, keep), tuple(caches), tuple(outs)), Tensor.detach
+        normed, logits, new_states, outs = map_tensors(
+            (normed, _kept(logits, keep), tuple(new_states), tuple(outs)), Tensor.detach
         )
-        return _Step(normed, logits, list(caches), _group(new), list(outs), outer)
+        return _Step(normed, logits, list(new_states), _group(new), list(outs), outer)
 
 
 def _kept(logits: Tensor, keep: slice | Tensor) -> Tensor:
