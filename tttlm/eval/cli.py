@@ -158,25 +158,18 @@ def _by_position(args: argparse.Namespace) -> int:
 def _niah(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tttlm.eval.niah import (
-        NiahTaskMaker,
-        accuracy_table,
-        depth_grid,
-        distance_table,
-        evaluate_niah,
-        interval_table,
-    )
+    from tttlm.eval import niah
     from tttlm.eval.perplexity import long_documents
     from tttlm.eval.report import niah_distance_markdown, niah_markdown, plot_niah_heatmaps, write_json
 
     if args.distance_edges:
-        distance_table([], args.distance_edges)  # checks the edges before any generation
+        niah.distance_table([], args.distance_edges)  # checks the edges before any generation
     ckpt, model, data = _setup(args, args.ckpt)
     tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data))
     docs = long_documents(data, 1)
     essay = np.concatenate([d for _, d in docs]) if docs else np.zeros(0, dtype=np.int64)
-    maker = NiahTaskMaker(tokenizer, essay)
-    records = evaluate_niah(
+    maker = niah.NiahTaskMaker(tokenizer, essay)
+    records = niah.evaluate_niah(
         model,
         maker,
         args.tasks,
@@ -187,16 +180,16 @@ def _niah(args: argparse.Namespace) -> int:
         chunk_size=args.chunk,
         progress=_log,
     )
-    table, intervals = accuracy_table(records), interval_table(records)
+    table, intervals = niah.accuracy_table(records), niah.interval_table(records)
     out = args.out or ckpt.eval_dir
     payload = {"name": ckpt.name, "split": args.split, "accuracy": table, "intervals": intervals}
     markdown = niah_markdown({ckpt.name: table}, {ckpt.name: intervals})
     if args.distance_edges:
-        payload["by_distance"] = distance_table(records, args.distance_edges)
+        payload["by_distance"] = niah.distance_table(records, args.distance_edges)
         markdown += "\n\n" + niah_distance_markdown(payload["by_distance"])
     write_json(out / "niah.json", {**payload, "records": records})
     (out / "niah.md").write_text(markdown)
-    plot_niah_heatmaps(out / "niah.png", {t: depth_grid(records, t) for t in args.tasks})
+    plot_niah_heatmaps(out / "niah.png", {t: niah.depth_grid(records, t) for t in args.tasks})
     print(markdown)
     print(f"wrote {out}/niah.json, niah.md, niah.png")
     return 0
