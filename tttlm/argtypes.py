@@ -11,26 +11,26 @@ import math
 from collections.abc import Callable, Sequence
 
 
-def int_list(text: str) -> list[int]:
-    """Comma-separated positive integers, e.g. ``512,2048``."""
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 512,2048; got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers; got {text!r}")
-    return values
+def _number_list(kind: type, example: str, accept: Callable[[float], bool], wanted: str) -> Callable[[str], list]:
+    """A parser of comma-separated ``kind`` values (int or float), each of which ``accept`` holds for; ``example``
+    and ``wanted`` describe them in the errors."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {example}; got {text!r}") from None
+        if not values or not all(accept(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}")
+        return values
+
+    return parse
 
 
-def unit_list(text: str) -> list[float]:
-    """Comma-separated numbers in [0, 1], e.g. ``0,0.5,1`` (fractions such as needle depths)."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.5,1; got {text!r}") from None
-    if not values or not all(0 <= v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers in [0, 1]; got {text!r}")
-    return values
+# comma-separated positive integers, e.g. ``512,2048``
+int_list = _number_list(int, "integers such as 512,2048", lambda v: v >= 1, "positive integers")
+# comma-separated numbers in [0, 1], e.g. ``0,0.5,1`` (fractions such as needle depths)
+unit_list = _number_list(float, "numbers such as 0,0.5,1", lambda v: 0 <= v <= 1, "numbers in [0, 1]")
 
 
 def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:

@@ -22,6 +22,12 @@ def default_data_dir() -> Path:
     return cache_dir() / "data" / "default"
 
 
+def configured_data_dir(value: str | Path | None) -> Path:
+    """The directory a training config's ``data.dir`` names: the path (``~`` expanded), or ``default_data_dir()``
+    when it is empty or None."""
+    return Path(value).expanduser() if value else default_data_dir()
+
+
 @dataclass
 class PrepareSummary:
     """The corpus, the tokenizer directory and the packed tokens of one ``prepare_data`` run."""

@@ -163,7 +163,7 @@ def _niah(args: argparse.Namespace) -> int:
     from tttlm.eval.report import niah_distance_markdown, niah_markdown, plot_niah_heatmaps, write_json
 
     if args.distance_edges:
-        niah.distance_table([], args.distance_edges)  # checks the edges before any generation
+        niah.distance_ranges(args.distance_edges)  # checks the edges before any generation
     ckpt, model, data = _setup(args, args.ckpt)
     tokenizer = ckpt.load_tokenizer(ckpt.data_dir(args.data))
     docs = long_documents(data, 1)

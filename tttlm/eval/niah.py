@@ -319,13 +319,22 @@ def accuracy_table(records: Sequence[dict]) -> dict[str, dict[int, float]]:
 
 def interval_table(records: Sequence[dict]) -> dict[str, dict[int, dict[str, float]]]:
     """task -> length -> {"accuracy", "low", "high", "n"}: the mean score and its 95% Wilson interval."""
-    table = {}
-    for task, by_len in _by_cell(records).items():
-        table[task] = {}
-        for n, scores in by_len.items():
-            low, high = wilson_interval(sum(scores), len(scores))
-            table[task][n] = {"accuracy": float(np.mean(scores)), "low": low, "high": high, "n": len(scores)}
-    return table
+    return {t: {n: _wilson_cell(v) for n, v in by_len.items()} for t, by_len in _by_cell(records).items()}
+
+
+def _wilson_cell(scores: Sequence[float]) -> dict[str, float]:
+    """{"accuracy", "low", "high", "n"} of a non-empty list of scores."""
+    low, high = wilson_interval(sum(scores), len(scores))
+    return {"accuracy": float(np.mean(scores)), "low": low, "high": high, "n": len(scores)}
+
+
+def distance_ranges(edges: Sequence[int]) -> list[tuple[int, int | None]]:
+    """The (low, high] token ranges that ``edges`` split distances into (high None: unbounded); ``ValueError``
+    unless the edges are positive, ascending and distinct."""
+    bounds = [int(e) for e in edges]
+    if not bounds or any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
+        raise ValueError(f"distance edges must be positive, ascending and distinct token counts; got {list(edges)}")
+    return list(zip([0, *bounds], [*bounds, None], strict=True))
 
 
 def distance_table(records: Sequence[dict], edges: Sequence[int]) -> dict[str, dict[int, list[dict]]]:
@@ -333,10 +342,7 @@ def distance_table(records: Sequence[dict], edges: Sequence[int]) -> dict[str, d
     window and twice it): ``{"low_distance", "high_distance" (None: unbounded), "accuracy", "low", "high", "n"}``,
     a range holding the records with ``low_distance < distance <= high_distance``; accuracy None and no interval
     where a range has no sample."""
-    bounds = [int(e) for e in edges]
-    if not bounds or any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
-        raise ValueError(f"distance edges must be positive, ascending and distinct token counts; got {list(edges)}")
-    ranges = list(zip([0, *bounds], [*bounds, None], strict=True))
+    ranges = distance_ranges(edges)
     table: dict[str, dict[int, list[dict]]] = {}
     for task, by_len in _by_cell_records(records).items():
         table[task] = {}
@@ -345,10 +351,7 @@ def distance_table(records: Sequence[dict], edges: Sequence[int]) -> dict[str, d
             for lo, hi in ranges:
                 scores = [r["score"] for r in rows if lo < r["distance"] and (hi is None or r["distance"] <= hi)]
                 cell = {"low_distance": lo, "high_distance": hi, "n": len(scores), "accuracy": None}
-                if scores:
-                    low, high = wilson_interval(sum(scores), len(scores))
-                    cell.update(accuracy=float(np.mean(scores)), low=low, high=high)
-                cells.append(cell)
+                cells.append({**cell, **_wilson_cell(scores)} if scores else cell)
             table[task][length] = cells
     return table
 

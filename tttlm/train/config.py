@@ -218,16 +218,12 @@ def trajectory_of(plain: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out["model"], dict):
         out["model"] = {**out["model"], "match_params": _effective_match_params(out["model"])}
     if isinstance(out["data"], dict):
-        out["data"] = {**out["data"], "dir": _data_dir_used(out["data"].get("dir"))}
+        from tttlm.data.prepare import configured_data_dir
+
+        # the directory the trainer reads: a run trained with ``dir: null`` equals one that names the cache's data
+        # directory (the experiment runner names it)
+        out["data"] = {**out["data"], "dir": str(configured_data_dir(out["data"].get("dir")))}
     return out
-
-
-def _data_dir_used(value: str | None) -> str:
-    """``data.dir`` as the trainer reads it: None is the cache's prepared data (``default_data_dir``), so that a
-    run trained with ``dir: null`` equals one given that directory by name (the experiment runner names it)."""
-    from tttlm.data.prepare import default_data_dir
-
-    return str(Path(value).expanduser() if value else default_data_dir())
 
 
 def _effective_match_params(model: dict[str, Any]) -> str | None:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from tttlm.data.packing import DataMismatchError, PackedDataset
-from tttlm.data.prepare import TOKENIZER_DIR, default_data_dir
+from tttlm.data.prepare import TOKENIZER_DIR, configured_data_dir
 from tttlm.data.tokenizer import load_tokenizer
 from tttlm.models import compiled
 from tttlm.models.compiled import compiled_loss
@@ -166,7 +166,7 @@ def load_data(config: TrainConfig, say: Say) -> TrainData:
     recorded sha256s (unless ``data.verify_checksums`` is false, which ``say`` reports); ``CorruptDataError`` if they
     differ, ``DataMismatchError`` if the model's vocabulary does not cover the data or the data was made with another
     tokenizer than the one in the data directory."""
-    data_dir = Path(config.data.dir).expanduser() if config.data.dir else default_data_dir()
+    data_dir = configured_data_dir(config.data.dir)
     train_split = PackedDataset(data_dir, "train")
     val_split = PackedDataset(data_dir, "val") if config.eval.tokens else None
     splits = [split for split in (train_split, val_split) if split is not None]
